@@ -1,0 +1,120 @@
+"""Command functions of the math data layer, one typed function per CLI command
+(exposed through jsonargparse): ``generate``, ``build`` and ``stats``.
+
+Output files are JSON lines written atomically (see `keeptune.data.math.jsonl`).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Iterator, Optional
+
+from tqdm import tqdm
+
+from keeptune.data.math.build import build_records
+from keeptune.data.math.generate import generate_pairs
+from keeptune.io import write_jsonl
+from keeptune.data.math.loader import Pair, PairReader
+from keeptune.data.math.stats import count_templates
+from keeptune.data.prompts import CHAT, format_prompt
+
+
+def _progress(items: Iterable, desc: str, total: Optional[int] = None) -> Iterator:
+    return iter(tqdm(items, desc=desc, total=total, unit=" lines", mininterval=1.0, leave=False))
+
+
+def _print_counts(counts: dict[str, int]) -> None:
+    width = max(len(name) for name in counts)
+    for name, count in counts.items():
+        if count:
+            print(f"  {name:<{width}} {count:>9,}")
+    print(f"  {'total':<{width}} {sum(counts.values()):>9,}")
+
+
+def generate(
+    n: int,
+    seed: int = 0,
+    templates: Optional[list[str]] = None,
+    mix: str = "real",
+    out: Path = Path("out/math/generated.jsonl"),
+) -> Path:
+    """Generate template problems in the format of the real ``train.json``.
+
+    Args:
+        n: Number of lines.
+        seed: Random seed; the same arguments give the same file.
+        templates: Template names to draw from (default: all 11).
+        mix: Template mix: ``real`` (the real file's distinct counts) or ``uniform``.
+        out: Output JSON-lines file of ``{"problem", "solution"}`` objects.
+    """
+    pairs = (pair._asdict() for _, pair in generate_pairs(n, seed, templates, mix))
+    count = write_jsonl(out, _progress(pairs, "generate", n))
+    print(f"keeptune: wrote {count:,} generated problems to {out}")
+    return out
+
+
+def build(
+    source: Optional[Path] = None,
+    strategy: str = "uniform",
+    n: Optional[int] = None,
+    cot: bool = False,
+    prompt: str = "math",
+    seed: int = 0,
+    out: Path = Path("out/math/train-conversations.jsonl"),
+    pool: int = 200_000,
+    mix: Optional[str] = None,
+    weights: Optional[dict[str, float]] = None,
+    counts: Optional[dict[str, int]] = None,
+    dedup: bool = True,
+    skip_bad: bool = False,
+) -> Path:
+    """Build a training set of conversation records (one JSON object per line).
+
+    Args:
+        source: The real ``train.json`` (JSON lines problem/solution); None draws
+            ``pool`` generated problems instead.
+        strategy: ``real``, ``uniform``, ``easy``, ``arithmetic`` or ``custom``.
+        n: At most this many records, picked at random; None keeps all selected.
+        cot: Worked-step answers that end with the exact reference solution.
+        prompt: Prompt template: ``alpaca``, ``math`` or ``none`` (``chat`` needs a
+            tokenizer: call `keeptune.data.math.build.build_records` with one).
+        seed: Random seed of the picks (and of the generated pool).
+        out: Output JSON-lines file.
+        pool: Generated problems to draw from when ``source`` is None.
+        mix: Template mix of the generated pool; default ``uniform`` for the
+            ``uniform`` and ``custom`` strategies, ``real`` otherwise.
+        weights: ``custom`` only: template -> weight splitting ``n``.
+        counts: ``custom`` only: template -> number of records.
+        dedup: Drop repeated (problem, solution) pairs before picking.
+        skip_bad: Count and pass over malformed source lines instead of failing.
+    """
+    if prompt == CHAT:
+        raise ValueError(
+            "prompt 'chat' needs the model's tokenizer: use build_records(chat_template=...)"
+        )
+    format_prompt(prompt, "")  # fail before reading a large file
+    reader: Optional[PairReader] = None
+    if source is None:
+        mix = mix or ("uniform" if strategy in ("uniform", "custom") else "real")
+        pairs: Iterable[Pair] = (pair for _, pair in generate_pairs(pool, seed, None, mix))
+    else:
+        pairs = reader = PairReader(source, skip_bad=skip_bad)
+    records = build_records(_progress(pairs, "read"), strategy, n, cot, prompt, seed,
+                            weights=weights, counts=counts, dedup=dedup)
+    count = write_jsonl(out, records)
+    skipped = f" ({reader.skipped} malformed lines skipped)" if reader and reader.skipped else ""
+    print(f"keeptune: wrote {count:,} {strategy} records to {out}{skipped}")
+    _print_counts(count_templates(out))
+    return out
+
+
+def stats(file: Path, dedup: bool = False) -> dict[str, int]:
+    """Count the records of a math data file per template.
+
+    Args:
+        file: JSON lines of raw problem/solution pairs or conversation records.
+        dedup: Count each distinct (problem, answer) pair once.
+    """
+    counts = count_templates(file, dedup=dedup)
+    print(f"keeptune: {file}")
+    _print_counts(counts)
+    return counts

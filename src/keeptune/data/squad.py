@@ -1,0 +1,92 @@
+"""SQuAD v1.1 samples for the original task (SPEC section 1).
+
+One sample per paragraph: the paragraph's FIRST question and that question's
+FIRST answer text as the label; all answers are kept for the official metric.
+The full dev set gives 2067 samples; the shared Super Bowl 50 article gives 54.
+"""
+from __future__ import annotations
+
+import json
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from keeptune.model.load import cache_dir
+
+OFFICIAL_DEV_URL = "https://rajpurkar.github.io/SQuAD-explorer/dataset/dev-v1.1.json"
+SHARED_RELATIVE = Path("shared/data/squad/dev-v1.1-super-bowl-50.json")
+# ../shared beside the working directory, or beside this source checkout.
+SHARED_ROOTS = (Path.cwd().parent, Path(__file__).resolve().parents[4])
+
+
+class SquadDataError(ValueError):
+    """A SQuAD file that does not have the official v1.1 layout."""
+
+
+@dataclass(frozen=True)
+class SquadSample:
+    id: str
+    passage: str
+    question: str
+    label: str  # first answer text of the first question, as in the seed
+    answers: tuple[str, ...]  # every gold answer text, for the official metric
+
+
+def default_data_path() -> Path:
+    """The shared 54-paragraph file when it sits beside the checkout."""
+    for root in SHARED_ROOTS:
+        if (root / SHARED_RELATIVE).is_file():
+            return root / SHARED_RELATIVE
+    raise SquadDataError(
+        "no SQuAD data given and ../shared/data is not here. Pass --data with the official "
+        f"dev set: a local dev-v1.1.json, or its address {OFFICIAL_DEV_URL} to download it once."
+    )
+
+
+def fetch(url: str) -> Path:
+    """Download a SQuAD file once into keeptune's cache and return its path."""
+    target = cache_dir() / "data" / url.rstrip("/").rsplit("/", 1)[-1]
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        print(f"keeptune: downloading {url} -> {target}")
+        tmp = target.with_suffix(target.suffix + ".part")
+        with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as out:
+            out.write(response.read())
+        tmp.replace(target)
+    return target
+
+
+def resolve_data(data: str | Path | None) -> Path:
+    """A local path, an http(s) address (downloaded once), or the shared default."""
+    if data is None:
+        return default_data_path()
+    if str(data).startswith(("http://", "https://")):
+        return fetch(str(data))
+    path = Path(data).expanduser()
+    if not path.is_file():
+        raise SquadDataError(f"SQuAD file {path} does not exist")
+    return path
+
+
+def load_samples(path: Path) -> list[SquadSample]:
+    """Parse an official SQuAD v1.1 JSON file into one sample per paragraph."""
+    try:
+        articles = json.loads(Path(path).read_text(encoding="utf-8"))["data"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise SquadDataError(f"{path}: not SQuAD v1.1 JSON with a top-level 'data' list ({err})") from None
+    samples = []
+    for a, article in enumerate(articles):
+        for p, paragraph in enumerate(article.get("paragraphs", [])):
+            where = f"{path}: data[{a}].paragraphs[{p}]"
+            try:
+                question = paragraph["qas"][0]
+                answers = tuple(ans["text"] for ans in question["answers"])
+                samples.append(SquadSample(
+                    id=question["id"], passage=paragraph["context"], question=question["question"],
+                    label=answers[0], answers=answers))
+            except (KeyError, IndexError, TypeError) as err:
+                raise SquadDataError(f"{where}: missing field {err} (need context, qas[0].question, "
+                                     "qas[0].id and qas[0].answers[0].text)") from None
+    if not samples:
+        raise SquadDataError(f"{path}: no paragraphs found")
+    return samples
