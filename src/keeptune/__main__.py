@@ -1,0 +1,5 @@
+import sys
+
+from keeptune.cli import main
+
+sys.exit(main())

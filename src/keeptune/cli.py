@@ -1,0 +1,42 @@
+"""The `keeptune` command: a table from command names to typed functions.
+
+Options come from each function's signature and docstring (jsonargparse, as in
+litgpt). Both `--batch-size` and `--batch_size` spellings are accepted.
+"""
+from __future__ import annotations
+
+import sys
+
+from keeptune.data.math import commands as data_commands
+from keeptune.evaluate import commands as eval_commands
+
+COMMANDS = {
+    "eval": {"squad": eval_commands.squad},
+    "data": {"generate": data_commands.generate, "build": data_commands.build, "stats": data_commands.stats},
+}
+
+
+def _underscored(arg: str) -> str:
+    """`--batch-size=8` -> `--batch_size=8`; values and positional arguments untouched."""
+    if not arg.startswith("--"):
+        return arg
+    name, sep, value = arg.partition("=")
+    return "--" + name[2:].replace("-", "_") + sep + value
+
+
+def main(argv: list[str] | None = None) -> int:
+    from jsonargparse import CLI
+
+    from keeptune.errors import USER_ERRORS
+
+    args = [_underscored(a) for a in (sys.argv[1:] if argv is None else argv)]
+    try:
+        CLI(COMMANDS, args=args, as_positional=False)
+    except USER_ERRORS as err:
+        print(f"keeptune: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
