@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = [_underscored(a) for a in (sys.argv[1:] if argv is None else argv)]
     try:
-        CLI(COMMANDS, args=args, as_positional=False)
+        CLI(COMMANDS, args=args)
     except USER_ERRORS as err:
         print(f"keeptune: error: {err}", file=sys.stderr)
         return 2

@@ -50,8 +50,12 @@ def fetch(url: str) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         print(f"keeptune: downloading {url} -> {target}")
         tmp = target.with_suffix(target.suffix + ".part")
-        with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as out:
-            out.write(response.read())
+        try:
+            with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as out:
+                out.write(response.read())
+        except OSError as err:  # URLError, HTTPError, timeouts: nothing is cached, a later run retries
+            tmp.unlink(missing_ok=True)
+            raise SquadDataError(f"could not download {url}: {err}") from None
         tmp.replace(target)
     return target
 
@@ -72,11 +76,16 @@ def load_samples(path: Path) -> list[SquadSample]:
     """Parse an official SQuAD v1.1 JSON file into one sample per paragraph."""
     try:
         articles = json.loads(Path(path).read_text(encoding="utf-8"))["data"]
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        if not isinstance(articles, list):
+            raise TypeError(f"'data' is a {type(articles).__name__}")
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
         raise SquadDataError(f"{path}: not SQuAD v1.1 JSON with a top-level 'data' list ({err})") from None
     samples = []
     for a, article in enumerate(articles):
-        for p, paragraph in enumerate(article.get("paragraphs", [])):
+        paragraphs = article.get("paragraphs", []) if isinstance(article, dict) else None
+        if not isinstance(paragraphs, list):
+            raise SquadDataError(f"{path}: data[{a}] is not an article with a 'paragraphs' list")
+        for p, paragraph in enumerate(paragraphs):
             where = f"{path}: data[{a}].paragraphs[{p}]"
             try:
                 question = paragraph["qas"][0]

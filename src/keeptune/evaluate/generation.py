@@ -47,7 +47,7 @@ class GenerationSettings:
         }
 
 
-def _left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -57,7 +57,7 @@ def _left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor,
     return ids, mask
 
 
-def _positions(mask: torch.Tensor) -> torch.Tensor:
+def positions(mask: torch.Tensor) -> torch.Tensor:
     """Position of every token counted over real tokens only (pads get 0)."""
     return (mask.cumsum(-1) - 1).clamp(min=0)
 
@@ -133,10 +133,10 @@ def generate_group(model, prompts: Sequence[Sequence[int]], settings: Generation
     parts, first = [], []
     for start in range(0, len(prompts), settings.prefill_batch_size):
         progress(f"prefill {start}/{len(prompts)}")
-        ids, mask = _left_pad(prompts[start:start + settings.prefill_batch_size], pad_token_id)
+        ids, mask = left_pad(prompts[start:start + settings.prefill_batch_size], pad_token_id)
         ids, mask = ids.to(device), mask.to(device)
         cache = DynamicCache(config=model.config)
-        out = model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask),
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions(mask),
                     past_key_values=cache, use_cache=True, logits_to_keep=1)
         first.append(_next_tokens(out.logits, 0, settings, eos))
         parts.append((cache, mask))

