@@ -14,7 +14,11 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
 
-class MalformedLineError(ValueError):
+class DataError(ValueError):
+    """Input data keeptune cannot use; the message names the file and what is wrong."""
+
+
+class MalformedLineError(DataError):
     """A line of a data file that is not the record it should be."""
 
     def __init__(self, path: Path, line: int, field: Optional[str], reason: str):

@@ -9,8 +9,9 @@ import urllib.request
 
 import pytest
 
-from keeptune.data import squad
+from keeptune.data import shared
 from keeptune.data.squad import SquadDataError, default_data_path, load_samples, resolve_data
+from keeptune.io import DataError
 
 OFFICIAL_URL = "https://rajpurkar.github.io/SQuAD-explorer/dataset/dev-v1.1.json"
 
@@ -218,14 +219,14 @@ def test_default_is_the_shared_file_when_present(tmp_path, monkeypatch):
     target = tmp_path / "shared" / "data" / "squad" / "dev-v1.1-super-bowl-50.json"
     target.parent.mkdir(parents=True)
     target.write_text(json.dumps(TINY), encoding="utf-8")
-    monkeypatch.setattr(squad, "SHARED_ROOTS", (tmp_path / "elsewhere", tmp_path))
+    monkeypatch.setattr(shared, "SHARED_ROOTS", (tmp_path / "elsewhere", tmp_path))
     assert default_data_path() == target
     assert resolve_data(None) == target
 
 
 def test_default_missing_says_to_pass_data_with_the_official_url(tmp_path, monkeypatch):
-    monkeypatch.setattr(squad, "SHARED_ROOTS", (tmp_path,))
-    with pytest.raises(SquadDataError) as info:
+    monkeypatch.setattr(shared, "SHARED_ROOTS", (tmp_path,))
+    with pytest.raises(DataError) as info:
         resolve_data(None)
     message = str(info.value)
     assert "--data" in message

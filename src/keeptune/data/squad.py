@@ -11,15 +11,14 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from keeptune.data.shared import SQUAD_SAMPLE, shared_file
+from keeptune.io import DataError
 from keeptune.model.load import cache_dir
 
 OFFICIAL_DEV_URL = "https://rajpurkar.github.io/SQuAD-explorer/dataset/dev-v1.1.json"
-SHARED_RELATIVE = Path("shared/data/squad/dev-v1.1-super-bowl-50.json")
-# ../shared beside the working directory, or beside this source checkout.
-SHARED_ROOTS = (Path.cwd().parent, Path(__file__).resolve().parents[4])
 
 
-class SquadDataError(ValueError):
+class SquadDataError(DataError):
     """A SQuAD file that does not have the official v1.1 layout."""
 
 
@@ -34,13 +33,8 @@ class SquadSample:
 
 def default_data_path() -> Path:
     """The shared 54-paragraph file when it sits beside the checkout."""
-    for root in SHARED_ROOTS:
-        if (root / SHARED_RELATIVE).is_file():
-            return root / SHARED_RELATIVE
-    raise SquadDataError(
-        "no SQuAD data given and ../shared/data is not here. Pass --data with the official "
-        f"dev set: a local dev-v1.1.json, or its address {OFFICIAL_DEV_URL} to download it once."
-    )
+    return shared_file(SQUAD_SAMPLE, "Pass --data with the official SQuAD v1.1 dev set: a local "
+                       f"dev-v1.1.json, or its address {OFFICIAL_DEV_URL} to download it once.")
 
 
 def fetch(url: str) -> Path:

@@ -9,8 +9,8 @@ from keeptune.evaluate.metrics.math_judge import aggregate, boxed, extract, judg
 
 SUB = "计算 1.00 - 3.00 等于多少？"
 SUB_REF = "1.00 - 3.00 = -2.00"  # 1 - 3 = -2
-ALL_TRUE = {"1e-08": True, "1e-04": True, "1e-02": True}
-ALL_FALSE = {"1e-08": False, "1e-04": False, "1e-02": False}
+ALL_TRUE = {"1e-08": True, "0.0001": True, "0.01": True}
+ALL_FALSE = {"1e-08": False, "0.0001": False, "0.01": False}
 
 
 def verdict(result):
@@ -71,7 +71,7 @@ def test_large_product_passes_seed_by_rtol_but_not_strict():
     assert verdict(result) == (ALL_TRUE, ALL_FALSE)
     # Off by exactly 0.0001: strict passes at 1e-4 and 1e-2 only.
     close = judge(problem, "9999.99 * 9999.99 = 99999800", reference)
-    assert close["strict"] == {"1e-08": False, "1e-04": True, "1e-02": True}
+    assert close["strict"] == {"1e-08": False, "0.0001": True, "0.01": True}
 
 
 def test_fraction_compares_numerator_and_denominator_exactly():
@@ -84,14 +84,14 @@ def test_fraction_compares_numerator_and_denominator_exactly():
 def test_small_tolerances_separate_the_eps():
     problem, reference = "解方程 3x + -1 = 0", "方程的解为：0.3333333333333333"  # 1/3
     result = judge(problem, "方程的解为：0.333", reference)  # off by 3.3e-4
-    assert result["strict"] == {"1e-08": False, "1e-04": False, "1e-02": True}
+    assert result["strict"] == {"1e-08": False, "0.0001": False, "0.01": True}
     # seed at 1e-4: 3.3e-4 > 1e-4 + 1e-5 * 0.333 = 1.033e-4, still wrong.
-    assert result["seed"] == {"1e-08": False, "1e-04": False, "1e-02": True}
+    assert result["seed"] == {"1e-08": False, "0.0001": False, "0.01": True}
 
 
 def test_first_match_versus_last_number_versus_final():
     text = "1.00 - 3.00 = 2.00 不对，应为 -2.00"
-    assert not judge(SUB, text, SUB_REF)["strict"]["1e-02"]  # seed: first match 2.00
+    assert not judge(SUB, text, SUB_REF)["strict"]["0.01"]  # seed: first match 2.00
     assert judge(SUB, text, SUB_REF, extraction="last")["extracted"] == "-2.00"
     worked = "1.00 - 3.00 = 1.00 + -3.00\n1.00 - 3.00 = -2.00"
     assert judge(SUB, worked, SUB_REF, extraction="seed")["extracted"] == "1.00"
@@ -104,7 +104,7 @@ def test_english_boxed():
     reference = r"so the sum is $\boxed{180^\circ}$."
     problem = "Find the number of degrees in the sum."
     assert judge(problem, r"The answer is \boxed{180}.", reference)["strict"]["1e-08"]
-    assert not judge(problem, r"\boxed{18}", reference)["seed"]["1e-02"]
+    assert not judge(problem, r"\boxed{18}", reference)["seed"]["0.01"]
     assert boxed(r"x \boxed{\frac{1}{2}} y") == r"\frac{1}{2}"
     half = r"\boxed{\dfrac{1}{2}}"
     assert judge(problem, r"\boxed{\frac{1}{2}}", half)["strict"]["1e-08"]
@@ -121,9 +121,9 @@ def test_aggregate_accuracy_and_table():
     # The last: "= 99999000" lacks the "A op B = R" shape, so nothing is extracted.
     summary = aggregate(results)
     assert summary["n"] == 4
-    assert summary["accuracy"]["seed"]["1e-02"] == 0.5 and summary["accuracy"]["strict"]["1e-08"] == 0.5
+    assert summary["accuracy"]["seed"]["0.01"] == 0.5 and summary["accuracy"]["strict"]["1e-08"] == 0.5
     assert summary["per_template"]["arithmetic"]["seed"]["1e-08"] == [1, 3]
-    assert summary["per_template"]["fraction"]["strict"]["1e-04"] == [1, 1]
+    assert summary["per_template"]["fraction"]["strict"]["0.0001"] == [1, 1]
     assert list(summary["per_template"]) == ["arithmetic", "fraction"]
     assert aggregate([])["n"] == 0
 

@@ -39,8 +39,8 @@ _LATEX_NOISE = re.compile(r"\s+|\\left|\\right|\\!|\\,|\^\{?\\circ\}?|\\%|%|\\\$
 
 
 def eps_key(eps: float) -> str:
-    """The key of an EPS in results: ``1e-08``, ``1e-04``, ``1e-02``."""
-    return f"{eps:.0e}"
+    """The key of an EPS in results, Python's own spelling: ``1e-08``, ``0.0001``, ``0.01``."""
+    return str(eps)
 
 
 def drop_echo(problem: str, prediction: str) -> str:

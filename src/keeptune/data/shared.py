@@ -1,0 +1,23 @@
+"""The project's real sample data in ../shared/data, used in place when present.
+
+A user's fresh clone has no ../shared: commands then ask for --data.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from keeptune.io import DataError
+
+SQUAD_SAMPLE = "squad/dev-v1.1-super-bowl-50.json"  # 54 paragraphs of SQuAD v1.1 dev
+MATH_SAMPLE = "math/train-sample-996.jsonl"  # 996 real lines of the math training file
+# ../shared beside the working directory, or beside this source checkout.
+SHARED_ROOTS = (Path.cwd().parent, Path(__file__).resolve().parents[4])
+
+
+def shared_file(relative: str, hint: str) -> Path:
+    """The file `shared/data/RELATIVE` beside the checkout, or a DataError ending with `hint`."""
+    for root in SHARED_ROOTS:
+        path = root / "shared" / "data" / relative
+        if path.is_file():
+            return path
+    raise DataError(f"no data given and ../shared/data/{relative} is not here. {hint}")
