@@ -9,10 +9,12 @@ import sys
 
 from keeptune.data.math import commands as data_commands
 from keeptune.evaluate import commands as eval_commands
+from keeptune.model import commands as model_commands
 
 COMMANDS = {
-    "eval": {"squad": eval_commands.squad},
+    "eval": {"squad": eval_commands.squad, "math": eval_commands.math},
     "data": {"generate": data_commands.generate, "build": data_commands.build, "stats": data_commands.stats},
+    "params": model_commands.params,
 }
 
 

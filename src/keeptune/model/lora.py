@@ -1,0 +1,189 @@
+"""LoRA through PEFT, with the seed's target names (SPEC section 3).
+
+Targets accept Hugging Face module names (`q_proj`, `v_proj`, ...), the
+MindFormers names of the seed (`wq`, `wk`, `wv`, `wo`, `w1`, `w2`, `w3`) and
+regular expressions such as the seed's `.*wq|.*wv`, which are matched against
+both the Hugging Face and the MindFormers spelling of every module name.
+`resolve_targets` turns any of them into the exact list of module names PEFT
+gets, so what is trained is never a guess.
+"""
+from __future__ import annotations
+
+import re
+import sys
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TextIO
+
+import torch
+
+# Weight of the parameter term in the contest score (SPEC section 4).
+PARAMETER_SCORE_WEIGHT = 0.3
+
+# MindFormers (seed) module name -> Hugging Face Llama module name.
+MINDFORMERS_TO_HF = {"wq": "q_proj", "wk": "k_proj", "wv": "v_proj", "wo": "o_proj",
+                     "w1": "gate_proj", "w2": "down_proj", "w3": "up_proj"}
+HF_TO_MINDFORMERS = {hf: mf for mf, hf in MINDFORMERS_TO_HF.items()}
+# Where MindFormers puts each projection: model.layers.N.attention.wq, model.layers.N.feed_forward.w1.
+MINDFORMERS_BLOCK = {"q_proj": "attention", "k_proj": "attention", "v_proj": "attention", "o_proj": "attention",
+                     "gate_proj": "feed_forward", "down_proj": "feed_forward", "up_proj": "feed_forward"}
+
+
+class TargetError(ValueError):
+    """A LoRA target specification that matches no module."""
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """LoRA adapter settings; defaults are the seed's baseline."""
+
+    targets: Sequence[str] = field(default_factory=lambda: ("q_proj", "v_proj"))
+    """Module names (HF or MindFormers) or regular expressions, e.g. `.*wq|.*wv`."""
+    rank: int = 8
+    """Rank r of the update B @ A."""
+    alpha: int = 16
+    """Scaling numerator: the update is multiplied by alpha / rank."""
+    dropout: float = 0.05
+    """Dropout on the LoRA branch's input during training."""
+
+
+def mindformers_name(hf_name: str) -> str:
+    """`model.layers.3.self_attn.q_proj` -> `model.layers.3.attention.wq` (other names unchanged)."""
+    match = re.fullmatch(r"(.*layers\.\d+)\.(?:self_attn|mlp)\.(\w+)", hf_name)
+    if not match or match.group(2) not in HF_TO_MINDFORMERS:
+        return hf_name
+    leaf = match.group(2)
+    return f"{match.group(1)}.{MINDFORMERS_BLOCK[leaf]}.{HF_TO_MINDFORMERS[leaf]}"
+
+
+def linear_module_names(model: torch.nn.Module) -> list[str]:
+    """Full names of the Linear layers LoRA can target (the output head excluded)."""
+    return [name for name, module in model.named_modules()
+            if isinstance(module, torch.nn.Linear) and not name.endswith("lm_head")]
+
+
+def resolve_targets(model: torch.nn.Module, targets: Sequence[str] | str) -> list[str]:
+    """Full module names selected by `targets`; TargetError listing what exists if one matches nothing.
+
+    A plain name (`q_proj` or `wq`) selects every module whose last component
+    has that name; anything else is a regular expression that must match a
+    whole module name, in its Hugging Face or MindFormers spelling.
+    """
+    specs = [t.strip() for t in (targets.split(",") if isinstance(targets, str) else targets) if t.strip()]
+    candidates = linear_module_names(model)
+    chosen: set[str] = set()
+    for spec in specs:
+        if re.fullmatch(r"\w+", spec):
+            leaf = MINDFORMERS_TO_HF.get(spec, spec)
+            hits = [n for n in candidates if n.rsplit(".", 1)[-1] == leaf]
+        else:
+            pattern = re.compile(spec)
+            hits = [n for n in candidates if pattern.fullmatch(n) or pattern.fullmatch(mindformers_name(n))]
+        if not hits:
+            leaves = sorted({n.rsplit(".", 1)[-1] for n in candidates})
+            raise TargetError(
+                f"LoRA target {spec!r} matches no module. Linear modules are named "
+                f"{', '.join(leaves)} (MindFormers names: {', '.join(sorted(MINDFORMERS_TO_HF))}); "
+                f"for example {candidates[0] if candidates else 'none'}")
+        chosen.update(hits)
+    return [n for n in candidates if n in chosen]
+
+
+def apply_lora(model: torch.nn.Module, settings: LoraSettings):
+    """Wrap `model` in a PEFT LoRA model on the resolved targets; only LoRA weights train."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+                        target_modules=resolve_targets(model, settings.targets), bias="none",
+                        task_type="CAUSAL_LM")
+    with warnings.catch_warnings():  # PEFT calls a transformers 5 deprecated alias; nothing for a user to do
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return get_peft_model(model, config)
+
+
+@dataclass(frozen=True)
+class ParameterCount:
+    """Trainable parameters against the base model's, as the score counts them (SPEC section 4)."""
+
+    trainable: int
+    """Parameters with requires_grad (the LoRA A/B matrices of a PEFT model)."""
+    total: int
+    """Parameters of the base model, adapters excluded, tied weights counted once."""
+    ratio: float
+    """trainable / total, exact."""
+    score_term: float
+    """(1 - ratio) * 0.3, the parameter part of the score."""
+
+
+def adapter_parameter_ids(model: torch.nn.Module) -> set[int]:
+    """ids of the parameters PEFT added (LoRA A/B, embeddings, magnitudes): not part of the base model."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    ids: set[int] = set()
+    for module in model.modules():
+        if isinstance(module, BaseTunerLayer):
+            for attr in module.adapter_layer_names:
+                ids.update(id(p) for p in getattr(module, attr).parameters())
+    return ids
+
+
+def count_parameters(model: torch.nn.Module) -> ParameterCount:
+    """Exact trainable / total accounting of a (PEFT) model; works on the meta device.
+
+    `named_parameters` yields a tied (shared) weight once, so tied embeddings
+    count once; adapter weights are excluded from the total.
+    """
+    adapters = adapter_parameter_ids(model)
+    params = [p for _, p in model.named_parameters()]
+    trainable = sum(p.numel() for p in params if p.requires_grad)
+    total = sum(p.numel() for p in params if id(p) not in adapters)
+    ratio = trainable / total
+    return ParameterCount(trainable, total, ratio, (1 - ratio) * PARAMETER_SCORE_WEIGHT)
+
+
+def mindformers_lora_name(peft_param_name: str) -> str:
+    """The seed's name of a PEFT LoRA parameter (other names are returned unchanged).
+
+    `base_model.model.model.layers.0.self_attn.q_proj.lora_A.default.weight`
+    -> `model.layers.0.attention.wq.mindpet_delta_lora_a`.
+    """
+    match = re.fullmatch(r"(?:base_model\.model\.)?(.+)\.lora_([AB])\.[^.]+\.weight", peft_param_name)
+    if not match:
+        return peft_param_name
+    return f"{mindformers_name(match.group(1))}.mindpet_delta_lora_{match.group(2).lower()}"
+
+
+def trainable_parameters(model: torch.nn.Module, names: str = "hf") -> Iterator[tuple[str, torch.Size]]:
+    """(name, shape) of every trainable parameter; `names` is "hf" (PEFT names) or "mindformers"."""
+    if names not in ("hf", "mindformers"):
+        raise ValueError(f"names must be 'hf' or 'mindformers', not {names!r}")
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            yield (mindformers_lora_name(name) if names == "mindformers" else name), param.shape
+
+
+def format_count(count: ParameterCount) -> list[str]:
+    """Trainable, total, the exact ratio (11 significant digits and its repr) and the score term."""
+    return [f"trainable parameters: {count.trainable}",
+            f"total parameters: {count.total}",
+            f"ratio: {count.ratio:.11g} (exact: {count.ratio!r})",
+            f"score parameter term (1 - ratio) * {PARAMETER_SCORE_WEIGHT}: {count.score_term!r}"]
+
+
+def print_parameter_groups(model: torch.nn.Module, weight_decay: float = 0.0, names: str = "hf",
+                           file: TextIO | None = None) -> None:
+    """Print the optimizer's parameter group as the seed did, then the parameter accounting.
+
+    One group "decay" with its weight decay holds every trainable parameter
+    (name and shape; A is rank x in, B is out x rank), followed by trainable
+    parameters, total parameters and the exact ratio. `file` defaults to the
+    current sys.stdout (looked up at call time, so redirection and capture work).
+    """
+    file = file or sys.stdout
+    params = list(trainable_parameters(model, names))
+    print(f'param group "decay": weight_decay {weight_decay}, {len(params)} parameters', file=file)
+    for name, shape in params:
+        print(f"  {name} {tuple(shape)}", file=file)
+    for line in format_count(count_parameters(model)):
+        print(line, file=file)
