@@ -10,11 +10,17 @@ import sys
 from keeptune.data.math import commands as data_commands
 from keeptune.evaluate import commands as eval_commands
 from keeptune.model import commands as model_commands
+from keeptune.report import commands as report_commands
+from keeptune.train import commands as train_commands
 
 COMMANDS = {
     "eval": {"squad": eval_commands.squad, "math": eval_commands.math},
     "data": {"generate": data_commands.generate, "build": data_commands.build, "stats": data_commands.stats},
     "params": model_commands.params,
+    "train": train_commands.train,  # parsed by train_commands.main: it takes key=value words
+    "merge": train_commands.merge,
+    "report": report_commands.report,
+    "runs": report_commands.runs,
 }
 
 
@@ -33,7 +39,10 @@ def main(argv: list[str] | None = None) -> int:
 
     args = [_underscored(a) for a in (sys.argv[1:] if argv is None else argv)]
     try:
-        CLI(COMMANDS, args=args)
+        if args[:1] == ["train"]:
+            train_commands.main(args[1:])
+        else:
+            CLI(COMMANDS, args=args)
     except USER_ERRORS as err:
         print(f"keeptune: error: {err}", file=sys.stderr)
         return 2

@@ -4,5 +4,8 @@ from keeptune.evaluate.engine import ResumeMismatchError
 from keeptune.io import DataError
 from keeptune.model.load import ModelLoadError
 from keeptune.model.lora import TargetError
+from keeptune.train.config import ConfigError
+from keeptune.train.loop import TrainingDivergedError
 
-USER_ERRORS = (ModelLoadError, DataError, ResumeMismatchError, TargetError, FileNotFoundError)
+USER_ERRORS = (ModelLoadError, DataError, ResumeMismatchError, TargetError, ConfigError, TrainingDivergedError,
+               FileNotFoundError)

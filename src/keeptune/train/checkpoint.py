@@ -1,0 +1,171 @@
+"""Checkpoints: written atomically, read without pickle, enough to resume exactly.
+
+RUN/checkpoints/step-000040/ holds
+- adapter_config.json + adapter_model.safetensors: a PEFT adapter
+  (`PeftModel.from_pretrained(base, dir)` loads it);
+- keeptune.json: base model, prompt name, sequence format, seq_len, step and the
+  LoRA settings, so evaluation can use the training prompt by default;
+- optimizer.safetensors: AdamW's tensors; trainer_state.json: its parameter
+  groups, the scheduler's state and the data position (the step: the data
+  order is a function of seed, epoch and step);
+- rng-rank{R}.json: every rank's torch (CPU, CUDA) and Python random states.
+
+It is written into RUN/checkpoints/.step-000040.tmp and renamed in one
+`os.replace`, so a directory named step-N is complete: a kill -9 at any moment
+leaves the previous checkpoints intact and at most a .tmp directory, which the
+next start removes. Tensors are read with safetensors, everything else is JSON:
+nothing is ever unpickled. State is gathered with torch.distributed's
+state-dict API, so the same code serves a plain model, DDP and FSDP.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Optional
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from keeptune.io import atomic_write_json
+from keeptune.train.distributed import Dist, barrier
+
+CHECKPOINTS = "checkpoints"
+STEP_DIR = re.compile(r"step-(\d+)")
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "keeptune.json")
+
+
+def checkpoint_steps(total: int, count: int) -> list[int]:
+    """Steps round(k x total / count), k = 1..count, without repeats or 0; the last is `total`."""
+    return sorted({round(k * total / count) for k in range(1, count + 1)} - {0})
+
+
+def step_dir(run: Path, step: int) -> Path:
+    return Path(run) / CHECKPOINTS / f"step-{step:06d}"
+
+
+def complete_checkpoints(run: Path) -> list[Path]:
+    """Complete checkpoint directories of a run, by step."""
+    folder = Path(run) / CHECKPOINTS
+    found = [p for p in folder.iterdir() if STEP_DIR.fullmatch(p.name)] if folder.is_dir() else []
+    return sorted(found, key=lambda p: int(STEP_DIR.fullmatch(p.name).group(1)))
+
+
+def remove_partial(run: Path) -> None:
+    """Delete what a killed save left behind (.tmp directories)."""
+    folder = Path(run) / CHECKPOINTS
+    for path in folder.glob(".*.tmp") if folder.is_dir() else []:
+        shutil.rmtree(path)
+
+
+def rng_state() -> dict:
+    version, state, gauss = random.getstate()
+    cuda = [s.tolist() for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else None
+    return {"torch": torch.get_rng_state().tolist(), "cuda": cuda, "python": [version, list(state), gauss]}
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+    if state["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
+    version, values, gauss = state["python"]
+    random.setstate((version, tuple(values), gauss))
+
+
+def staging_dir(target: Path) -> Path:
+    """An empty `.NAME.tmp` directory beside `target`, to fill and then `replace_dir` onto it."""
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def replace_dir(tmp: Path, target: Path) -> None:
+    """Rename `tmp` to `target` in one step (an old `target` is moved aside first, then removed)."""
+    old = target.with_name(f".{target.name}.old.tmp")
+    if target.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(target, old)
+    os.replace(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def full_state(**options):
+    """torch.distributed's state-dict options for whole tensors on CPU (gathered from the shards under FSDP)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=True, cpu_offload=True, **options)
+
+
+def save(run: Path, step: int, model: torch.nn.Module, peft_model, optimizer, scheduler,
+         info: dict, position: dict, d: Dist) -> Path:
+    """Write checkpoint `step` (collective: every rank calls it; rank 0 writes all but its RNG file)."""
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+
+    adapter = get_model_state_dict(model, options=full_state(ignore_frozen_params=True))
+    optim = get_optimizer_state_dict(model, optimizer, options=full_state())
+    target = step_dir(run, step)
+    tmp = staging_dir(target) if d.main else target.with_name(f".{target.name}.tmp")
+    barrier(d)
+    atomic_write_json(tmp / f"rng-rank{d.rank}.json", rng_state())
+    barrier(d)
+    if d.main:
+        peft_model.save_pretrained(tmp, state_dict=adapter)
+        (tmp / "README.md").unlink(missing_ok=True)  # PEFT's model card template: nothing in it
+        atomic_write_json(tmp / "keeptune.json", {**info, "step": step})
+        tensors = {f"{name}::{key}": value.contiguous() for name, state in optim["state"].items()
+                   for key, value in state.items()}
+        save_file(tensors, tmp / "optimizer.safetensors")
+        atomic_write_json(tmp / "trainer_state.json", {
+            **position, "step": step, "world_size": d.world,
+            "optimizer_param_groups": optim["param_groups"], "scheduler": scheduler.state_dict()})
+        replace_dir(tmp, target)
+    barrier(d)
+    return target
+
+
+def load_adapter_weights(path: Path, peft_model) -> None:
+    """Put a checkpoint's LoRA weights into the (not yet wrapped) PEFT model."""
+    from peft import set_peft_model_state_dict
+
+    result = set_peft_model_state_dict(peft_model, load_file(Path(path) / "adapter_model.safetensors"))
+    if result.unexpected_keys:
+        raise RuntimeError(f"{path}: adapter weights the model does not have: {result.unexpected_keys[:3]}")
+
+
+def restore(path: Path, model: torch.nn.Module, optimizer, scheduler, d: Dist) -> dict:
+    """Optimizer, scheduler and this rank's RNG state from a checkpoint; returns trainer_state.json."""
+    from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+
+    path = Path(path)
+    state = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+    optim: dict = {"state": {}, "param_groups": state["optimizer_param_groups"]}
+    for key, value in load_file(path / "optimizer.safetensors").items():
+        name, item = key.rsplit("::", 1)
+        optim["state"].setdefault(name, {})[item] = value
+    set_optimizer_state_dict(model, optimizer, optim, options=full_state())
+    scheduler.load_state_dict(state["scheduler"])
+    rng_file = path / f"rng-rank{d.rank}.json"
+    if rng_file.is_file():  # absent when the world size changed: that rank starts from its seed
+        set_rng_state(json.loads(rng_file.read_text(encoding="utf-8")))
+    return state
+
+
+def export_adapter(checkpoint: Path, target: Path) -> Path:
+    """Copy a checkpoint's adapter (and keeptune.json) to `target`, atomically."""
+    tmp = staging_dir(target)
+    for name in ADAPTER_FILES:
+        shutil.copy2(Path(checkpoint) / name, tmp / name)
+    replace_dir(tmp, target)
+    return target
+
+
+def last_step(run: Path) -> tuple[Optional[Path], int]:
+    """The last complete checkpoint of a run and its step (None, 0 when there is none)."""
+    found = complete_checkpoints(run)
+    if not found:
+        return None, 0
+    return found[-1], int(STEP_DIR.fullmatch(found[-1].name).group(1))

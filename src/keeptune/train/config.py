@@ -1,0 +1,305 @@
+"""Training configuration: typed dataclasses, one docstring per field, read from
+YAML and changed on the command line with `section.field=value` words (torchtune
+style):
+
+    keeptune train configs/smollm2-135m/lora.yaml train.lr=1e-3 lora.rank=16
+
+An override's value is read as YAML (`lora.targets=[wq,wv]`, `model.source=null`).
+The defaults are configs/smollm2-135m/lora.yaml's values, on the embedded default
+model. Unknown fields and wrong types are `ConfigError`s naming the file, the
+line and the field.
+"""
+from __future__ import annotations
+
+import ast
+import collections.abc
+import dataclasses
+import inspect
+import textwrap
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Sequence
+
+import yaml
+
+from keeptune.model.lora import LoraSettings
+
+
+class ConfigError(ValueError):
+    """A training configuration keeptune cannot use; the message names where and which field."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The base model."""
+
+    source: Optional[str] = None
+    """Hugging Face model directory or GGUF file; null: the embedded SmolLM2-135M-Instruct."""
+    dtype: str = "auto"
+    """Frozen base weights: float32, bfloat16 or float16; auto: float32 on CPU, bfloat16 on GPU."""
+    device: str = "auto"
+    """cpu, cuda or cuda:N; auto: CUDA when available (under torchrun: the local rank's GPU)."""
+
+
+@dataclass(frozen=True)
+class LoraConfig(LoraSettings):
+    """LoRA adapter settings (keeptune.model.lora.LoraSettings) and how to print them."""
+
+    names: Literal["hf", "mindformers"] = "hf"
+    """Parameter names printed at start: PEFT's (hf) or the seed's (mindformers: ...wq.mindpet_delta_lora_a)."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Training data and how a conversation becomes a token sequence."""
+
+    path: str = "out/math/train-conversations.jsonl"
+    """Conversation records, JSON lines (what `keeptune data build` writes by default)."""
+    format: Literal["plain", "vicuna", "chat"] = "plain"
+    """plain: prompt + answer + EOS; vicuna: BOS + the seed's Vicuna template + EOS; chat: the chat template."""
+    seq_len: int = 256
+    """Predicted positions per sample: at most seq_len + 1 tokens (the seed's 257-token rows); longer ones are cut."""
+    add_bos: Optional[bool] = None
+    """Put BOS first; null: only for vicuna (plain matches keeptune's evaluation, which encodes prompts without BOS)."""
+    prompt: Optional[Literal["alpaca", "math", "none"]] = None
+    """Prompt name recorded with the adapter for evaluation (alpaca, math, none); null: detected from the records."""
+    group_by_length: bool = True
+    """Sort each global batch by length before cutting it into micro-batches: less padding, the same gradient."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation, schedule, batching and checkpoints."""
+
+    epochs: int = 1
+    """Passes over the data (each reshuffled); a partial last global batch is dropped."""
+    max_steps: Optional[int] = 300
+    """Stop after this many optimizer steps if fewer than epochs x steps per epoch; null: no cap."""
+    global_batch: int = 8
+    """Samples per optimizer step = micro_batch x gradient accumulation x world size."""
+    micro_batch: int = 4
+    """Samples per forward/backward pass on one device."""
+    lr: float = 1e-3
+    """Peak learning rate of AdamW."""
+    betas: tuple[float, float] = (0.9, 0.95)
+    """AdamW betas."""
+    eps: float = 1e-8
+    """AdamW epsilon."""
+    weight_decay: float = 0.0
+    """Weight decay of the one parameter group "decay" (every LoRA A/B matrix)."""
+    warmup_ratio: float = 0.03
+    """Share of the steps with linear warm-up (rounded up) before the cosine decay to 0."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this; 0: no clipping."""
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    """Compute: bf16 autocast or float32; auto: bf16 on GPU, fp32 on CPU."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass: less memory, about a third more time."""
+    seed: int = 0
+    """Seed of LoRA's initialisation, the data order and dropout; on CPU a run is repeatable bit for bit."""
+    checkpoints: int = 5
+    """Evenly spaced checkpoints: at steps round(k x total / N), k = 1..N (the last at the final step)."""
+
+
+@dataclass(frozen=True)
+class DistributedConfig:
+    """More than one device, under `torchrun --nproc_per_node K` (ignored in a single process)."""
+
+    strategy: Literal["ddp", "fsdp"] = "ddp"
+    """ddp: a model copy per device; fsdp: shard the model (FSDP2) when it does not fit one device."""
+    backend: str = "auto"
+    """torch.distributed backend; auto: nccl on GPU, gloo on CPU."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """A LoRA fine-tuning run."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """The base model."""
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    """LoRA adapter settings."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Training data."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Optimisation, schedule, batching and checkpoints."""
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    """Multi-device settings."""
+    out: str = "runs/train/smollm2-135m-lora"
+    """Run directory: checkpoints/, adapter/ (the final adapter), log.jsonl, tensorboard/, config.yaml."""
+    resume: bool = False
+    """Continue from the last complete checkpoint in `out` (the same as --resume)."""
+
+
+# --- reading ------------------------------------------------------------------------
+
+def load_config(path: Path | str | None = None, overrides: Sequence[str] = ()) -> Config:
+    """The configuration of a YAML file (None: the defaults) with `key=value` overrides applied."""
+    tree: dict = {}
+    where: dict[str, str] = {}
+    if path is not None:
+        tree, where = read_yaml(Path(path))
+    for word in overrides:
+        key, sep, text = word.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {word!r} is not key=value (e.g. train.lr=1e-3)")
+        key = key.strip()
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            value = text
+        node = tree
+        for part in key.split(".")[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {word!r}: {part!r} is not a section")
+        node[key.split(".")[-1]] = value
+        where[key] = f"override {word!r}"
+    return validate(build(Config, tree, where, "", str(path) if path else "defaults"), where)
+
+
+# Fields that must be at least 1 (max_steps when set).
+POSITIVE = ("data.seq_len", "train.epochs", "train.max_steps", "train.global_batch", "train.micro_batch")
+
+
+def validate(config: Config, where: dict[str, str]) -> Config:
+    """Values the types allow but training cannot use."""
+    for dotted in POSITIVE:
+        section, name = dotted.split(".")
+        value = getattr(getattr(config, section), name)
+        if value is not None and value < 1:
+            raise ConfigError(f"{where.get(dotted, 'defaults')}: field {dotted!r} is {value}; it must be at least 1")
+    return config
+
+
+def read_yaml(path: Path) -> tuple[dict, dict[str, str]]:
+    """A YAML mapping and, for every dotted key, 'FILE:LINE' where it is written."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"config file {path} does not exist") from None
+    try:
+        tree, root = yaml.safe_load(text), yaml.compose(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{line}: not valid YAML ({getattr(err, 'problem', err)})") from None
+    if tree is None:
+        return {}, {}
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: a config file is a mapping of sections, not a {type(tree).__name__}")
+    where: dict[str, str] = {}
+
+    def walk(node, prefix: str) -> None:
+        for key_node, value_node in node.value:
+            dotted = prefix + str(key_node.value)
+            where[dotted] = f"{path}:{key_node.start_mark.line + 1}"
+            if isinstance(value_node, yaml.MappingNode):
+                walk(value_node, dotted + ".")
+
+    walk(root, "")
+    return tree, where
+
+
+def build(cls: type, values: Any, where: dict[str, str], prefix: str, source: str):
+    """An instance of dataclass `cls` from a mapping, every field type-checked."""
+    location = where.get(prefix.rstrip("."), source)
+    if not isinstance(values, dict):
+        raise ConfigError(f"{location}: {prefix.rstrip('.')!r} is a section: give it a mapping, not {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        dotted = prefix + str(key)
+        if key not in names:
+            choices = ", ".join(prefix + n for n in names)
+            raise ConfigError(f"{where.get(dotted, source)}: unknown field {dotted!r}; the fields here: {choices}")
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = build(hint, value, where, dotted + ".", source)
+        else:
+            kwargs[key] = coerce(value, hint, f"{where.get(dotted, source)}: field {dotted!r}")
+    return cls(**kwargs)
+
+
+def coerce(value: Any, hint: Any, what: str) -> Any:
+    """`value` as type `hint` (int, float, bool, str, Literal, Optional, tuple, Sequence)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return coerce(value, inner, what)
+    if origin is Literal:
+        if value in args:
+            return value
+        raise ConfigError(f"{what} is {value!r}; choose one of {', '.join(map(str, args))}")
+    if origin is tuple:
+        if isinstance(value, (list, tuple)) and len(value) == len(args):
+            return tuple(coerce(v, a, what) for a, v in zip(args, value))
+        raise ConfigError(f"{what} is {value!r}; expected a list of {len(args)} values, e.g. [0.9, 0.95]")
+    if origin in (list, collections.abc.Sequence):
+        if isinstance(value, str):  # `q_proj,v_proj` or one regular expression
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, (list, tuple)):
+            return tuple(coerce(v, args[0], what) for v in value)
+        raise ConfigError(f"{what} is {value!r}; expected a list")
+    if hint is float and not isinstance(value, bool):
+        try:
+            return float(value)  # YAML reads 1e-3 (no dot) as a string
+        except (TypeError, ValueError):
+            pass
+    if hint is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
+        return value
+    raise ConfigError(f"{what} is {value!r}; expected {hint.__name__}")
+
+
+# --- writing and describing -----------------------------------------------------------
+
+def to_dict(config: Any) -> dict:
+    """Plain nested dict of a config (tuples as lists), for YAML and JSON."""
+    def plain(value):
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return value
+    return plain(dataclasses.asdict(config))
+
+
+def to_yaml(config: Config) -> str:
+    return yaml.safe_dump(to_dict(config), sort_keys=False, allow_unicode=True)
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Each field's docstring (the string literal under it), inherited ones included."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        body = ast.parse(textwrap.dedent(inspect.getsource(klass))).body[0].body
+        for node, after in zip(body, body[1:]):
+            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                    and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)
+                    and isinstance(after.value.value, str)):
+                docs[node.target.id] = inspect.cleandoc(after.value.value)
+    return docs
+
+
+def describe(cls: type = Config, prefix: str = "") -> list[str]:
+    """One help line per field: `section.field = default  docstring`."""
+    lines: list[str] = []
+    docs, hints, defaults = field_docs(cls), typing.get_type_hints(cls), cls()
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            lines.append(f"{prefix}{f.name}: {docs.get(f.name, '')}")
+            lines += describe(hints[f.name], prefix + f.name + ".")
+        else:
+            default = yaml.safe_dump(to_dict(defaults)[f.name], default_flow_style=True).strip()
+            default = default.removesuffix("\n...").removesuffix(" ...")
+            lines.append(f"  {prefix}{f.name}={default}  {docs.get(f.name, '')}")
+    return lines

@@ -1,0 +1,309 @@
+"""LoRA fine-tuning: setup, the training loop, cleanup, in this order.
+
+    train(config, on_step=None, every=1) -> Result
+
+Arithmetic of one optimizer step (nanoGPT style):
+    global batch   = micro_batch x accumulation x world size        (samples)
+    tokens / step  = every non-padding token of the global batch
+    loss           = sum of token losses / label tokens of the global batch
+Each micro-batch's backward gets (its loss sum x world / label tokens of the
+global batch); DDP averages over ranks (/ world), so the gradient is the same
+for any split into micro-batches and ranks. Steps per epoch = samples //
+global batch; total steps = epochs x steps per epoch, capped by max_steps.
+
+The data order is a function of (seed, epoch, step) (see keeptune.train.data),
+so a checkpoint's step is its data position; with the optimizer, scheduler and
+RNG states restored, a resumed run on CPU ends bit for bit where an
+uninterrupted one does.
+
+`on_step(step, model)`, called every `every` optimizer steps on every rank with
+the PEFT model, may return metrics, logged beside the loss; `{"stop": True}`
+ends training after a checkpoint at that step.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from keeptune.evaluate.engine import ResumeMismatchError
+from keeptune.io import DataError, append_jsonl, atomic_write_text, read_jsonl_prefix, write_jsonl
+from keeptune.model.load import load_model, model_name
+from keeptune.model.lora import apply_lora, print_parameter_groups
+from keeptune.train import checkpoint, distributed
+from keeptune.train.config import Config, ConfigError, to_dict, to_yaml
+from keeptune.train.data import (IGNORE, collate, detect_prompt, encode, epoch_batches, label_count,
+                                 micro_batches, read_conversations, special_ids)
+from keeptune.train.distributed import Dist
+
+OnStep = Callable[[int, torch.nn.Module], Optional[dict]]
+# Config fields that may change between a run and its resumption (they do not change the result's maths).
+RESUMABLE_CHANGES = {"resume", "model.device", "train.micro_batch", "train.gradient_checkpointing",
+                     "distributed.strategy", "distributed.backend"}
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss or the gradient norm is NaN or infinite."""
+
+
+@dataclass
+class Result:
+    run: Path
+    adapter: Path
+    step: int
+    stopped_early: bool
+
+
+@dataclass
+class Run:
+    """Everything setup builds for the loop."""
+
+    config: Config
+    d: Dist
+    out: Path
+    samples: list
+    lengths: list[int]
+    labels: list[int]
+    pad_id: int
+    peft_model: torch.nn.Module
+    model: torch.nn.Module  # the PEFT model, wrapped for DDP/FSDP under torchrun
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    steps_per_epoch: int
+    total: int
+    save_at: list[int]
+    start: int
+    info: dict
+    bf16: bool
+
+
+def train(config: Config, on_step: Optional[OnStep] = None, every: int = 1) -> Result:
+    """Fine-tune with LoRA as `config` says; returns where the final adapter is."""
+    if every < 1:
+        raise ValueError(f"every must be at least 1, not {every}")
+    d = distributed.setup(config.model.device, config.distributed.backend)
+    try:
+        run = setup(config, d)
+        return loop(run, on_step, every)
+    finally:
+        distributed.cleanup(d)
+
+
+# --- setup -------------------------------------------------------------------------------
+
+def setup(config: Config, d: Dist) -> Run:
+    t, out = config.train, Path(config.out)
+    # global batch = micro_batch x accumulation x world size
+    accumulation, rest = divmod(t.global_batch, t.micro_batch * d.world)
+    if rest or accumulation == 0:
+        raise ConfigError(f"train.global_batch {t.global_batch} must be train.micro_batch {t.micro_batch} x "
+                          f"gradient accumulation x world size {d.world}")
+    prior, start = checkpoint.last_step(out)
+    if prior is not None and not config.resume:
+        raise ConfigError(f"{out} already holds checkpoints (last: {prior.name}); pass --resume (resume=true) "
+                          "to continue that run, or choose another out=")
+    path = Path(config.data.path)
+    conversations = read_conversations(path)
+    identity = {**to_dict(config), "data_sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    if prior is not None:
+        check_resumable(prior, identity)
+
+    torch.manual_seed(t.seed)
+    random.seed(t.seed)
+    model, tokenizer = load_model(config.model.source, config.model.dtype, d.device)
+    model.config.use_cache = False
+    dataset = encode(conversations, tokenizer, config.data.format, config.data.seq_len, config.data.add_bos, path)
+    samples = dataset.samples
+    # steps per epoch = samples // global batch (a partial last batch is dropped)
+    steps_per_epoch = len(samples) // t.global_batch
+    if steps_per_epoch == 0:
+        raise DataError(f"{path}: {len(samples)} samples train, fewer than one global batch "
+                        f"(train.global_batch={t.global_batch})")
+    total = t.epochs * steps_per_epoch if t.max_steps is None else min(t.epochs * steps_per_epoch, t.max_steps)
+    warmup = math.ceil(t.warmup_ratio * total)
+    bf16 = t.precision == "bf16" or (t.precision == "auto" and d.device.type == "cuda")
+    head, _ = special_ids(tokenizer, config.data.format, config.data.add_bos)
+    info = {"base_model": config.model.source, "base_model_name": model_name(config.model.source),
+            "prompt": config.data.prompt or detect_prompt(conversations), "format": config.data.format,
+            "add_bos": bool(head), "seq_len": config.data.seq_len, "total_steps": total, "data": str(path),
+            "lora": {"targets": list(config.lora.targets), "rank": config.lora.rank, "alpha": config.lora.alpha,
+                     "dropout": config.lora.dropout},
+            "config": identity}
+
+    if t.gradient_checkpointing:
+        enable_activation_checkpointing(model)
+    peft_model = apply_lora(model, config.lora)
+    if d.main:
+        print(dataset.report(path, config.data.seq_len))
+        print_parameter_groups(peft_model, t.weight_decay, config.lora.names)
+    if prior is not None:
+        checkpoint.load_adapter_weights(prior, peft_model)
+    peft_model.train()
+    model = distributed.wrap(peft_model, d, config.distributed.strategy, bf16)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW([{"params": trainable, "name": "decay", "weight_decay": t.weight_decay}],
+                                  lr=t.lr, betas=t.betas, eps=t.eps)
+    from transformers import get_cosine_schedule_with_warmup
+
+    scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, total)
+    if prior is not None:
+        checkpoint.restore(prior, model, optimizer, scheduler, d)
+    else:
+        torch.manual_seed(t.seed + d.rank)  # LoRA init is the same on every rank; dropout is not
+
+    save_at = checkpoint.checkpoint_steps(total, t.checkpoints)
+    if d.main:
+        print(f"training: {len(samples)} samples, {steps_per_epoch} steps per epoch, {total} steps "
+              f"({warmup} warm-up); global batch {t.global_batch} = micro-batch {t.micro_batch} x "
+              f"accumulation {accumulation} x world {d.world}; {'bf16' if bf16 else 'fp32'} on {d.device}; "
+              f"checkpoints at steps {save_at}" + (f"; resuming from {prior}" if prior else ""))
+        checkpoint.remove_partial(out)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "config.yaml", to_yaml(config))
+    distributed.barrier(d)
+    return Run(config, d, out, samples, [len(s.tokens) for s in samples], [label_count(s) for s in samples],
+               tokenizer.pad_token_id, peft_model, model, optimizer, scheduler, steps_per_epoch, total, save_at,
+               start, info, bf16)
+
+
+def enable_activation_checkpointing(model) -> None:
+    """Recompute each decoder layer's activations in backward (transformers >= 5.2x renamed the method)."""
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+def check_resumable(prior: Path, identity: dict) -> None:
+    """Refuse to resume a run made with other settings or other data."""
+    saved = json.loads((prior / "keeptune.json").read_text(encoding="utf-8"))["config"]
+    flat_saved, flat_now = flatten(saved), flatten(identity)
+    changed = sorted(k for k in flat_saved.keys() | flat_now.keys()
+                     if k not in RESUMABLE_CHANGES and flat_saved.get(k) != flat_now.get(k))
+    if changed:
+        raise ResumeMismatchError(f"{prior} was trained with other settings ({', '.join(changed)} differ); "
+                                  "resume with the same config and data, or use another out=")
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        flat.update(flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value})
+    return flat
+
+
+# --- the loop --------------------------------------------------------------------------
+
+def loop(run: Run, on_step: Optional[OnStep], every: int) -> Result:
+    c, d, t = run.config, run.d, run.config.train
+    log, writer = open_logs(run) if d.main else (None, None)
+    bar = tqdm(total=run.total, initial=run.start, unit="step", dynamic_ncols=True, disable=not d.main)
+    step, planned, stopped = run.start, (-1, []), False
+    try:
+        while step < run.total and not stopped:
+            epoch, index = divmod(step, run.steps_per_epoch)
+            if planned[0] != epoch:
+                planned = (epoch, epoch_batches(len(run.samples), t.global_batch, t.seed, epoch))
+            batch = planned[1][index]
+            mine = micro_batches(batch, run.lengths, t.micro_batch, c.data.group_by_length)[d.rank :: d.world]
+            label_tokens = sum(run.labels[i] for i in batch)  # of the whole global batch, on every rank
+            tokens = sum(run.lengths[i] for i in batch)
+            started = time.perf_counter()
+            loss_sum = 0.0
+            for number, micro in enumerate(mine):
+                inputs = {k: v.to(d.device) for k, v in collate([run.samples[i] for i in micro], run.pad_id).items()}
+                with distributed.gradient_sync(run.model, number == len(mine) - 1):
+                    with torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=run.bf16):
+                        micro_loss = token_loss_sum(run.model, inputs)
+                    (micro_loss * d.world / label_tokens).backward()
+                loss_sum += micro_loss.item()
+            loss = distributed.all_reduce_sum(d, [loss_sum])[0] / label_tokens
+            lr = run.scheduler.get_last_lr()[0]
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                [p for p in run.model.parameters() if p.requires_grad], t.grad_clip or math.inf)
+            grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
+            if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+                diverged(run, step + 1, loss, grad_norm)
+            run.optimizer.step()
+            run.scheduler.step()
+            run.optimizer.zero_grad(set_to_none=True)
+            step += 1
+            seconds = time.perf_counter() - started
+            record = {"step": step, "epoch": step / run.steps_per_epoch, "loss": loss, "lr": lr,
+                      "grad_norm": grad_norm, "tokens": tokens, "tokens_per_s": tokens / seconds}
+            if on_step is not None and step % every == 0:
+                extra = dict(on_step(step, run.peft_model) or {})
+                run.peft_model.train()
+                stopped = distributed.all_reduce_sum(d, [float(bool(extra.pop("stop", False)))])[0] > 0
+                record.update(extra)
+            if d.main:
+                write_log(log, writer, record)
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens / seconds:.0f}")
+            if step in run.save_at or stopped or step == run.total:
+                position = {"epoch": epoch, "batch_in_epoch": index + 1, "samples_seen": step * t.global_batch}
+                checkpoint.save(run.out, step, run.model, run.peft_model, run.optimizer, run.scheduler,
+                                run.info, position, d)
+    finally:
+        bar.close()
+        if log is not None:
+            log.close()
+            writer.close()
+    return finish(run, step, stopped)
+
+
+def token_loss_sum(model: torch.nn.Module, batch: dict) -> torch.Tensor:
+    """Sum of the cross-entropy of every label token (position t predicts token t + 1)."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), batch["labels"][:, 1:].flatten(),
+                           ignore_index=IGNORE, reduction="sum")
+
+
+def diverged(run: Run, step: int, loss: float, grad_norm: float) -> None:
+    last, _ = checkpoint.last_step(run.out)
+    kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
+    raise TrainingDivergedError(
+        f"training stopped at step {step}: the loss is {loss}, the gradient norm {grad_norm} (not finite); "
+        f"nothing of this step was applied and {kept}. Lower train.lr (now {run.config.train.lr}) or check the data")
+
+
+def open_logs(run: Run):
+    """RUN/log.jsonl (cut back to the resumed step) and a TensorBoard writer that drops later events."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    path = run.out / "log.jsonl"
+    kept = [r for r in read_jsonl_prefix(path)[0] if r["step"] <= run.start] if path.is_file() else []
+    write_jsonl(path, kept)
+    writer = SummaryWriter(str(run.out / "tensorboard"), purge_step=run.start + 1 if run.start else None)
+    return open(path, "a", encoding="utf-8"), writer
+
+
+def write_log(log, writer, record: dict) -> None:
+    append_jsonl(log, [record])
+    for key, value in record.items():
+        if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
+            writer.add_scalar(f"train/{key}", value, record["step"])
+    writer.flush()
+
+
+# --- cleanup -------------------------------------------------------------------------
+
+def finish(run: Run, step: int, stopped: bool) -> Result:
+    """Export the last checkpoint's adapter to RUN/adapter."""
+    adapter = run.out / "adapter"
+    if run.d.main:
+        last, _ = checkpoint.last_step(run.out)
+        checkpoint.export_adapter(last, adapter)
+        why = "stopped early by the callback" if stopped else "done"
+        print(f"training {why} at step {step}: adapter in {adapter}; checkpoints in {run.out / checkpoint.CHECKPOINTS}")
+    distributed.barrier(run.d)
+    return Result(run.out, adapter, step, stopped)

@@ -1,0 +1,68 @@
+"""`keeptune merge` (merged weights give the adapter's logits) and `keeptune train` from the command line."""
+from __future__ import annotations
+
+import json
+
+import torch
+
+from keeptune.cli import main
+
+
+def logits(model, ids):
+    with torch.no_grad():
+        return model(input_ids=ids).logits
+
+
+def test_merged_model_gives_the_adapter_logits(trained, tiny_dir, tmp_path, capsys):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "merged"
+    assert main(["merge", str(trained.adapter), "--out", str(out)]) == 0
+    assert {"config.json", "model.safetensors", "tokenizer.json", "keeptune.json"} <= {p.name for p in out.iterdir()}
+    assert not list(out.glob("*.bin"))
+    assert json.loads((out / "keeptune.json").read_text())["prompt"] == "math"
+
+    ids = torch.tensor([[5, 80, 81, 90, 100, 7, 3, 60, 61, 62, 63, 64]])
+    merged = AutoModelForCausalLM.from_pretrained(out).eval()
+    adapted = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_dir), trained.adapter).eval()
+    base = AutoModelForCausalLM.from_pretrained(tiny_dir).eval()
+    assert torch.allclose(logits(merged, ids), logits(adapted, ids), atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(logits(merged, ids), logits(base, ids), atol=1e-3)  # the adapter does something
+
+
+def test_merge_refuses_a_directory_without_adapter(tmp_path, capsys):
+    assert main(["merge", str(tmp_path)]) == 2
+    assert "is not a PEFT adapter directory" in capsys.readouterr().err
+
+
+def test_train_command_with_config_file_and_overrides(tiny_dir, tiny_data, tmp_path, capsys):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(f"model:\n  source: {tiny_dir}\ndata:\n  path: {tiny_data}\ntrain:\n  max_steps: 2\n"
+                      "  checkpoints: 1\n", encoding="utf-8")
+    out = tmp_path / "run"
+    assert main(["train", str(config), f"out={out}", "lora.rank=2", "lora.names=mindformers",
+                 "train.global_batch=4", "train.micro_batch=2"]) == 0
+    printed = capsys.readouterr().out
+    # the seed's parameter names, then the exact ratio; rank 2 on q (64->64) and v (64->32) in 2 layers:
+    # (2*64 + 64*2) + (2*64 + 32*2) = 448 per layer, 896 in all, of 107,328
+    assert 'param group "decay": weight_decay 0.0, 8 parameters' in printed
+    assert "  model.layers.0.attention.wq.mindpet_delta_lora_a (2, 64)" in printed
+    assert "trainable parameters: 896\ntotal parameters: 107328\n" in printed
+    assert f"ratio: {896 / 107328:.11g} (exact: {896 / 107328!r})" in printed
+    assert "global batch 4 = micro-batch 2 x accumulation 2 x world 1" in printed
+    assert json.loads((out / "adapter" / "keeptune.json").read_text())["lora"]["rank"] == 2
+
+    # the same run again is refused; --resume finds it complete
+    assert main(["train", str(config), f"out={out}", "lora.rank=2", "lora.names=mindformers",
+                 "train.global_batch=4", "train.micro_batch=2"]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main(["train", str(config), f"out={out}", "lora.rank=2", "lora.names=mindformers",
+                 "train.global_batch=4", "train.micro_batch=2", "--resume"]) == 0
+
+
+def test_unknown_target_is_one_line_error(tiny_dir, tiny_data, tmp_path, capsys):
+    assert main(["train", f"model.source={tiny_dir}", f"data.path={tiny_data}", f"out={tmp_path}",
+                 "lora.targets=[wq,nope]"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(err) == 1 and "'nope' matches no module" in err[0] and "q_proj" in err[0]

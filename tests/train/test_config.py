@@ -1,0 +1,130 @@
+"""Training configs: YAML, key=value overrides, types, errors with file and line,
+the two shipped configs against the SPEC, and help text for every field."""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from pathlib import Path
+
+import pytest
+
+from keeptune.cli import main
+from keeptune.model.lora import LoraSettings
+from keeptune.model.params import architecture_config, lora_accounting
+from keeptune.train.config import Config, ConfigError, field_docs, load_config
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def test_yaml_then_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  lr: 2.0e-4\n  epochs: 3\nlora:\n  rank: 4\n", encoding="utf-8")
+    config = load_config(path, ["train.lr=1e-3", "lora.targets=[wq,wk]", "data.add_bos=true", "model.source=null"])
+    assert config.train.lr == 1e-3  # YAML reads "1e-3" as a string: the float field converts it
+    assert config.train.epochs == 3
+    assert config.lora.rank == 4
+    assert config.lora.targets == ("wq", "wk")
+    assert config.data.add_bos is True
+    assert config.model.source is None
+    assert config.train.micro_batch == Config().train.micro_batch  # untouched fields keep their defaults
+    assert isinstance(config.lora, LoraSettings)
+
+
+def test_comma_separated_targets_and_one_expression():
+    assert load_config(None, ["lora.targets=q_proj,v_proj"]).lora.targets == ("q_proj", "v_proj")
+    assert load_config(None, ["lora.targets=.*wq|.*wv"]).lora.targets == (".*wq|.*wv",)
+
+
+@pytest.mark.parametrize(("text", "line", "fragment"), [
+    ("train:\n  lr: 1.0e-3\n  lrr: 2\n", 3, "unknown field 'train.lrr'"),
+    ("model:\n  dtype: auto\ndata:\n  seq_len: long\n", 4, "field 'data.seq_len' is 'long'; expected int"),
+    ("data:\n  format: alpaca\n", 2, "choose one of plain, vicuna, chat"),
+    ("train:\n  betas: [0.9]\n", 2, "expected a list of 2 values"),
+    ("train: 3\n", 1, "'train' is a section"),
+    ("train:\n  lr: [1\n", 3, "not valid YAML"),
+])
+def test_errors_name_file_line_and_field(tmp_path, text, line, fragment):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value).startswith(f"{path}:{line}: ")
+    assert fragment in str(info.value)
+
+
+def test_override_errors_name_the_override():
+    with pytest.raises(ConfigError, match=r"override 'train\.epochs=many': field 'train\.epochs'"):
+        load_config(None, ["train.epochs=many"])
+    with pytest.raises(ConfigError, match="unknown field 'lora.rnak'"):
+        load_config(None, ["lora.rnak=4"])
+    with pytest.raises(ConfigError, match="is not key=value"):
+        load_config(None, ["=3"])
+    with pytest.raises(ConfigError, match="expected bool"):
+        load_config(None, ["resume=maybe"])
+
+
+def test_smollm2_config_is_the_default():
+    assert load_config(CONFIGS / "smollm2-135m" / "lora.yaml") == Config()
+
+
+def test_llama3_config_is_the_seed_baseline():
+    """SPEC section 3, value by value; the targets select 3,407,872 parameters of Llama-3-8B."""
+    config = load_config(CONFIGS / "llama3-8b" / "lora.yaml")
+    lora, train, data = config.lora, config.train, config.data
+    assert (lora.rank, lora.alpha, lora.dropout) == (8, 16, 0.05)
+    assert (train.betas, train.eps, train.weight_decay, train.warmup_ratio) == ((0.9, 0.95), 1e-8, 0.0, 0.03)
+    assert (train.global_batch, train.grad_clip, train.precision, train.checkpoints) == (64, 1.0, "bf16", 5)
+    assert train.global_batch % train.micro_batch == 0
+    assert (data.seq_len, data.format, lora.names) == (256, "vicuna", "mindformers")
+    _, count = lora_accounting(architecture_config("llama3-8b"), lora)
+    assert (count.trainable, count.total) == (3_407_872, 8_030_261_248)
+
+
+@pytest.mark.parametrize("name", ["smollm2-135m", "llama3-8b"])
+def test_configs_state_their_run_command(name):
+    header = (CONFIGS / name / "lora.yaml").read_text(encoding="utf-8").split("\nmodel:")[0]
+    assert f"keeptune train configs/{name}/lora.yaml" in header
+
+
+def sections(cls=Config, prefix=""):
+    """(section class, dotted prefix) of Config and of every section in it."""
+    yield cls, prefix
+    for f in dataclasses.fields(cls):
+        hint = typing.get_type_hints(cls)[f.name]
+        if dataclasses.is_dataclass(hint):
+            yield from sections(hint, f"{prefix}{f.name}.")
+
+
+@pytest.mark.parametrize("cls", [cls for cls, _ in sections()], ids=lambda c: c.__name__)
+def test_every_field_has_a_docstring(cls):
+    docs = field_docs(cls)
+    assert [f.name for f in dataclasses.fields(cls) if not docs.get(f.name)] == []
+
+
+def test_help_lists_every_field_with_its_docstring(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--resume" in out and "key=value" in out
+    assert "  train.lr=0.001  Peak learning rate of AdamW." in out
+    assert "  lora.rank=8  Rank r of the update B @ A." in out  # inherited from LoraSettings
+    lines = out.splitlines()
+    for cls, prefix in sections():
+        for f in dataclasses.fields(cls):
+            if not dataclasses.is_dataclass(typing.get_type_hints(cls)[f.name]):
+                doc = field_docs(cls)[f.name]
+                assert any(line.startswith(f"  {prefix}{f.name}=") and line.endswith(doc) for line in lines), f.name
+
+
+def test_cli_config_error_is_one_line(tmp_path, capsys):
+    assert main(["train", "train.lrr=1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("keeptune: error: override 'train.lrr=1': unknown field")
+
+
+@pytest.mark.parametrize("word", ["train.micro_batch=0", "data.seq_len=-1", "train.max_steps=0", "train.epochs=0"])
+def test_sizes_must_be_positive(word):
+    field = word.split("=")[0]
+    with pytest.raises(ConfigError, match=rf"override '{word}': field '{field}' is -?\d+; it must be at least 1"):
+        load_config(None, [word])

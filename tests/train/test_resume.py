@@ -1,0 +1,58 @@
+"""kill -9 a real training process after its first checkpoint, resume it, and get
+the adapter of an uninterrupted run bit for bit (CPU, fixed seed)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import torch
+from safetensors.torch import load_file
+
+from keeptune.train.loop import train
+from tests.conftest import REPO
+from tests.train.conftest import tiny_config, tiny_words
+
+# 48 samples / global batch 4 = 12 steps per epoch, 5 epochs = 60 steps; checkpoints at 12, 24, 36, 48, 60.
+RUN = ("train.epochs=5", "train.global_batch=4", "train.micro_batch=2", "train.lr=3e-3")
+
+
+def log_of(run):
+    return [(r["step"], r["loss"], r["lr"]) for r in map(json.loads, (run / "log.jsonl").read_text().splitlines())]
+
+
+def test_killed_run_resumes_to_the_identical_adapter(tiny_dir, tiny_data, tmp_path):
+    reference = train(tiny_config(tiny_dir, tiny_data, tmp_path / "reference", *RUN))
+
+    out = tmp_path / "killed"
+    with open(tmp_path / "stderr.txt", "w") as stderr:
+        command = [sys.executable, "-m", "keeptune", "train", *tiny_words(tiny_dir, tiny_data, out, *RUN)]
+        process = subprocess.Popen(command, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                                   stdout=subprocess.DEVNULL, stderr=stderr)
+        deadline = time.monotonic() + 300
+        while not list((out / "checkpoints").glob("step-*")) and process.poll() is None:
+            assert time.monotonic() < deadline, "no checkpoint in 300 s"
+            time.sleep(0.01)
+        process.send_signal(signal.SIGKILL)
+        assert process.wait() == -signal.SIGKILL, (tmp_path / "stderr.txt").read_text()[-2000:]
+    done = sorted(p.name for p in (out / "checkpoints").glob("step-*"))
+    assert done and done[-1] != "step-000060" and not (out / "adapter").exists()  # killed while training
+    # what a kill during a save and during a log write leave behind
+    (out / "checkpoints" / ".step-000099.tmp").mkdir()
+    (out / "checkpoints" / ".step-000099.tmp" / "adapter_model.safetensors").write_bytes(b"torn")
+    with open(out / "log.jsonl", "a") as log:
+        log.write('{"step": 99, "lo')
+
+    resumed = train(dataclasses.replace(tiny_config(tiny_dir, tiny_data, out, *RUN), resume=True))
+    assert resumed.step == reference.step == 60
+    expected, actual = load_file(reference.adapter / "adapter_model.safetensors"), \
+        load_file(resumed.adapter / "adapter_model.safetensors")
+    assert expected.keys() == actual.keys()
+    assert all(torch.equal(expected[k], actual[k]) for k in expected)
+    assert log_of(out) == log_of(reference.run)  # every step's loss and lr, the torn line gone
+    assert not list((out / "checkpoints").glob(".*"))
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [f"step-{s:06d}" for s in (12, 24, 36, 48, 60)]
