@@ -1,0 +1,36 @@
+"""Markdown and HTML writing of report blocks: escaping, table padding, code fences."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from keeptune.report.document import Code, Heading, Items, Table, Text, to_html, to_markdown
+
+
+def test_markdown_table_is_padded_and_escaped():
+    table = Table(["name", "n"], [["a|b", "7"], ["平均", "12"]])
+    assert to_markdown([table]) == (
+        "| name |   n |\n"
+        "| ---- | --: |\n"
+        "| a\\|b |   7 |\n"
+        "| 平均 |  12 |\n"  # two wide characters take four columns
+    )
+
+
+def test_markdown_text_cannot_inject_html():
+    assert to_markdown([Heading("x <b>y</b>", 1), Text("a\\<i>"), Items(["<br>"])]) == (
+        "# x \\<b>y\\</b>\n\n" "a\\\\\\<i>\n\n" "- \\<br>\n")
+
+
+def test_code_fence_outlasts_backticks_in_text():
+    assert to_markdown([Code("run ```x```", lang="sh")]) == "````sh\nrun ```x```\n````\n"
+
+
+def test_html_escapes_every_text(tmp_path: Path):
+    page = to_html([Heading("<x1>"), Text("a & b"), Items(["<x2>"]), Table(["<x3>"], [["<x4>"]]),
+                    Code("if a < b:", summary="<x5>")], "<x6>", tmp_path)
+    for raw in ("<x1>", "<x2>", "<x3>", "<x4>", "<x5>", "<x6>", "a & b", "a < b"):
+        assert raw not in page
+    for escaped in ("<h2>&lt;x1&gt;</h2>", "<p>a &amp; b</p>", "<li>&lt;x2&gt;</li>", "<th>&lt;x3&gt;</th>",
+                    "<td>&lt;x4&gt;</td>", "<pre><code>if a &lt; b:</code></pre>", "<summary>&lt;x5&gt;</summary>",
+                    "<title>&lt;x6&gt;</title>"):
+        assert escaped in page
