@@ -9,6 +9,7 @@ import sys
 
 from keeptune.data.math import commands as data_commands
 from keeptune.evaluate import commands as eval_commands
+from keeptune.experiment import commands as experiment_commands
 from keeptune.model import commands as model_commands
 from keeptune.report import commands as report_commands
 from keeptune.train import commands as train_commands
@@ -17,11 +18,21 @@ COMMANDS = {
     "eval": {"squad": eval_commands.squad, "math": eval_commands.math},
     "data": {"generate": data_commands.generate, "build": data_commands.build, "stats": data_commands.stats},
     "params": model_commands.params,
-    "train": train_commands.train,  # parsed by train_commands.main: it takes key=value words
+    "run": experiment_commands.run,  # run and train take key=value words: parsed by their own `main`
+    "train": train_commands.train,
     "merge": train_commands.merge,
     "report": report_commands.report,
     "runs": report_commands.runs,
 }
+
+WORD_COMMANDS = {"run": experiment_commands.main, "train": train_commands.main}
+
+
+def _positional_folder(args: list[str]) -> list[str]:
+    """`keeptune runs DIR` -> `keeptune runs --folder DIR` (jsonargparse has no optional positionals)."""
+    if args[:1] == ["runs"] and len(args) > 1 and not args[1].startswith("-"):
+        return ["runs", "--folder", *args[1:]]
+    return args
 
 
 def _underscored(arg: str) -> str:
@@ -37,10 +48,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from keeptune.errors import USER_ERRORS
 
-    args = [_underscored(a) for a in (sys.argv[1:] if argv is None else argv)]
+    args = _positional_folder([_underscored(a) for a in (sys.argv[1:] if argv is None else argv)])
     try:
-        if args[:1] == ["train"]:
-            train_commands.main(args[1:])
+        if args and args[0] in WORD_COMMANDS:
+            WORD_COMMANDS[args[0]](args[1:])
         else:
             CLI(COMMANDS, args=args)
     except USER_ERRORS as err:

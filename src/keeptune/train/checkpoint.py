@@ -47,11 +47,16 @@ def step_dir(run: Path, step: int) -> Path:
     return Path(run) / CHECKPOINTS / f"step-{step:06d}"
 
 
+def step_of(checkpoint: Path) -> int:
+    """The step of a checkpoint directory `step-000120`."""
+    return int(STEP_DIR.fullmatch(Path(checkpoint).name).group(1))
+
+
 def complete_checkpoints(run: Path) -> list[Path]:
     """Complete checkpoint directories of a run, by step."""
     folder = Path(run) / CHECKPOINTS
     found = [p for p in folder.iterdir() if STEP_DIR.fullmatch(p.name)] if folder.is_dir() else []
-    return sorted(found, key=lambda p: int(STEP_DIR.fullmatch(p.name).group(1)))
+    return sorted(found, key=step_of)
 
 
 def remove_partial(run: Path) -> None:
@@ -168,4 +173,4 @@ def last_step(run: Path) -> tuple[Optional[Path], int]:
     found = complete_checkpoints(run)
     if not found:
         return None, 0
-    return found[-1], int(STEP_DIR.fullmatch(found[-1].name).group(1))
+    return found[-1], step_of(found[-1])

@@ -5,7 +5,6 @@ the CLI hands its arguments to `main` (argparse) before jsonargparse sees them.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Optional
 
 from keeptune.io import atomic_write_json
 from keeptune.model.load import ModelLoadError, load_model
-from keeptune.train.config import describe, load_config
+from keeptune.train.config import Config, load_config, parse_words
 
 TRAIN_USAGE = """\
 examples:
@@ -21,8 +20,6 @@ examples:
   keeptune train configs/smollm2-135m/lora.yaml train.lr=1e-3 lora.rank=16 out=runs/train/r16
   keeptune train configs/smollm2-135m/lora.yaml --resume      # after an interruption
   torchrun --nproc_per_node 2 -m keeptune train configs/llama3-8b/lora.yaml
-
-config fields (section.field=default), each settable as key=value:
 """
 
 
@@ -48,18 +45,8 @@ def train(config: Optional[Path] = None, overrides: Optional[list[str]] = None, 
 
 def main(argv: list[str]) -> None:
     """`keeptune train [CONFIG] [key=value ...] [--resume]`."""
-    parser = argparse.ArgumentParser(
-        prog="keeptune train", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=train.__doc__.split("\n\n")[0],
-        epilog=TRAIN_USAGE + "\n".join(describe()))
-    parser.add_argument("words", nargs="*", metavar="CONFIG | key=value",
-                        help="a YAML config file, then overrides such as train.lr=1e-3")
-    parser.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
-    args = parser.parse_args(argv)
-    files = [w for w in args.words if "=" not in w]
-    if len(files) > 1:
-        parser.error(f"one config file at most, got {files}")
-    train(files[0] if files else None, [w for w in args.words if "=" in w], args.resume)
+    config, overrides, resume = parse_words(argv, "keeptune train", train.__doc__.split("\n\n")[0], TRAIN_USAGE, Config)
+    train(config, overrides, resume)
 
 
 def merge(adapter: Path, out: Optional[Path] = None, model: Optional[str] = None, dtype: str = "float32") -> Path:

@@ -135,8 +135,11 @@ class Config:
 
 # --- reading ------------------------------------------------------------------------
 
-def load_config(path: Path | str | None = None, overrides: Sequence[str] = ()) -> Config:
-    """The configuration of a YAML file (None: the defaults) with `key=value` overrides applied."""
+def load_config(path: Path | str | None = None, overrides: Sequence[str] = (), root: type = None):
+    """The configuration of a YAML file (None: the defaults) with `key=value` overrides applied.
+
+    `root` is the top dataclass (default `Config`; the experiment runner passes its own)."""
+    root = root or Config
     tree: dict = {}
     where: dict[str, str] = {}
     if path is not None:
@@ -157,18 +160,18 @@ def load_config(path: Path | str | None = None, overrides: Sequence[str] = ()) -
                 raise ConfigError(f"override {word!r}: {part!r} is not a section")
         node[key.split(".")[-1]] = value
         where[key] = f"override {word!r}"
-    return validate(build(Config, tree, where, "", str(path) if path else "defaults"), where)
+    return validate(build(root, tree, where, "", str(path) if path else "defaults"), where)
 
 
 # Fields that must be at least 1 (max_steps when set).
 POSITIVE = ("data.seq_len", "train.epochs", "train.max_steps", "train.global_batch", "train.micro_batch")
 
 
-def validate(config: Config, where: dict[str, str]) -> Config:
+def validate(config, where: dict[str, str]):
     """Values the types allow but training cannot use."""
     for dotted in POSITIVE:
         section, name = dotted.split(".")
-        value = getattr(getattr(config, section), name)
+        value = getattr(getattr(config, section, None), name, None)
         if value is not None and value < 1:
             raise ConfigError(f"{where.get(dotted, 'defaults')}: field {dotted!r} is {value}; it must be at least 1")
     return config
@@ -240,6 +243,10 @@ def coerce(value: Any, hint: Any, what: str) -> Any:
         if isinstance(value, (list, tuple)) and len(value) == len(args):
             return tuple(coerce(v, a, what) for a, v in zip(args, value))
         raise ConfigError(f"{what} is {value!r}; expected a list of {len(args)} values, e.g. [0.9, 0.95]")
+    if origin is dict:
+        if isinstance(value, dict):
+            return {coerce(k, args[0], what): coerce(v, args[1], what) for k, v in value.items()}
+        raise ConfigError(f"{what} is {value!r}; expected a mapping, e.g. {{area: 100}}")
     if origin in (list, collections.abc.Sequence):
         if isinstance(value, str):  # `q_proj,v_proj` or one regular expression
             value = [part.strip() for part in value.split(",") if part.strip()]
@@ -288,6 +295,26 @@ def field_docs(cls: type) -> dict[str, str]:
                     and isinstance(after.value.value, str)):
                 docs[node.target.id] = inspect.cleandoc(after.value.value)
     return docs
+
+
+def parse_words(argv: list[str], prog: str, description: str, examples: str, root: type, resume: bool = True):
+    """Parse `[CONFIG] [key=value ...] [--resume]` (the words jsonargparse cannot read);
+    `--help` lists every field of `root` with its default and docstring.
+    Returns (config file or None, overrides, whether --resume was given)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=examples + "\nconfig fields (section.field=default), each settable as key=value:\n"
+                                     + "\n".join(describe(root)))
+    parser.add_argument("words", nargs="*", metavar="CONFIG | key=value",
+                        help="a YAML config file, then overrides such as train.lr=1e-3")
+    if resume:
+        parser.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
+    args = parser.parse_args(argv)
+    files = [w for w in args.words if "=" not in w]
+    if len(files) > 1:
+        parser.error(f"one config file at most, got {files}")
+    return (files[0] if files else None), [w for w in args.words if "=" in w], getattr(args, "resume", False)
 
 
 def describe(cls: type = Config, prefix: str = "") -> list[str]:
