@@ -6,7 +6,8 @@ Both train the embedded default (SmolLM2-135M-Instruct, float32, CPU) with LoRA
 rank 8 on q_proj/v_proj for the same number of optimizer steps on the same
 generated data (easy templates, worked-step answers, math prompt): the same
 token ids and labels, batch 8, seq_len 256, AdamW lr 1e-3 betas (0.9, 0.95),
-cosine schedule with 3% warm-up, gradient clipping 1.0. Trainer gets its
+cosine schedule with 3% warm-up, gradient clipping 1.0; keeptune with its defaults
+(length_pool 8, the output head only at label positions). Trainer gets its
 standard collator (DataCollatorForSeq2Seq: pads each batch to its longest
 sample) and default settings otherwise.
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import resource
 import statistics
 import subprocess
@@ -53,7 +55,7 @@ def run_keeptune(data: Path, steps: int, out: Path) -> dict:
     log = [json.loads(line) for line in (out / "log.jsonl").open()]
     tokens = sum(r["tokens"] for r in log)
     seconds = sum(r["tokens"] / r["tokens_per_s"] for r in log)
-    return {"tokens": tokens, "seconds": seconds, "first_loss": log[0]["loss"], "last_loss": log[-1]["loss"]}
+    return {"tokens": tokens, "seconds": seconds, "mean_loss": sum(r["loss"] for r in log) / len(log)}
 
 
 def run_trainer(data: Path, steps: int, out: Path) -> dict:
@@ -72,17 +74,13 @@ def run_trainer(data: Path, steps: int, out: Path) -> dict:
 
     class Timer(TrainerCallback):
         def __init__(self):
-            self.seconds, self.started, self.losses = 0.0, 0.0, []
+            self.seconds, self.started = 0.0, 0.0
 
         def on_step_begin(self, args, state, control, **kwargs):
             self.started = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kwargs):
             self.seconds += time.perf_counter() - self.started
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if logs and "loss" in logs:
-                self.losses.append(logs["loss"])
 
     timer, pad = Timer(), DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
     counted = []
@@ -94,12 +92,14 @@ def run_trainer(data: Path, steps: int, out: Path) -> dict:
     args = TrainingArguments(
         output_dir=str(out), max_steps=steps, per_device_train_batch_size=BATCH, learning_rate=LR,
         adam_beta1=0.9, adam_beta2=0.95, adam_epsilon=1e-8, weight_decay=0.0, lr_scheduler_type="cosine",
-        warmup_ratio=0.03, max_grad_norm=1.0, logging_steps=1, save_strategy="no", report_to=[], seed=SEED,
+        warmup_steps=math.ceil(0.03 * steps), max_grad_norm=1.0,  # keeptune's warm-up rounding
+        logging_steps=1, save_strategy="no", report_to=[], seed=SEED,
         use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0)
     trainer = Trainer(model=model, args=args, train_dataset=rows, callbacks=[timer],
                       data_collator=collate)
     trainer.train()
-    return {"tokens": sum(counted[:steps]), "seconds": timer.seconds, "first_loss": timer.losses[0], "last_loss": timer.losses[-1]}
+    summary = trainer.state.log_history[-1]  # transformers 5 logs the run's mean loss as train_loss
+    return {"tokens": sum(counted[:steps]), "seconds": timer.seconds, "mean_loss": summary["train_loss"]}
 
 
 def child(variant: str, data: Path, steps: int) -> None:
@@ -138,8 +138,7 @@ def main() -> None:
                 result = measure(variant, data, args.steps)
                 results[variant].append(result)
                 print(f"repeat {repeat + 1} {variant:8s}: {result['tokens_per_s']:7.1f} non-pad tokens/s, "
-                      f"peak RSS {result['peak_rss_mb']:.0f} MB, loss {result['first_loss']:.4f} -> "
-                      f"{result['last_loss']:.4f}", flush=True)
+                      f"peak RSS {result['peak_rss_mb']:.0f} MB, mean loss {result['mean_loss']:.4f}", flush=True)
     median = {v: statistics.median(r["tokens_per_s"] for r in rs) for v, rs in results.items()}
     memory = {v: statistics.median(r["peak_rss_mb"] for r in rs) for v, rs in results.items()}
     print(f"\n{args.steps} steps x batch {BATCH}, medians over {args.repeats} repeats:")

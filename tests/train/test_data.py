@@ -159,3 +159,16 @@ def test_collate_pads_right():
 def test_chat_without_a_template_is_an_error():
     with pytest.raises(DataError, match="data.format=chat needs a tokenizer with a chat template"):
         one("Q", "A", "chat")
+
+
+def test_length_pool_puts_neighbours_in_length_together():
+    # 8 samples whose length rank is known: sample i has length 10 * (7 - i) (all distinct).
+    lengths = [10 * (7 - i) for i in range(8)]
+    # One pool holds every sample (4 batches x 2): the batches are neighbours in length order,
+    # so {7, 6}, {5, 4}, {3, 2}, {1, 0} whatever the shuffle, in some order.
+    batches = epoch_batches(8, 2, 0, 0, lengths, pool=4)
+    assert sorted(map(sorted, batches)) == [[0, 1], [2, 3], [4, 5], [6, 7]]
+    # pool 1 keeps the plain shuffle
+    assert epoch_batches(8, 2, 0, 0, lengths, pool=1) == epoch_batches(8, 2, 0, 0)
+    # the partial rest is dropped first: 9 samples give 4 batches of 2, one sample unused
+    assert len({i for b in epoch_batches(9, 2, 0, 0, lengths + [5], pool=4) for i in b}) == 8

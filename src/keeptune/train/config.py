@@ -67,6 +67,8 @@ class DataConfig:
     """Prompt name recorded with the adapter for evaluation (alpaca, math, none); null: detected from the records."""
     group_by_length: bool = True
     """Sort each global batch by length before cutting it into micro-batches: less padding, the same gradient."""
+    length_pool: int = 8
+    """Global batches pooled and sorted by length before batching (less padding); 1: random batches."""
 
 
 @dataclass(frozen=True)
@@ -164,7 +166,7 @@ def load_config(path: Path | str | None = None, overrides: Sequence[str] = (), r
 
 
 # Fields that must be at least 1 (max_steps when set).
-POSITIVE = ("data.seq_len", "train.epochs", "train.max_steps", "train.global_batch", "train.micro_batch")
+POSITIVE = ("data.seq_len", "data.length_pool", "train.epochs", "train.max_steps", "train.global_batch", "train.micro_batch")
 
 
 def validate(config, where: dict[str, str]):

@@ -212,7 +212,8 @@ def loop(run: Run, on_step: Optional[OnStep], every: int) -> Result:
         while step < run.total and not stopped:
             epoch, index = divmod(step, run.steps_per_epoch)
             if planned[0] != epoch:
-                planned = (epoch, epoch_batches(len(run.samples), t.global_batch, t.seed, epoch))
+                planned = (epoch, epoch_batches(len(run.samples), t.global_batch, t.seed, epoch, run.lengths,
+                                                c.data.length_pool))
             batch = planned[1][index]
             mine = micro_batches(batch, run.lengths, t.micro_batch, c.data.group_by_length)[d.rank :: d.world]
             label_tokens = sum(run.labels[i] for i in batch)  # of the whole global batch, on every rank
