@@ -47,7 +47,23 @@ def test_build_generated_easy(tmp_path):
     assert counts["power"] == counts["root"] == counts["fraction"] == counts["function"] == 0
 
 
-def test_build_refuses_chat_without_tokenizer(tmp_path):
-    with pytest.raises(ValueError, match="tokenizer"):
-        build(None, prompt="chat", out=tmp_path / "x.jsonl")
-    assert list(tmp_path.iterdir()) == []
+def test_build_chat_prompt_uses_the_models_chat_template(tmp_path):
+    from tests.tiny import save_tiny
+
+    model = save_tiny(tmp_path / "tiny")
+    config = json.loads((model / "tokenizer_config.json").read_text())
+    config["chat_template"] = "{% for m in messages %}<u>{{ m['content'] }}</u>{% endfor %}<a>"
+    (model / "tokenizer_config.json").write_text(json.dumps(config))
+    out = build(None, strategy="arithmetic", n=3, prompt="chat", model=str(model), pool=50, out=tmp_path / "c.jsonl")
+    for line in out.read_text(encoding="utf-8").splitlines():
+        human = json.loads(line)["conversations"][0]["value"]
+        assert human.startswith("<u>计算 ") and human.endswith("等于多少？</u><a>")
+
+
+def test_build_chat_prompt_refuses_a_model_without_chat_template(tmp_path):
+    from keeptune.model.load import ModelLoadError
+    from tests.tiny import save_tiny
+
+    with pytest.raises(ModelLoadError, match="no chat template"):
+        build(None, prompt="chat", model=str(save_tiny(tmp_path / "tiny")), out=tmp_path / "x.jsonl")
+    assert not (tmp_path / "x.jsonl").exists()

@@ -52,6 +52,19 @@ def generate(
     return out
 
 
+def chat_renderer(model: Optional[str]):
+    """The problem as the user turn of the model's chat template, ready for the answer."""
+    from transformers import AutoTokenizer
+
+    from keeptune.model.load import ModelLoadError, resolve_model_dir
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_dir(model))
+    if not tokenizer.chat_template:
+        raise ModelLoadError(f"model {model or 'the default'} has no chat template; use --prompt math, alpaca or none")
+    return lambda problem: tokenizer.apply_chat_template(
+        [{"role": "user", "content": problem}], tokenize=False, add_generation_prompt=True)
+
+
 def build(
     source: Optional[Path] = None,
     strategy: str = "uniform",
@@ -66,6 +79,7 @@ def build(
     counts: Optional[dict[str, int]] = None,
     dedup: bool = True,
     skip_bad: bool = False,
+    model: Optional[str] = None,
 ) -> Path:
     """Build a training set of conversation records (one JSON object per line).
 
@@ -75,8 +89,8 @@ def build(
         strategy: ``real``, ``uniform``, ``easy``, ``arithmetic`` or ``custom``.
         n: At most this many records, picked at random; None keeps all selected.
         cot: Worked-step answers that end with the exact reference solution.
-        prompt: Prompt template: ``alpaca``, ``math`` or ``none`` (``chat`` needs a
-            tokenizer: call `keeptune.data.math.build.build_records` with one).
+        prompt: Prompt template: ``alpaca``, ``math``, ``none``, or ``chat``: the
+            chat template of ``model``'s tokenizer (the problem as the user turn).
         seed: Random seed of the picks (and of the generated pool).
         out: Output JSON-lines file.
         pool: Generated problems to draw from when ``source`` is None.
@@ -86,12 +100,11 @@ def build(
         counts: ``custom`` only: template -> number of records.
         dedup: Drop repeated (problem, solution) pairs before picking.
         skip_bad: Count and pass over malformed source lines instead of failing.
+        model: With ``prompt chat``: the model whose chat template renders the
+            prompt (directory or GGUF; default: the embedded SmolLM2).
     """
-    if prompt == CHAT:
-        raise ValueError(
-            "prompt 'chat' needs the model's tokenizer: use build_records(chat_template=...)"
-        )
-    format_prompt(prompt, "")  # fail before reading a large file
+    chat_template = chat_renderer(model) if prompt == CHAT else None
+    format_prompt(prompt, "", chat_template)  # fail before reading a large file
     reader: Optional[PairReader] = None
     if source is None:
         mix = mix or ("uniform" if strategy in ("uniform", "custom") else "real")
@@ -99,7 +112,7 @@ def build(
     else:
         pairs = reader = PairReader(source, skip_bad=skip_bad)
     records = build_records(_progress(pairs, "read"), strategy, n, cot, prompt, seed,
-                            weights=weights, counts=counts, dedup=dedup)
+                            weights=weights, counts=counts, dedup=dedup, chat_template=chat_template)
     count = write_jsonl(out, records)
     skipped = f" ({reader.skipped} malformed lines skipped)" if reader and reader.skipped else ""
     print(f"keeptune: wrote {count:,} {strategy} records to {out}{skipped}")
