@@ -21,10 +21,9 @@ import shutil
 import time
 from pathlib import Path
 
-import torch
-
 from keeptune.data.math.commands import build as build_training_set
 from keeptune.data.math.generate import generate_pairs
+from keeptune.data.prompts import unwrap_prompt
 from keeptune.data.squad import load_samples, resolve_data
 from keeptune.evaluate.engine import ResumeMismatchError, evaluate
 from keeptune.evaluate.generation import GenerationSettings
@@ -75,9 +74,8 @@ def prepare_data(config: ExperimentConfig, run: Path) -> tuple[Path, Path]:
 
 
 def training_templates_and_problems(train_path: Path) -> tuple[list[str], set[str]]:
+    """The templates (in order of appearance) and raw problems of a conversation-format training set."""
     templates, problems = [], set()
-    from keeptune.data.prompts import unwrap_prompt
-
     for line in train_path.read_text(encoding="utf-8").splitlines():
         record = json.loads(line)
         problems.add(unwrap_prompt(record["conversations"][0]["value"]))
@@ -209,8 +207,7 @@ def run_experiment(config: ExperimentConfig, command: str) -> dict:
         entries.append({"step": step, "loss": losses.get(step), **scores, "adapter": str(ckpt),
                         "retention": retention(scores["squad"], baseline["squad"]), "passes_gate": passed,
                         "score": score(accuracy, params.ratio) if passed else None})
-        del model
-        torch.cuda.empty_cache() if torch.cuda.is_available() else None
+        del model  # the next checkpoint loads a fresh base model
 
     best = export_best(config, run, entries)
     results = {
@@ -227,7 +224,6 @@ def export_best(config: ExperimentConfig, run: Path, entries: list[dict]) -> dic
     """Copy the best passing checkpoint's adapter to RUN/best (and merge it on request)."""
     passing = [e for e in entries if e["passes_gate"]]
     if not passing:
-        print("no checkpoint passes the gate")
         return None
     best = max(passing, key=lambda e: (e["score"], e["step"]))
     adapter = checkpoint.export_adapter(Path(best["adapter"]), run / "best" / "adapter")
