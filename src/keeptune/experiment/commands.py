@@ -8,7 +8,6 @@ from typing import Optional
 from keeptune.experiment.config import ExperimentConfig
 from keeptune.train.config import load_config, parse_words
 
-DEFAULT_CONFIG = Path("configs/smollm2-135m/experiment.yaml")
 RUN_USAGE = """\
 examples:
   keeptune run                                              # the default experiment on the embedded model

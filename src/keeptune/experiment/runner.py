@@ -47,10 +47,6 @@ def run_dir(config: ExperimentConfig) -> Path:
     return Path(config.out or Path("runs") / "experiments" / config.name)
 
 
-def fingerprint(value) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 # --- data ------------------------------------------------------------------------------
 
 def prepare_data(config: ExperimentConfig, run: Path) -> tuple[Path, Path]:

@@ -89,11 +89,6 @@ def wrap(model: torch.nn.Module, d: Dist, strategy: str, bf16: bool) -> torch.nn
     return model
 
 
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The PEFT model inside a DDP wrapper (FSDP2 shards the module in place)."""
-    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
-
-
 def gradient_sync(model: torch.nn.Module, enabled: bool):
     """Context in which backward all-reduces gradients only if `enabled` (the last micro-batch of a step)."""
     if isinstance(model, torch.nn.parallel.DistributedDataParallel) and not enabled:
