@@ -94,3 +94,17 @@ def test_batch_size_may_change_but_generation_may_not(tmp_path, model_and_tokeni
     assert task.calls == 0
     with pytest.raises(ResumeMismatchError, match="max_new_tokens|generation"):
         run(EchoTask(4), tmp_path, model_and_tokenizer, GenerationSettings(max_new_tokens=6))
+
+
+def test_add_bos_puts_the_bos_id_before_the_prompt(tmp_path, model_and_tokenizer):
+    # The byte tokenizer adds no BOS of its own: the engine must put the id there itself.
+    import torch
+
+    model, tokenizer = model_and_tokenizer
+    task = EchoTask(2)
+    evaluate(task, model, tokenizer, tmp_path, SETTINGS, IDENTITY, add_bos=True)
+    raws = {r["id"]: r["raw"] for r in map(json.loads, (tmp_path / "predictions.jsonl").open())}
+    for sample in task.samples:
+        ids = torch.tensor([[tokenizer.bos_token_id, *tokenizer(sample.text, add_special_tokens=False).input_ids]])
+        out = model.generate(ids, max_new_tokens=5, do_sample=False, eos_token_id=2, pad_token_id=3)
+        assert raws[sample.id] == tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)

@@ -55,6 +55,20 @@ def test_eval_set_is_held_out_from_training(experiment):
         assert not any(json.loads(line)["problem"] in prompt for prompt in trained)
 
 
+def test_eval_set_obeys_the_training_strategy_filter(tmp_path):
+    from keeptune.data.math.build import conversation
+    from keeptune.experiment.runner import held_out_problems
+    from keeptune.io import write_jsonl
+
+    train = tmp_path / "train.jsonl"
+    write_jsonl(train, [conversation(1, "计算 1.00 + 2.00 等于多少？", "1.00 + 2.00 = 3.00", "arithmetic")])
+    easy = held_out_problems(train, 40, seed=0, templates=None, strategy="easy")
+    anything = held_out_problems(train, 40, seed=0, templates=None, strategy="arithmetic")
+    assert all(p["problem"].startswith("计算 ") for p in easy + anything)
+    assert not any(" * " in p["problem"] for p in easy)  # easy trains on no multiplication
+    assert any(" * " in p["problem"] for p in anything)
+
+
 def test_gate_score_and_best_follow_the_seed_rules(experiment):
     run, _ = experiment
     results = read(run / "results.json")
@@ -89,3 +103,27 @@ def test_rerun_redoes_nothing_and_a_changed_evaluation_redoes_only_it(experiment
     assert (run / "train" / "log.jsonl").read_text() == log  # training untouched
     assert read(run / "checkpoints" / "step-000004" / "math" / "metrics.json")["generated"] == 6
     assert read(run / "baseline" / "squad" / "metrics.json")["generated"] == 0
+
+
+@pytest.mark.parametrize("fmt", ["plain", "vicuna", "chat"])
+def test_evaluation_reads_the_prompt_tokens_training_put_before_the_answer(fmt):
+    from keeptune.data.prompts import format_prompt
+    from keeptune.evaluate.tasks.math import MathSample
+    from keeptune.experiment.config import ExperimentConfig, NewTaskConfig
+    from keeptune.experiment.runner import math_bos, math_task
+    from keeptune.train.data import IGNORE, Conversation, encode
+    from tests.tiny import byte_tokenizer
+
+    tokenizer = byte_tokenizer()
+    tokenizer.chat_template = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}</s>{% endfor %}"
+                               "{% if add_generation_prompt %}<assistant>{% endif %}")
+    problem = "计算 1 + 2 等于多少？"
+    config = ExperimentConfig(new_task=NewTaskConfig(prompt="math", format=fmt))
+    task = math_task(config, [MathSample("m0", problem, "1 + 2 = 3")], tokenizer)
+    bos = [tokenizer.bos_token_id] if math_bos(config, tokenizer) else []  # as the engine puts it
+    seen = bos + tokenizer(task.prompt(task.samples[0]), add_special_tokens=False).input_ids
+    trained = encode([Conversation(1, format_prompt("math", problem), "1 + 2 = 3")], tokenizer, fmt,
+                     seq_len=512).samples[0]
+    assert trained.tokens[:len(seen)] == seen
+    assert set(trained.labels[:len(seen)]) == {IGNORE} and trained.labels[len(seen)] != IGNORE
+    assert (seen[0] == tokenizer.bos_token_id) == (fmt == "vicuna")

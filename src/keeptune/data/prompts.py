@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
+from keeptune.io import DataError
+
 PROMPTS: dict[str, str] = {
     "alpaca": (
         "Below is an instruction that describes a task. Write a response that appropriately "
@@ -33,6 +35,8 @@ VICUNA_SYSTEM = (
     "gives helpful, detailed, and polite answers to the user's questions."
 )
 VICUNA_TEMPLATE = VICUNA_SYSTEM + " USER: {prompt} ASSISTANT: {answer}"
+# How a prompt and its answer become one training sequence (keeptune.train.data).
+FORMATS: tuple[str, ...] = ("plain", "vicuna", "chat")
 
 
 def format_prompt(
@@ -65,3 +69,22 @@ def unwrap_prompt(text: str) -> str:
         if text.startswith(head) and text.endswith(tail) and len(text) >= len(head) + len(tail):
             return text[len(head) : len(text) - len(tail)]
     return text
+
+
+def sequence_prompt(prompt: str, fmt: str, tokenizer) -> str:
+    """The text a model reads before its answer in sequence format ``fmt`` (BOS/EOS ids aside).
+
+    Training and evaluation both use it, so a model is evaluated on exactly the
+    prompt it was trained after.
+    """
+    if fmt == "plain":
+        return prompt
+    if fmt == "vicuna":
+        return f"{VICUNA_SYSTEM} USER: {prompt} ASSISTANT:"
+    if fmt == "chat":
+        if not getattr(tokenizer, "chat_template", None):
+            raise DataError("data.format=chat needs a tokenizer with a chat template, and this one has none; "
+                            "use data.format=plain or vicuna")
+        return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                             add_generation_prompt=True)
+    raise DataError(f"unknown sequence format {fmt!r}; choose one of {', '.join(FORMATS)}")

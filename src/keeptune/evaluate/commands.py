@@ -5,12 +5,14 @@ import re
 from pathlib import Path
 from typing import Callable, Optional
 
+from keeptune.data.prompts import FORMATS, sequence_prompt
 from keeptune.data.shared import MATH_SAMPLE, shared_file
 from keeptune.data.squad import load_samples, resolve_data
 from keeptune.evaluate.engine import evaluate
 from keeptune.evaluate.generation import GenerationSettings
 from keeptune.evaluate.tasks.math import MathTask, load_math_samples
 from keeptune.evaluate.tasks.squad import SquadTask
+from keeptune.io import DataError
 from keeptune.model.load import load_model, model_name
 
 
@@ -64,6 +66,7 @@ def math(
     data: Optional[Path] = None,
     limit: Optional[int] = None,
     prompt: str = "none",
+    format: str = "plain",
     extraction: str = "seed",
     batch_size: int = 64,
     prefill_batch_size: int = 8,
@@ -86,6 +89,8 @@ def math(
         data: JSON lines of {"problem", "solution"} (the training file's format); default: ../shared's 996-line sample.
         limit: evaluate only the first N problems.
         prompt: none (the raw problem, as the seed's script), math or alpaca.
+        format: the training sequence format the prompt is read in: plain (as it is), vicuna (the seed's
+            MindFormers wrapper, after BOS) or chat (the model's chat template); use the adapter's own.
         extraction: seed (first match of the template's answer shape), final (last match) or last (last number).
         batch_size: rows decoded together.
         prefill_batch_size: prompts prefilled together.
@@ -99,8 +104,13 @@ def math(
     path = Path(data) if data is not None else shared_file(
         MATH_SAMPLE, "Pass --data with a JSON-lines file of problem/solution pairs (e.g. from keeptune data generate).")
     samples = load_math_samples(path)[:limit]
-    run_task(lambda tokenizer: MathTask(samples, prompt, extraction), "math", model, path, prompt, out, dtype,
-             device, GenerationSettings(max_new_tokens, min_new_tokens, batch_size, prefill_batch_size), add_bos)
+    if format not in FORMATS:
+        raise DataError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
+    run_task(lambda tokenizer: MathTask(samples, prompt, extraction,
+                                        wrap=lambda text: sequence_prompt(text, format, tokenizer)),
+             "math", model, path, prompt if format == "plain" else f"{prompt} in {format}", out, dtype, device,
+             GenerationSettings(max_new_tokens, min_new_tokens, batch_size, prefill_batch_size),
+             add_bos or format == "vicuna")
 
 
 def run_task(make_task: Callable, name: str, model: Optional[str], data: Path, prompt: str, out: Optional[Path],

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 from tqdm.auto import tqdm
 
 from keeptune.evaluate.generation import GenerationSettings, generate
-from keeptune.io import append_jsonl, atomic_write_json, read_jsonl_prefix
+from keeptune.io import DataError, append_jsonl, atomic_write_json, read_jsonl_prefix
 
 
 class Task(Protocol):
@@ -96,7 +96,11 @@ def evaluate(task: Task, model, tokenizer, out: Path, settings: GenerationSettin
         print(f"resuming: {len(task.samples) - len(todo)} of {len(task.samples)} samples already in {out}")
 
     started = time.perf_counter()
-    prompts = [tokenizer(task.prompt(s), add_special_tokens=add_bos).input_ids for s in todo]
+    # BOS by id, as training puts it: not every tokenizer adds one with add_special_tokens.
+    head = [tokenizer.bos_token_id] if add_bos else []
+    if add_bos and tokenizer.bos_token_id is None:
+        raise DataError("add_bos needs a BOS token, and this tokenizer has none")
+    prompts = [head + tokenizer(task.prompt(s), add_special_tokens=False).input_ids for s in todo]
     with open(out / "predictions.jsonl", "a", encoding="utf-8") as handle, \
             tqdm(total=len(todo), unit="sample", desc=task.name, dynamic_ncols=True) as bar:
         for group in generate(model, prompts, settings, eos, pad, progress=bar.set_postfix_str):

@@ -21,9 +21,10 @@ import shutil
 import time
 from pathlib import Path
 
+from keeptune.data.math.build import eligible
 from keeptune.data.math.commands import build as build_training_set
 from keeptune.data.math.generate import generate_pairs
-from keeptune.data.prompts import unwrap_prompt
+from keeptune.data.prompts import sequence_prompt, unwrap_prompt
 from keeptune.data.squad import load_samples, resolve_data
 from keeptune.evaluate.engine import ResumeMismatchError, evaluate
 from keeptune.evaluate.generation import GenerationSettings
@@ -35,6 +36,7 @@ from keeptune.model.load import load_model, model_name
 from keeptune.model.params import lora_accounting, source_config
 from keeptune.train import checkpoint
 from keeptune.train.config import Config, DataConfig, to_dict
+from keeptune.train.data import special_ids
 from keeptune.train.loop import train
 
 
@@ -64,7 +66,8 @@ def prepare_data(config: ExperimentConfig, run: Path) -> tuple[Path, Path]:
     if task.eval_data:
         shutil.copyfile(task.eval_data, eval_path)
     else:
-        write_jsonl(eval_path, held_out_problems(train_path, task.eval_n, task.eval_seed, task.eval_templates))
+        write_jsonl(eval_path, held_out_problems(train_path, task.eval_n, task.eval_seed, task.eval_templates,
+                                                 task.strategy))
     atomic_write_json(stamp, recipe)
     return train_path, eval_path
 
@@ -80,12 +83,17 @@ def training_templates_and_problems(train_path: Path) -> tuple[list[str], set[st
     return templates, problems
 
 
-def held_out_problems(train_path: Path, n: int, seed: int, templates: list[str] | None) -> list[dict]:
-    """`n` generated problems of the training set's templates that the training set does not contain."""
+def held_out_problems(train_path: Path, n: int, seed: int, templates: list[str] | None,
+                      strategy: str = "real") -> list[dict]:
+    """`n` generated problems of the training set's templates that the training set does not contain.
+
+    They obey the training strategy's filter too: `easy` trains on no multiplication of the
+    arithmetic template, so none is evaluated.
+    """
     seen_templates, seen = training_templates_and_problems(train_path)
     chosen: list[dict] = []
-    for _, pair in generate_pairs(50 * n, seed, templates or seen_templates, "uniform"):
-        if pair.problem not in seen:
+    for name, pair in generate_pairs(50 * n, seed, templates or seen_templates, "uniform"):
+        if pair.problem not in seen and eligible(strategy, name, pair.problem):
             seen.add(pair.problem)
             chosen.append(pair._asdict())
             if len(chosen) == n:
@@ -95,25 +103,40 @@ def held_out_problems(train_path: Path, n: int, seed: int, templates: list[str] 
 
 # --- evaluations -----------------------------------------------------------------------
 
-def evaluate_fresh(task, model, tokenizer, out: Path, settings: GenerationSettings, identity: dict) -> dict:
+def evaluate_fresh(task, model, tokenizer, out: Path, settings: GenerationSettings, identity: dict,
+                   add_bos: bool = False) -> dict:
     """`evaluate`, resuming when OUT holds the same configuration, redoing it when not."""
     try:
-        return evaluate(task, model, tokenizer, out, settings, identity)
+        return evaluate(task, model, tokenizer, out, settings, identity, add_bos)
     except ResumeMismatchError:
         print(f"{out}: settings changed, evaluating again")
         shutil.rmtree(out)
-        return evaluate(task, model, tokenizer, out, settings, identity)
+        return evaluate(task, model, tokenizer, out, settings, identity, add_bos)
+
+
+def math_task(config: ExperimentConfig, samples, tokenizer) -> MathTask:
+    """The new task as training shaped it: its prompt template inside its sequence format."""
+    task = config.new_task
+    return MathTask(samples, task.prompt, task.extraction,
+                    wrap=lambda text: sequence_prompt(text, task.format, tokenizer))
+
+
+def math_bos(config: ExperimentConfig, tokenizer) -> bool:
+    """Whether training put BOS before the prompt (the vicuna format does), so evaluation must too."""
+    return bool(special_ids(tokenizer, config.new_task.format, None)[0])
 
 
 def evaluate_both(config: ExperimentConfig, model, tokenizer, squad_samples, math_samples, out: Path,
                   identity: dict) -> dict:
-    """SQuAD (seed protocol) and math (the training prompt) of one model state."""
+    """SQuAD (seed protocol) and math (the training prompt and format) of one model state."""
     squad_settings = GenerationSettings(batch_size=config.batch_size)
     math_settings = GenerationSettings(max_new_tokens=config.new_task.max_new_tokens, batch_size=config.batch_size)
     squad = evaluate_fresh(SquadTask(squad_samples, tokenizer), model, tokenizer, out / "squad", squad_settings,
                            {**identity, "prompt": "seed"})
-    math = evaluate_fresh(MathTask(math_samples, config.new_task.prompt, config.new_task.extraction), model,
-                          tokenizer, out / "math", math_settings, {**identity, "prompt": config.new_task.prompt})
+    math = evaluate_fresh(math_task(config, math_samples, tokenizer), model, tokenizer, out / "math",
+                          math_settings, {**identity, "prompt": config.new_task.prompt,
+                                          "format": config.new_task.format},
+                          add_bos=math_bos(config, tokenizer))
     return {"squad": {**squad["emf1"], "squad_v1": squad["squad_v1"]},
             "math": {k: math[k] for k in ("total_count", "accuracy", "accuracy_strict", "per_template")}}
 
@@ -180,7 +203,8 @@ def run_experiment(config: ExperimentConfig, command: str) -> dict:
     del base  # training loads its own copy; evaluation reloads per checkpoint
 
     print("== training")
-    tracker = Tracker(config, run, tokenizer, squad_samples, math_samples)
+    tracker = Tracker(config, run, tokenizer, squad_samples, math_task(config, math_samples, tokenizer),
+                      math_bos(config, tokenizer))
     checkpoints = run_training(config, run, train_path, tracker.on_step if config.tracking.every else None,
                                config.tracking.every or 1)
 

@@ -10,6 +10,7 @@ baseline's own predictions: no extra evaluation of the base model.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from keeptune.evaluate.engine import evaluate
@@ -22,10 +23,11 @@ PREFIX = "track_"
 
 
 class Tracker:
-    def __init__(self, config: ExperimentConfig, run: Path, tokenizer, squad_samples, math_samples):
-        self.config, self.run, self.tokenizer = config, run, tokenizer
+    def __init__(self, config: ExperimentConfig, run: Path, tokenizer, squad_samples, math: MathTask,
+                 math_bos: bool):
+        self.config, self.run, self.tokenizer, self.math_bos = config, run, tokenizer, math_bos
         self.squad = SquadTask(squad_samples[:config.tracking.squad], tokenizer)
-        self.math = MathTask(math_samples[:config.tracking.math], config.new_task.prompt, config.new_task.extraction)
+        self.math = replace(math, samples=math.samples[:config.tracking.math])
         self.baseline = self._baseline_subset()
 
     def _baseline_subset(self) -> dict:
@@ -43,7 +45,7 @@ class Tracker:
                          {"state": f"training step {step}"})["emf1"]
         math = evaluate(self.math, model, self.tokenizer, out / "math",
                         GenerationSettings(max_new_tokens=self.config.new_task.max_new_tokens, batch_size=batch),
-                        {"state": f"training step {step}"})
+                        {"state": f"training step {step}"}, add_bos=self.math_bos)
         gate = self.config.gate
         passing = squad["F1"] >= gate * self.baseline["F1"] and squad["Em"] >= gate * self.baseline["Em"]
         metrics = {f"{PREFIX}squad_F1": squad["F1"], f"{PREFIX}squad_Em": squad["Em"],

@@ -32,11 +32,10 @@ from typing import Optional
 
 import torch
 
-from keeptune.data.prompts import PROMPTS, VICUNA_SYSTEM
+from keeptune.data.prompts import PROMPTS, sequence_prompt
 from keeptune.io import DataError, MalformedLineError, json_line
 
 IGNORE = -100  # label of a position that is not trained (prompt, BOS, padding)
-FORMATS = ("plain", "vicuna", "chat")
 
 
 @dataclass(frozen=True)
@@ -109,23 +108,17 @@ def detect_prompt(conversations: list[Conversation]) -> str:
 
 def texts(conversation: Conversation, fmt: str, tokenizer) -> tuple[str, str]:
     """(prompt text, answer text) of one conversation in a sequence format."""
+    prompt = sequence_prompt(conversation.prompt, fmt, tokenizer)
     if fmt == "plain":
-        return conversation.prompt, conversation.answer
+        return prompt, conversation.answer
     if fmt == "vicuna":
-        return f"{VICUNA_SYSTEM} USER: {conversation.prompt} ASSISTANT:", f" {conversation.answer}"
-    if fmt == "chat":
-        if not getattr(tokenizer, "chat_template", None):
-            raise DataError("data.format=chat needs a tokenizer with a chat template, and this one has none; "
-                            "use data.format=plain or vicuna")
-        user = [{"role": "user", "content": conversation.prompt}]
-        prompt = tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
-        full = tokenizer.apply_chat_template(user + [{"role": "assistant", "content": conversation.answer}],
-                                             tokenize=False)
-        if not full.startswith(prompt):
-            raise DataError(f"line {conversation.line}: the chat template renders the conversation without "
-                            "its generation prompt as a prefix; use data.format=plain or vicuna")
-        return prompt, full[len(prompt):]
-    raise DataError(f"unknown sequence format {fmt!r}; choose one of {', '.join(FORMATS)}")
+        return prompt, f" {conversation.answer}"
+    full = tokenizer.apply_chat_template([{"role": "user", "content": conversation.prompt},
+                                          {"role": "assistant", "content": conversation.answer}], tokenize=False)
+    if not full.startswith(prompt):
+        raise DataError(f"line {conversation.line}: the chat template renders the conversation without "
+                        "its generation prompt as a prefix; use data.format=plain or vicuna")
+    return prompt, full[len(prompt):]
 
 
 def special_ids(tokenizer, fmt: str, add_bos: Optional[bool]) -> tuple[list[int], list[int]]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Optional
 
 from keeptune.data.math.loader import PairReader
 from keeptune.data.prompts import format_prompt
@@ -40,10 +41,13 @@ class MathTask:
     samples: Sequence[MathSample]
     prompt_name: str = "none"
     extraction: str = "seed"
+    wrap: Optional[Callable[[str], str]] = None
+    """Turns the prompt into the text the model reads (a training sequence format); None: as it is."""
     name: str = "math"
 
     def prompt(self, sample: MathSample) -> str:
-        return format_prompt(self.prompt_name, sample.problem)
+        text = format_prompt(self.prompt_name, sample.problem)
+        return self.wrap(text) if self.wrap else text
 
     def score(self, sample: MathSample, raw: str) -> dict:
         verdict = math_judge.judge(sample.problem, raw, sample.solution, extraction=self.extraction)
