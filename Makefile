@@ -9,7 +9,7 @@ $(STAMP): pyproject.toml scripts/setup.sh
 	touch $@
 
 run: $(STAMP)
-	$(VENV)/bin/keeptune eval squad $(ARGS)
+	$(VENV)/bin/keeptune run $(ARGS)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q $(ARGS)

@@ -46,6 +46,8 @@ def test_every_step_leaves_its_output(experiment):
         assert read(run / "checkpoints" / name / "math" / "metrics.json")["total_count"] == 6
     assert [t["step"] for t in results["tracking"]] == [2, 4]
     assert results["command"].startswith("keeptune run ")
+    assert results["settings"]["steps"] == 4
+    assert results["settings"]["data_recipe"] == "generated custom (mass 70, fraction 30, area 600) x16, cot"
 
 
 def test_eval_set_is_held_out_from_training(experiment):

@@ -232,7 +232,8 @@ def run_experiment(config: ExperimentConfig, command: str) -> dict:
     best = export_best(config, run, entries)
     results = {
         "name": config.name, "command": command, "wall_seconds": time.perf_counter() - started,
-        "settings": settings_summary(config), "config": to_dict(config),
+        "settings": settings_summary(config, checkpoint.step_of(checkpoints[-1]) if checkpoints else None),
+        "config": to_dict(config),
         "params": params.__dict__, "gate": config.gate, "score_eps": str(config.score_eps),
         "baseline": baseline, "checkpoints": entries, "best": best, "tracking": tracking_history(run),
     }
@@ -255,13 +256,17 @@ def export_best(config: ExperimentConfig, run: Path, entries: list[dict]) -> dic
     return {**best, "adapter": str(adapter), "merged": str(merged) if merged else None}
 
 
-def settings_summary(config: ExperimentConfig) -> dict:
+def settings_summary(config: ExperimentConfig, steps: int | None) -> dict:
+    """The settings a reader compares runs by; ``steps`` is the number of optimizer steps trained."""
     task = config.new_task
-    recipe = f"{'real ' + Path(task.source).name if task.source else 'generated'} {task.strategy}" \
+    mix = f" ({', '.join(f'{k} {v}' for k, v in task.counts.items())})" if task.strategy == "custom" and task.counts \
+        else ""
+    recipe = f"{'real ' + Path(task.source).name if task.source else 'generated'} {task.strategy}{mix}" \
              f"{' x' + str(task.n) if task.n else ''}{', cot' if task.cot else ''}"
     return {"model": model_name(config.model.source), "data_recipe": recipe, "prompt": task.prompt,
-            "targets": list(config.lora.targets), "rank": config.lora.rank, "alpha": config.lora.alpha,
-            "dropout": config.lora.dropout, "lr": config.train.lr, "steps": config.train.max_steps,
+            "format": task.format, "targets": list(config.lora.targets), "rank": config.lora.rank,
+            "alpha": config.lora.alpha, "dropout": config.lora.dropout, "lr": config.train.lr,
+            "epochs": config.train.epochs, "steps": steps,
             "global_batch": config.train.global_batch, "seq_len": task.seq_len,
             "original_data": config.original.data or "shared 54-paragraph article",
             "new_task_eval": task.eval_data or f"{task.eval_n} generated held-out problems",

@@ -64,7 +64,8 @@ def summary(results: dict) -> list[str]:
             (f"Best checkpoint: step {best['step']}, score {fmt.score(best['score'])} (accuracy "
              f"{fmt.percent(accuracy(best, eps))} at EPS {eps}, ratio {fmt.ratio(results['params']['ratio'])})."),
             (f"Original task kept: F1 {fmt.points(best['squad']['F1'])} ({fmt.percent(retention['F1'])} of "
-             f"baseline), EM {fmt.points(best['squad']['Em'])} ({fmt.percent(retention.get('Em'))} of baseline)."),
+             f"baseline), EM {fmt.points(best['squad']['Em'])} "
+             f"({'baseline EM 0' if retention.get('Em') is None else fmt.percent(retention['Em']) + ' of baseline'})."),
             f"Adapter: {best.get('adapter') or fmt.MISSING}; merged model: {best.get('merged') or fmt.MISSING}.",
         ]
     return lines + [

@@ -1,0 +1,36 @@
+"""The shipped experiment configs: the default one is the bare `keeptune run`, the
+Llama-3-8B one is SPEC section 5's best fine-tuned run, each states its run command."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from keeptune.experiment.config import ExperimentConfig
+from keeptune.train.config import load_config
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def load(name: str) -> ExperimentConfig:
+    return load_config(CONFIGS / name / "experiment.yaml", [], root=ExperimentConfig)
+
+
+def test_default_config_file_is_the_bare_run():
+    assert load("smollm2-135m") == ExperimentConfig()
+
+
+def test_llama3_config_is_the_seeds_best_run():
+    config = load("llama3-8b")
+    task = config.new_task
+    # SPEC section 5: easy templates, 7,500 samples, worked steps, math prompt, 2 epochs, batch 4, lr 3e-5, wq|wv.
+    assert (task.strategy, task.n, task.cot, task.prompt) == ("easy", 7500, True, "math")
+    assert (config.train.epochs, config.train.global_batch, config.train.lr) == (2, 4, 3e-5)
+    assert (config.lora.targets, config.lora.rank, config.lora.alpha) == ((".*wq|.*wv",), 8, 16)
+    assert task.format == "vicuna" and config.gate == 0.9
+
+
+@pytest.mark.parametrize("name", ["smollm2-135m", "llama3-8b"])
+def test_experiment_configs_state_their_run_command(name):
+    header = (CONFIGS / name / "experiment.yaml").read_text().split("\nname:")[0]
+    assert f"keeptune run configs/{name}/experiment.yaml" in header
