@@ -47,7 +47,7 @@ def test_every_step_leaves_its_output(experiment):
     assert [t["step"] for t in results["tracking"]] == [2, 4]
     assert results["command"].startswith("keeptune run ")
     assert results["settings"]["steps"] == 4
-    assert results["settings"]["data_recipe"] == "generated custom (mass 70, fraction 30, area 600) x16, cot"
+    assert results["settings"]["data_recipe"] == "generated custom (mass 70, fraction 30, area 300) x16, cot"
 
 
 def test_eval_set_is_held_out_from_training(experiment):
@@ -129,3 +129,18 @@ def test_evaluation_reads_the_prompt_tokens_training_put_before_the_answer(fmt):
     assert trained.tokens[:len(seen)] == seen
     assert set(trained.labels[:len(seen)]) == {IGNORE} and trained.labels[len(seen)] != IGNORE
     assert (seen[0] == tokenizer.bos_token_id) == (fmt == "vicuna")
+
+
+def test_a_max_new_tokens_shorter_than_the_answers_is_warned(tmp_path, capsys):
+    from keeptune.data.math.build import conversation
+    from keeptune.experiment.runner import warn_if_answers_do_not_fit
+    from keeptune.io import write_jsonl
+    from tests.tiny import byte_tokenizer
+
+    train = tmp_path / "train.jsonl"
+    write_jsonl(train, [conversation(1, "q", "12 克", "mass"), conversation(2, "q", "1 + 2 = 3", "arithmetic")])
+    longest = len("1 + 2 = 3".encode()) + 1  # one token per byte, and EOS
+    warn_if_answers_do_not_fit(train, byte_tokenizer(), longest)
+    assert capsys.readouterr().err == ""
+    warn_if_answers_do_not_fit(train, byte_tokenizer(), longest - 1)
+    assert f"longest training answer is {longest} tokens" in capsys.readouterr().err

@@ -26,7 +26,7 @@ class OriginalTaskConfig:
 # The default recipe (docs/experiments.md): the templates whose arithmetic a 135M model
 # can learn in minutes on a CPU. Mass and fraction have only 100 and 45 distinct problems;
 # these counts leave 30 and 15 of them unseen for the held-out evaluation set.
-DEFAULT_COUNTS = {"mass": 70, "fraction": 30, "area": 600}
+DEFAULT_COUNTS = {"mass": 70, "fraction": 30, "area": 300}
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ class NewTaskConfig:
     """Templates of the generated evaluation set; null: those of the training set."""
     eval_seed: int = 1
     """Seed of the generated evaluation set."""
-    max_new_tokens: int = 48
+    max_new_tokens: int = 64
     """Tokens generated per problem (the seed used 20 for bare answers; worked steps need more)."""
     extraction: Literal["seed", "final", "last"] = "final"
     """Answer extraction: seed (first match), final (last match: worked steps), last (last number)."""
@@ -93,7 +93,7 @@ class ExperimentConfig:
     """The new task (the skill to add)."""
     lora: LoraConfig = field(default_factory=LoraConfig)
     """LoRA adapter settings."""
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3, max_steps=None, lr=3e-4))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=5, max_steps=None, lr=3e-4))
     """Optimisation, schedule, batching and checkpoints."""
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     """Multi-device settings (under torchrun)."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -81,6 +82,21 @@ def training_templates_and_problems(train_path: Path) -> tuple[list[str], set[st
         if record["template"] not in templates:
             templates.append(record["template"])
     return templates, problems
+
+
+def longest_answer(train_path: Path, tokenizer) -> int:
+    """Tokens of the longest answer in a conversation-format training set, EOS included."""
+    answers = [json.loads(line)["conversations"][1]["value"]
+               for line in train_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return 1 + max(len(ids) for ids in tokenizer(answers, add_special_tokens=False).input_ids)
+
+
+def warn_if_answers_do_not_fit(train_path: Path, tokenizer, max_new_tokens: int) -> None:
+    longest = longest_answer(train_path, tokenizer)
+    if longest > max_new_tokens:
+        print(f"warning: the longest training answer is {longest} tokens (EOS included) but new_task.max_new_tokens "
+              f"is {max_new_tokens}: answers that long are cut before their final line and judged wrong; "
+              f"set new_task.max_new_tokens={longest} or more", file=sys.stderr)
 
 
 def held_out_problems(train_path: Path, n: int, seed: int, templates: list[str] | None,
@@ -195,6 +211,7 @@ def run_experiment(config: ExperimentConfig, command: str) -> dict:
     math_samples = load_math_samples(eval_path)
     source = config.model.source
     base, tokenizer = load_model(source, config.model.dtype, config.model.device)
+    warn_if_answers_do_not_fit(train_path, tokenizer, config.new_task.max_new_tokens)
     identity = {"model": model_name(source), "data": config.original.data or "shared"}
 
     print("== baseline: the base model on both tasks")
