@@ -208,8 +208,13 @@ def read_yaml(path: Path) -> tuple[dict, dict[str, str]]:
     return tree, where
 
 
-def build(cls: type, values: Any, where: dict[str, str], prefix: str, source: str):
-    """An instance of dataclass `cls` from a mapping, every field type-checked."""
+def build(cls: type, values: Any, where: dict[str, str], prefix: str, source: str, base: Any = None):
+    """`base` (default: `cls()`) with the fields of a mapping replaced, every field type-checked.
+
+    A section keeps the defaults its parent gives it (ExperimentConfig's `train` is not
+    TrainConfig's), so overriding one key of a section leaves its other keys alone.
+    """
+    base = cls() if base is None else base
     location = where.get(prefix.rstrip("."), source)
     if not isinstance(values, dict):
         raise ConfigError(f"{location}: {prefix.rstrip('.')!r} is a section: give it a mapping, not {values!r}")
@@ -223,10 +228,10 @@ def build(cls: type, values: Any, where: dict[str, str], prefix: str, source: st
             raise ConfigError(f"{where.get(dotted, source)}: unknown field {dotted!r}; the fields here: {choices}")
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
-            kwargs[key] = build(hint, value, where, dotted + ".", source)
+            kwargs[key] = build(hint, value, where, dotted + ".", source, getattr(base, key))
         else:
             kwargs[key] = coerce(value, hint, f"{where.get(dotted, source)}: field {dotted!r}")
-    return cls(**kwargs)
+    return dataclasses.replace(base, **kwargs)
 
 
 def coerce(value: Any, hint: Any, what: str) -> Any:
