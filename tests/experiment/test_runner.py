@@ -45,6 +45,10 @@ def test_every_step_leaves_its_output(experiment):
         assert read(run / "checkpoints" / name / "squad" / "metrics.json")["total_count"] == 3
         assert read(run / "checkpoints" / name / "math" / "metrics.json")["total_count"] == 6
     assert [t["step"] for t in results["tracking"]] == [2, 4]
+    # The tracked subset (tracking.squad=2: q0, q1) is gated against its own baseline.
+    predictions = {r["id"]: r for r in map(json.loads, open(run / "baseline" / "squad" / "predictions.jsonl"))}
+    subset_f1 = 100 * (predictions["q0"]["f1"] + predictions["q1"]["f1"]) / 2
+    assert all(t["baseline_F1"] == pytest.approx(subset_f1) for t in results["tracking"])
     assert results["command"].startswith("keeptune run ")
     assert results["settings"]["steps"] == 4
     assert results["settings"]["data_recipe"] == "generated custom (mass 70, fraction 30, area 300) x16, cot"

@@ -50,6 +50,7 @@ class Tracker:
         passing = squad["F1"] >= gate * self.baseline["F1"] and squad["Em"] >= gate * self.baseline["Em"]
         metrics = {f"{PREFIX}squad_F1": squad["F1"], f"{PREFIX}squad_Em": squad["Em"],
                    f"{PREFIX}retention_F1": squad["F1"] / self.baseline["F1"] if self.baseline["F1"] else None,
+                   f"{PREFIX}baseline_F1": self.baseline["F1"], f"{PREFIX}baseline_Em": self.baseline["Em"],
                    f"{PREFIX}math_accuracy": math["accuracy"][str(self.config.score_eps)],
                    f"{PREFIX}passes_gate": passing}
         if self.config.tracking.stop_below_gate and not passing:

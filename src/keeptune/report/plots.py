@@ -87,13 +87,13 @@ def loss_and_lr(log: list[dict], checkpoint_steps: list[int]) -> Figure | None:
     return figure
 
 
-def _gate_lines(ax: Any, results: dict) -> None:
-    """Baseline F1/EM (dotted) and the gate, gate x baseline (dashed)."""
-    base, share = results["baseline"]["squad"], gate(results)
+def _gate_lines(ax: Any, results: dict, base: dict | None = None, name: str = "baseline") -> None:
+    """Baseline F1/EM (dotted) and the gate, gate x baseline (dashed); `base` defaults to the full baseline."""
+    base, share = base or results["baseline"]["squad"], gate(results)
     for color, key, label in (("C0", "F1", "F1"), ("C1", "Em", "EM")):
-        ax.axhline(base[key], color=color, ls=":", lw=1, label=f"baseline {label} {base[key]:.2f}")
+        ax.axhline(base[key], color=color, ls=":", lw=1, label=f"{name} {label} {base[key]:.2f}")
         ax.axhline(share * base[key], color=color, ls="--", lw=1,
-                   label=f"gate {share:g} x baseline {label} {share * base[key]:.2f}")
+                   label=f"gate {share:g} x {name} {label} {share * base[key]:.2f}")
 
 
 def squad_scores(results: dict) -> Figure | None:
@@ -180,8 +180,13 @@ def tracking(results: dict) -> Figure | None:
     figure, (ax_squad, ax_math) = _figure("Tracking during training", rows=2, height=2.8)
     for color, key, label in (("C0", "squad_F1", "F1"), ("C1", "squad_Em", "EM")):
         ax_squad.plot(*_series(rows, key), marker=".", color=color, label=label)
-    _gate_lines(ax_squad, results)
-    ax_squad.set_ylabel("SQuAD score (%)")
+    if "baseline_F1" in rows[0]:  # the tracked subset is gated against its own baseline
+        _gate_lines(ax_squad, results, {"F1": rows[0]["baseline_F1"], "Em": rows[0]["baseline_Em"]},
+                    "subset baseline")
+    else:
+        _gate_lines(ax_squad, results)
+    ax_squad.set_ylabel(f"SQuAD score (%), {results['config']['tracking']['squad']} samples"
+                        if "tracking" in results.get("config", {}) else "SQuAD score (%)")
     _legend(ax_squad)
     steps, values = _series(rows, "math_accuracy")
     ax_math.plot(steps, [100 * v for v in values], marker=".", color="C2")
