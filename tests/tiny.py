@@ -22,6 +22,14 @@ def byte_tokenizer() -> PreTrainedTokenizerFast:
                                    eos_token="</s>", pad_token="<pad>")
 
 
+def chat_tokenizer() -> PreTrainedTokenizerFast:
+    """The byte tokenizer with a minimal chat template: `<role>content</s>` per turn, `<assistant>` to answer."""
+    tokenizer = byte_tokenizer()
+    tokenizer.chat_template = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}</s>{% endfor %}"
+                               "{% if add_generation_prompt %}<assistant>{% endif %}")
+    return tokenizer
+
+
 def tiny_llama(vocab_size: int = 260, seed: int = 0, **overrides) -> LlamaForCausalLM:
     """A 2-layer Llama with GQA (4 heads, 2 KV heads), random weights, float32, eval mode."""
     torch.manual_seed(seed)

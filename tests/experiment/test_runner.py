@@ -116,17 +116,16 @@ def test_evaluation_reads_the_prompt_tokens_training_put_before_the_answer(fmt):
     from keeptune.data.prompts import format_prompt
     from keeptune.evaluate.tasks.math import MathSample
     from keeptune.experiment.config import ExperimentConfig, NewTaskConfig
-    from keeptune.experiment.runner import math_bos, math_task
+    from keeptune.data.prompts import sequence_bos
+    from keeptune.experiment.runner import math_task
     from keeptune.train.data import IGNORE, Conversation, encode
-    from tests.tiny import byte_tokenizer
+    from tests.tiny import chat_tokenizer
 
-    tokenizer = byte_tokenizer()
-    tokenizer.chat_template = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}</s>{% endfor %}"
-                               "{% if add_generation_prompt %}<assistant>{% endif %}")
+    tokenizer = chat_tokenizer()
     problem = "计算 1 + 2 等于多少？"
     config = ExperimentConfig(new_task=NewTaskConfig(prompt="math", format=fmt))
     task = math_task(config, [MathSample("m0", problem, "1 + 2 = 3")], tokenizer)
-    bos = [tokenizer.bos_token_id] if math_bos(config, tokenizer) else []  # as the engine puts it
+    bos = [tokenizer.bos_token_id] if sequence_bos(fmt) else []  # as the engine puts it
     seen = bos + tokenizer(task.prompt(task.samples[0]), add_special_tokens=False).input_ids
     trained = encode([Conversation(1, format_prompt("math", problem), "1 + 2 = 3")], tokenizer, fmt,
                      seq_len=512).samples[0]
@@ -148,3 +147,6 @@ def test_a_max_new_tokens_shorter_than_the_answers_is_warned(tmp_path, capsys):
     assert capsys.readouterr().err == ""
     warn_if_answers_do_not_fit(train, byte_tokenizer(), longest - 1)
     assert f"longest training answer is {longest} tokens" in capsys.readouterr().err
+    # The vicuna sequence's answer starts with a space (SPEC section 2): one token more.
+    warn_if_answers_do_not_fit(train, byte_tokenizer(), longest, "vicuna")
+    assert f"longest training answer is {longest + 1} tokens" in capsys.readouterr().err

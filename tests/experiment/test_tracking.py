@@ -26,7 +26,7 @@ def tracker(tmp_path, base_answer: str, stop: bool) -> Tracker:
                               batch_size=4)
     config = dataclasses.replace(config, new_task=dataclasses.replace(config.new_task, max_new_tokens=4))
     math = MathTask([MathSample("m0", "计算 1.00 + 2.00 等于多少？", "1.00 + 2.00 = 3.00")], "math", "final")
-    return Tracker(config, tmp_path, byte_tokenizer(), SAMPLES, math, math_bos=False)
+    return Tracker(config, tmp_path, byte_tokenizer(), SAMPLES, math)
 
 
 @pytest.mark.parametrize("stop", [True, False])

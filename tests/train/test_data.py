@@ -14,7 +14,7 @@ import pytest
 from keeptune.io import DataError, MalformedLineError, write_jsonl
 from keeptune.train.data import (IGNORE, Conversation, collate, detect_prompt, encode, epoch_batches,
                                  micro_batches, read_conversations)
-from tests.tiny import byte_tokenizer
+from tests.tiny import byte_tokenizer, chat_tokenizer
 from tests.train.conftest import conversation
 
 BOS, EOS = 1, 2
@@ -60,9 +60,7 @@ def test_vicuna_is_the_mindformers_sequence():
 
 
 def test_chat_uses_the_tokenizer_template():
-    tokenizer = byte_tokenizer()
-    tokenizer.chat_template = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}</s>{% endfor %}"
-                               "{% if add_generation_prompt %}<assistant>{% endif %}")
+    tokenizer = chat_tokenizer()
     sample = encode([Conversation(1, "hi", "yo")], tokenizer, "chat", seq_len=512).samples[0]
     assert sample.tokens == ids("<user>hi") + [EOS] + ids("<assistant>yo") + [EOS]
     assert sample.labels == [IGNORE] * (len(ids("<user>hi")) + 1 + len(ids("<assistant>"))) + ids("yo") + [EOS]

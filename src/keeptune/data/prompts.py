@@ -71,6 +71,11 @@ def unwrap_prompt(text: str) -> str:
     return text
 
 
+def sequence_bos(fmt: str, add_bos: Optional[bool] = None) -> bool:
+    """Whether BOS goes before the prompt: the vicuna format puts it there unless ``add_bos`` says otherwise."""
+    return fmt == "vicuna" if add_bos is None else add_bos
+
+
 def sequence_prompt(prompt: str, fmt: str, tokenizer) -> str:
     """The text a model reads before its answer in sequence format ``fmt`` (BOS/EOS ids aside).
 

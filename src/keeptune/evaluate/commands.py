@@ -5,7 +5,7 @@ import re
 from pathlib import Path
 from typing import Callable, Optional
 
-from keeptune.data.prompts import FORMATS, sequence_prompt
+from keeptune.data.prompts import FORMATS, sequence_bos
 from keeptune.data.shared import MATH_SAMPLE, shared_file
 from keeptune.data.squad import load_samples, resolve_data
 from keeptune.evaluate.engine import evaluate
@@ -106,11 +106,10 @@ def math(
     samples = load_math_samples(path)[:limit]
     if format not in FORMATS:
         raise DataError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
-    run_task(lambda tokenizer: MathTask(samples, prompt, extraction,
-                                        wrap=lambda text: sequence_prompt(text, format, tokenizer)),
+    run_task(lambda tokenizer: MathTask(samples, prompt, extraction, format, tokenizer),
              "math", model, path, prompt if format == "plain" else f"{prompt} in {format}", out, dtype, device,
              GenerationSettings(max_new_tokens, min_new_tokens, batch_size, prefill_batch_size),
-             add_bos or format == "vicuna")
+             add_bos or sequence_bos(format))
 
 
 def run_task(make_task: Callable, name: str, model: Optional[str], data: Path, prompt: str, out: Optional[Path],

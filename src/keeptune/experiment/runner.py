@@ -25,7 +25,7 @@ from pathlib import Path
 from keeptune.data.math.build import eligible
 from keeptune.data.math.commands import build as build_training_set
 from keeptune.data.math.generate import generate_pairs
-from keeptune.data.prompts import sequence_prompt, unwrap_prompt
+from keeptune.data.prompts import sequence_bos, unwrap_prompt
 from keeptune.data.squad import load_samples, resolve_data
 from keeptune.evaluate.engine import ResumeMismatchError, evaluate
 from keeptune.evaluate.generation import GenerationSettings
@@ -37,7 +37,7 @@ from keeptune.model.load import load_model, model_name
 from keeptune.model.params import lora_accounting, source_config
 from keeptune.train import checkpoint
 from keeptune.train.config import Config, DataConfig, to_dict
-from keeptune.train.data import special_ids
+from keeptune.train.data import read_conversations, special_ids, texts
 from keeptune.train.loop import train
 
 
@@ -84,15 +84,15 @@ def training_templates_and_problems(train_path: Path) -> tuple[list[str], set[st
     return templates, problems
 
 
-def longest_answer(train_path: Path, tokenizer) -> int:
-    """Tokens of the longest answer in a conversation-format training set, EOS included."""
-    answers = [json.loads(line)["conversations"][1]["value"]
-               for line in train_path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return 1 + max(len(ids) for ids in tokenizer(answers, add_special_tokens=False).input_ids)
+def longest_answer(train_path: Path, tokenizer, fmt: str = "plain") -> int:
+    """Tokens of the longest answer a training set teaches in sequence format ``fmt``, EOS included."""
+    answers = [texts(c, fmt, tokenizer)[1] for c in read_conversations(train_path)]
+    tail = len(special_ids(tokenizer, fmt, None)[1])  # EOS, unless the chat template writes its own
+    return tail + max(len(ids) for ids in tokenizer(answers, add_special_tokens=False).input_ids)
 
 
-def warn_if_answers_do_not_fit(train_path: Path, tokenizer, max_new_tokens: int) -> None:
-    longest = longest_answer(train_path, tokenizer)
+def warn_if_answers_do_not_fit(train_path: Path, tokenizer, max_new_tokens: int, fmt: str = "plain") -> None:
+    longest = longest_answer(train_path, tokenizer, fmt)
     if longest > max_new_tokens:
         print(f"warning: the longest training answer is {longest} tokens (EOS included) but new_task.max_new_tokens "
               f"is {max_new_tokens}: answers that long are cut before their final line and judged wrong; "
@@ -133,13 +133,7 @@ def evaluate_fresh(task, model, tokenizer, out: Path, settings: GenerationSettin
 def math_task(config: ExperimentConfig, samples, tokenizer) -> MathTask:
     """The new task as training shaped it: its prompt template inside its sequence format."""
     task = config.new_task
-    return MathTask(samples, task.prompt, task.extraction,
-                    wrap=lambda text: sequence_prompt(text, task.format, tokenizer))
-
-
-def math_bos(config: ExperimentConfig, tokenizer) -> bool:
-    """Whether training put BOS before the prompt (the vicuna format does), so evaluation must too."""
-    return bool(special_ids(tokenizer, config.new_task.format, None)[0])
+    return MathTask(samples, task.prompt, task.extraction, task.format, tokenizer)
 
 
 def evaluate_both(config: ExperimentConfig, model, tokenizer, squad_samples, math_samples, out: Path,
@@ -152,7 +146,7 @@ def evaluate_both(config: ExperimentConfig, model, tokenizer, squad_samples, mat
     math = evaluate_fresh(math_task(config, math_samples, tokenizer), model, tokenizer, out / "math",
                           math_settings, {**identity, "prompt": config.new_task.prompt,
                                           "format": config.new_task.format},
-                          add_bos=math_bos(config, tokenizer))
+                          add_bos=sequence_bos(config.new_task.format))
     return {"squad": {**squad["emf1"], "squad_v1": squad["squad_v1"]},
             "math": {k: math[k] for k in ("total_count", "accuracy", "accuracy_strict", "per_template")}}
 
@@ -211,7 +205,7 @@ def run_experiment(config: ExperimentConfig, command: str) -> dict:
     math_samples = load_math_samples(eval_path)
     source = config.model.source
     base, tokenizer = load_model(source, config.model.dtype, config.model.device)
-    warn_if_answers_do_not_fit(train_path, tokenizer, config.new_task.max_new_tokens)
+    warn_if_answers_do_not_fit(train_path, tokenizer, config.new_task.max_new_tokens, config.new_task.format)
     identity = {"model": model_name(source), "data": config.original.data or "shared"}
 
     print("== baseline: the base model on both tasks")
@@ -220,8 +214,7 @@ def run_experiment(config: ExperimentConfig, command: str) -> dict:
     del base  # training loads its own copy; evaluation reloads per checkpoint
 
     print("== training")
-    tracker = Tracker(config, run, tokenizer, squad_samples, math_task(config, math_samples, tokenizer),
-                      math_bos(config, tokenizer))
+    tracker = Tracker(config, run, tokenizer, squad_samples, math_task(config, math_samples, tokenizer))
     checkpoints = run_training(config, run, train_path, tracker.on_step if config.tracking.every else None,
                                config.tracking.every or 1)
 
@@ -276,10 +269,11 @@ def export_best(config: ExperimentConfig, run: Path, entries: list[dict]) -> dic
 def settings_summary(config: ExperimentConfig, steps: int | None) -> dict:
     """The settings a reader compares runs by; ``steps`` is the number of optimizer steps trained."""
     task = config.new_task
-    mix = f" ({', '.join(f'{k} {v}' for k, v in task.counts.items())})" if task.strategy == "custom" and task.counts \
-        else ""
-    recipe = f"{'real ' + Path(task.source).name if task.source else 'generated'} {task.strategy}{mix}" \
-             f"{' x' + str(task.n) if task.n else ''}{', cot' if task.cot else ''}"
+    source = f"real {Path(task.source).name}" if task.source else "generated"
+    mix = ""
+    if task.strategy == "custom" and task.counts:
+        mix = " (" + ", ".join(f"{name} {count}" for name, count in task.counts.items()) + ")"
+    recipe = f"{source} {task.strategy}{mix}{f' x{task.n}' if task.n else ''}{', cot' if task.cot else ''}"
     return {"model": model_name(config.model.source), "data_recipe": recipe, "prompt": task.prompt,
             "format": task.format, "targets": list(config.lora.targets), "rank": config.lora.rank,
             "alpha": config.lora.alpha, "dropout": config.lora.dropout, "lr": config.train.lr,

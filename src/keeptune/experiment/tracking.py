@@ -13,6 +13,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+from keeptune.data.prompts import sequence_bos
 from keeptune.evaluate.engine import evaluate
 from keeptune.evaluate.generation import GenerationSettings
 from keeptune.evaluate.tasks.math import MathTask
@@ -23,9 +24,8 @@ PREFIX = "track_"
 
 
 class Tracker:
-    def __init__(self, config: ExperimentConfig, run: Path, tokenizer, squad_samples, math: MathTask,
-                 math_bos: bool):
-        self.config, self.run, self.tokenizer, self.math_bos = config, run, tokenizer, math_bos
+    def __init__(self, config: ExperimentConfig, run: Path, tokenizer, squad_samples, math: MathTask):
+        self.config, self.run, self.tokenizer = config, run, tokenizer
         self.squad = SquadTask(squad_samples[:config.tracking.squad], tokenizer)
         self.math = replace(math, samples=math.samples[:config.tracking.math])
         self.baseline = self._baseline_subset()
@@ -45,7 +45,7 @@ class Tracker:
                          {"state": f"training step {step}"})["emf1"]
         math = evaluate(self.math, model, self.tokenizer, out / "math",
                         GenerationSettings(max_new_tokens=self.config.new_task.max_new_tokens, batch_size=batch),
-                        {"state": f"training step {step}"}, add_bos=self.math_bos)
+                        {"state": f"training step {step}"}, add_bos=sequence_bos(self.math.format))
         gate = self.config.gate
         passing = squad["F1"] >= gate * self.baseline["F1"] and squad["Em"] >= gate * self.baseline["Em"]
         metrics = {f"{PREFIX}squad_F1": squad["F1"], f"{PREFIX}squad_Em": squad["Em"],

@@ -185,8 +185,7 @@ def tracking(results: dict) -> Figure | None:
                     "subset baseline")
     else:
         _gate_lines(ax_squad, results)
-    ax_squad.set_ylabel(f"SQuAD score (%), {results['config']['tracking']['squad']} samples"
-                        if "tracking" in results.get("config", {}) else "SQuAD score (%)")
+    ax_squad.set_ylabel("SQuAD score (%), tracked subset")
     _legend(ax_squad)
     steps, values = _series(rows, "math_accuracy")
     ax_math.plot(steps, [100 * v for v in values], marker=".", color="C2")

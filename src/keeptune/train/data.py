@@ -32,7 +32,7 @@ from typing import Optional
 
 import torch
 
-from keeptune.data.prompts import PROMPTS, sequence_prompt
+from keeptune.data.prompts import PROMPTS, sequence_bos, sequence_prompt
 from keeptune.io import DataError, MalformedLineError, json_line
 
 IGNORE = -100  # label of a position that is not trained (prompt, BOS, padding)
@@ -123,9 +123,9 @@ def texts(conversation: Conversation, fmt: str, tokenizer) -> tuple[str, str]:
 
 def special_ids(tokenizer, fmt: str, add_bos: Optional[bool]) -> tuple[list[int], list[int]]:
     """Token ids put before the prompt and after the answer."""
+    bos = sequence_bos(fmt, add_bos)
     if fmt == "chat":  # the template writes its own special tokens
-        return ([tokenizer.bos_token_id] if add_bos else []), []
-    bos = fmt == "vicuna" if add_bos is None else add_bos
+        return ([tokenizer.bos_token_id] if bos else []), []
     if bos and tokenizer.bos_token_id is None:
         raise DataError("data.add_bos (or the vicuna format) needs a BOS token, and this tokenizer has none")
     return ([tokenizer.bos_token_id] if bos else []), [tokenizer.eos_token_id]

@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any
 
 from keeptune.data.math.loader import PairReader
-from keeptune.data.prompts import format_prompt
+from keeptune.data.prompts import format_prompt, sequence_prompt
 from keeptune.evaluate.metrics import math_judge
 from keeptune.io import DataError
 
@@ -41,13 +41,14 @@ class MathTask:
     samples: Sequence[MathSample]
     prompt_name: str = "none"
     extraction: str = "seed"
-    wrap: Optional[Callable[[str], str]] = None
-    """Turns the prompt into the text the model reads (a training sequence format); None: as it is."""
+    format: str = "plain"
+    """The training sequence format the prompt is read in (keeptune.data.prompts.sequence_prompt)."""
+    tokenizer: Any = None
+    """Needed by the chat format only (it renders the tokenizer's chat template)."""
     name: str = "math"
 
     def prompt(self, sample: MathSample) -> str:
-        text = format_prompt(self.prompt_name, sample.problem)
-        return self.wrap(text) if self.wrap else text
+        return sequence_prompt(format_prompt(self.prompt_name, sample.problem), self.format, self.tokenizer)
 
     def score(self, sample: MathSample, raw: str) -> dict:
         verdict = math_judge.judge(sample.problem, raw, sample.solution, extraction=self.extraction)
