@@ -4,6 +4,7 @@ a fake `urllib.request.urlopen`, into a cache under tmp_path."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import urllib.error
 import urllib.request
 
@@ -215,19 +216,17 @@ def test_failed_download_is_a_data_error_and_caches_nothing(tmp_path, monkeypatc
 
 # --- the default ------------------------------------------------------------------
 
-def test_default_is_the_shared_file_when_present(tmp_path, monkeypatch):
-    target = tmp_path / "shared" / "data" / "squad" / "dev-v1.1-super-bowl-50.json"
-    target.parent.mkdir(parents=True)
-    target.write_text(json.dumps(TINY), encoding="utf-8")
-    monkeypatch.setattr(shared, "SHARED_ROOTS", (tmp_path / "elsewhere", tmp_path))
-    assert default_data_path() == target
-    assert resolve_data(None) == target
-
-
-def test_default_missing_says_to_pass_data_with_the_official_url(tmp_path, monkeypatch):
+def test_default_is_the_packaged_article_wherever_the_checkout_is(tmp_path, monkeypatch):
+    # No ../shared anywhere: the default still resolves, to the file inside the package.
     monkeypatch.setattr(shared, "SHARED_ROOTS", (tmp_path,))
-    with pytest.raises(DataError) as info:
-        resolve_data(None)
-    message = str(info.value)
-    assert "--data" in message
-    assert OFFICIAL_URL in message
+    path = resolve_data(None)
+    assert path == default_data_path() == shared.PACKAGED_SQUAD
+    assert path.is_relative_to(Path(shared.__file__).parent)
+    samples = load_samples(path)
+    assert len(samples) == 54 and samples[0].question == "Which NFL team represented the AFC at Super Bowl 50?"
+    notice = (path.parent / "NOTICE").read_text(encoding="utf-8")
+    assert "CC BY-SA 4.0" in notice and path.name in notice
+
+
+def test_packaged_article_is_the_shared_file_byte_for_byte(squad_sample):
+    assert shared.PACKAGED_SQUAD.read_bytes() == squad_sample.read_bytes()

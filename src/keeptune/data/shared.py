@@ -1,6 +1,8 @@
 """The project's real sample data in ../shared/data, used in place when present.
 
-A user's fresh clone has no ../shared: commands then ask for --data.
+A user's fresh clone has no ../shared: commands then ask for --data. The one
+exception is the SQuAD article the default evaluates, which the package ships
+(`PACKAGED_SQUAD`, byte for byte the shared file).
 """
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ from pathlib import Path
 from keeptune.io import DataError
 
 SQUAD_SAMPLE = "squad/dev-v1.1-super-bowl-50.json"  # 54 paragraphs of SQuAD v1.1 dev
+# The same file, shipped as package data (CC BY-SA 4.0; attribution in files/NOTICE).
+PACKAGED_SQUAD = Path(__file__).resolve().parent / "files" / "squad-dev-v1.1-super-bowl-50.json"
 MATH_SAMPLE = "math/train-sample-996.jsonl"  # 996 real lines of the math training file
 # ../shared beside the working directory, or beside this source checkout.
 SHARED_ROOTS = (Path.cwd().parent, Path(__file__).resolve().parents[4])
