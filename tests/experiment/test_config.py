@@ -43,3 +43,17 @@ def test_overriding_one_key_keeps_the_experiments_own_section_defaults():
     assert config.train.epochs == 2
     assert (config.train.lr, config.train.max_steps) == (default.train.lr, default.train.max_steps) == (3e-4, None)
     assert config.new_task.counts == {"mass": 10} and config.new_task.strategy == "custom"
+
+
+def test_run_help_shows_the_defaults_a_bare_run_uses():
+    # Every `section.field=default` line of `keeptune run --help` parses back, as an override,
+    # to the value the bare ExperimentConfig holds: help and run share one source of defaults.
+    from keeptune.train.config import describe
+
+    lines = [line.strip() for line in describe(ExperimentConfig) if line.startswith("  ")]
+    assert len(lines) > 40
+    for line in lines:
+        key, _, rest = line.partition("=")
+        default = rest.split("  ", 1)[0]
+        assert load_config(None, [f"{key}={default}"], root=ExperimentConfig) == ExperimentConfig(), line
+    assert "train.lr=0.0003" in [line.split("  ")[0] for line in lines]

@@ -324,14 +324,18 @@ def parse_words(argv: list[str], prog: str, description: str, examples: str, roo
     return (files[0] if files else None), [w for w in args.words if "=" in w], getattr(args, "resume", False)
 
 
-def describe(cls: type = Config, prefix: str = "") -> list[str]:
-    """One help line per field: `section.field = default  docstring`."""
+def describe(cls: type = Config, prefix: str = "", defaults: Any = None) -> list[str]:
+    """One help line per field: `section.field = default  docstring`.
+
+    The defaults are those a bare run uses: a section's come from its parent
+    (ExperimentConfig's `train` is not TrainConfig's), the same source `build` starts from."""
     lines: list[str] = []
-    docs, hints, defaults = field_docs(cls), typing.get_type_hints(cls), cls()
+    docs, hints = field_docs(cls), typing.get_type_hints(cls)
+    defaults = cls() if defaults is None else defaults
     for f in dataclasses.fields(cls):
         if dataclasses.is_dataclass(hints[f.name]):
             lines.append(f"{prefix}{f.name}: {docs.get(f.name, '')}")
-            lines += describe(hints[f.name], prefix + f.name + ".")
+            lines += describe(hints[f.name], prefix + f.name + ".", getattr(defaults, f.name))
         else:
             default = yaml.safe_dump(to_dict(defaults)[f.name], default_flow_style=True).strip()
             default = default.removesuffix("\n...").removesuffix(" ...")
