@@ -3,14 +3,16 @@ from __future__ import annotations
 
 import pytest
 
-from tests.report.synthetic import RESULTS, results, write_run
+from tests.report.synthetic import results, synthetic_results, write_run
 
 
 def with_best_score(name: str, score: float | None) -> dict:
     """The synthetic run renamed, its best checkpoint's score set (None: no checkpoint passes)."""
     if score is None:
-        return results(name=name, best=None)
-    return results(name=name, best={**RESULTS["best"], "score": score})
+        return {**synthetic_results(passes=False), "name": name}
+    content = results(name=name)
+    content["best"]["score"] = score
+    return content
 
 
 @pytest.fixture

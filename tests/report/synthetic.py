@@ -1,8 +1,23 @@
-"""A hand-written experiment directory: results.json and train/log.jsonl with values chosen here.
+"""Hand-written experiment directories: results.json (the runner's schema) and train/log.jsonl.
 
-Three checkpoints over a baseline of F1 40.0 / EM 20.0 (gate 36.0 / 18.0):
-step 100 passes (score 0.649873), step 200 fails on F1 (30.0), step 300 passes
-and is the best (score 0.719873). Two templates of 20 problems each.
+`synthetic_results(...)` builds a valid results dict with values chosen here,
+for any task and metric names. Three checkpoints (steps 100, 200, 300).
+
+Retention task k (0-based) has metrics R = (R0, R1, R2, R3) in points, gated on
+R0 and R1 at 0.9 x baseline. Baseline R0 = 40 + 10k, R1 = 20, R2 = R0 + 5.5,
+R3 = R1 + 10 (thresholds 0.9 x R0, 0.9 x R1: 36.0 / 18.0 for k = 0). A checkpoint's
+R0, R1 are baseline x the retention in `RETAINED` (R2, R3 follow as above):
+
+- task 0: step 100 keeps (0.95, 0.95) PASS, step 200 (0.75, 1.05) FAIL, step 300 (1.1, 0.925) PASS;
+- task k >= 1: step 100 (0.85, 1.0) FAIL, step 200 (0.95, 0.95) PASS, step 300 (1.0, 1.0) PASS;
+- with ``passes=False``, task 0 keeps (0.85, 0.95) at every step: no checkpoint passes.
+
+The new task has metrics N = (N0, N1, N2, N3) as fractions; N2 enters the score
+and has a breakdown over two groups of 20 problems ("add", "mean"):
+baseline (0.1, 0.125, 0.15, 0.125), add 4 mean 2; step 100 (0.25, 0.375, 0.5, 0.45),
+12 / 8; step 200 (0.5, 0.6, 0.7, 0.65), 16 / 12; step 300 (0.4, 0.5, 0.6, 0.55), 14 / 10.
+Score = TERM + 0.7 x N2 for passing checkpoints: 0.649873 (step 100), 0.719873 (step 300).
+With one retention task steps 100 and 300 pass, with two only step 300; the best is step 300.
 """
 from __future__ import annotations
 
@@ -13,49 +28,115 @@ from pathlib import Path
 
 RATIO = 3407872 / 8030261248  # SPEC section 3: 0.00042437872...
 TERM = 0.2998726863836149  # (1 - RATIO) * 0.3
+STEPS = (100, 200, 300)
+GATE = 0.9
 
+RETENTION_METRICS = ("emf1.F1", "emf1.Em", "squad_v1.f1", "squad_v1.exact_match")
+NEW_METRICS = ("judge.accuracy@1e-08", "judge.accuracy@0.0001", "judge.accuracy@0.01", "judge.strict@0.01")
 
-def _math(seed: tuple, strict: tuple, add: tuple, mean: tuple) -> dict:
-    keys = ("1e-08", "0.0001", "0.01")
-    return {"total_count": 40, "accuracy": dict(zip(keys, seed)), "accuracy_strict": dict(zip(keys, strict)),
-            "per_template": {"add": {k: [c, 20] for k, c in zip(keys, add)},
-                             "mean": {k: [c, 20] for k, c in zip(keys, mean)}}}
-
-
-def _squad(f1: float, em: float) -> dict:
-    return {"F1": f1, "Em": em, "total_count": 50, "squad_v1": {"f1": f1 + 5.5, "exact_match": em + 10.0}}
-
-
-CHECKPOINTS = [
-    {"step": 100, "loss": 1.23456, "squad": _squad(38.0, 19.0),
-     "math": _math((0.25, 0.375, 0.5), (0.25, 0.3, 0.45), (5, 8, 12), (5, 7, 8)),
-     "retention": {"F1": 0.95, "Em": 0.95}, "passes_gate": True, "score": TERM + 0.35},
-    {"step": 200, "loss": None, "squad": _squad(30.0, 21.0),
-     "math": _math((0.5, 0.6, 0.7), (0.45, 0.55, 0.65), (10, 13, 16), (10, 11, 12)),
-     "retention": {"F1": 0.75, "Em": 1.05}, "passes_gate": False, "score": None},
-    {"step": 300, "loss": 0.9, "squad": _squad(44.0, 18.5),
-     "math": _math((0.4, 0.5, 0.6), (0.35, 0.45, 0.55), (8, 10, 14), (8, 10, 10)),
-     "retention": {"F1": 1.1, "Em": 0.925}, "passes_gate": True, "score": TERM + 0.42},
-]
-
-RESULTS = {
-    "name": "cot-r8 <script>alert(1)</script>",
-    "command": "keeptune experiment configs/default.yaml seed=7 out=runs/cot-r8",
-    "wall_seconds": 4020.0,
-    "settings": {"model": "SmolLM2-135M-Instruct", "data_recipe": "generated easy x2400, cot", "prompt": "math",
-                 "targets": ["q_proj", "v_proj"], "rank": 8, "alpha": 16, "dropout": 0.05, "lr": 0.001,
-                 "steps": 300, "global_batch": 8, "seq_len": 256, "original_data": "squad dev (54)",
-                 "new_task_eval": "generated easy x40"},
-    "config": {"train": {"lr": 0.001, "steps": 300}, "lora": {"rank": 8}},
-    "params": {"trainable": 3407872, "total": 8030261248, "ratio": RATIO, "score_term": TERM},
-    "gate": 0.9, "score_eps": "0.01",
-    "baseline": {"squad": _squad(40.0, 20.0),
-                 "math": _math((0.1, 0.125, 0.15), (0.1, 0.1, 0.125), (2, 3, 4), (2, 2, 2))},
-    "checkpoints": CHECKPOINTS,
-    "best": {**CHECKPOINTS[2], "adapter": "runs/cot-r8/checkpoints/step-300", "merged": None},
-    "tracking": [{"step": 150, "squad_F1": 39.0, "squad_Em": 19.5, "retention_F1": 0.975, "math_accuracy": 0.3},
-                 {"step": 300, "squad_F1": 44.0, "squad_Em": 18.5, "retention_F1": 1.1, "math_accuracy": 0.6}],
+RETAINED = {
+    "first": ((0.95, 0.95), (0.75, 1.05), (1.1, 0.925)),
+    "others": ((0.85, 1.0), (0.95, 0.95), (1.0, 1.0)),
+    "failing": ((0.85, 0.95), (0.85, 0.95), (0.85, 0.95)),
 }
+NEW_SCORES = ((0.1, 0.125, 0.15, 0.125), (0.25, 0.375, 0.5, 0.45), (0.5, 0.6, 0.7, 0.65), (0.4, 0.5, 0.6, 0.55))
+GROUPS = ((4, 2), (12, 8), (16, 12), (14, 10))  # "add" and "mean" correct of 20, baseline then per step
+LOSSES = (1.23456, None, 0.9)
+
+
+def _retention_eval(names: tuple[str, ...], first: float, second: float) -> dict:
+    values = (first, second, first + 5.5, second + 10.0)
+    return {"total_count": 50, "scores": dict(zip(names, values)), "breakdown": None}
+
+
+def _new_eval(names: tuple[str, ...], i: int) -> dict:
+    add, mean = GROUPS[i]
+    return {"total_count": 40, "scores": dict(zip(names, NEW_SCORES[i])),
+            "breakdown": {"add": [add, 20], "mean": [mean, 20]}}
+
+
+def synthetic_results(retention: tuple[str, ...] = ("squad-seed",), new: str = "math", passes: bool = True,
+                      retention_metrics: tuple[str, ...] = RETENTION_METRICS,
+                      new_metrics: tuple[str, ...] = NEW_METRICS, zero_baseline: bool = False) -> dict:
+    """A valid results.json content of the runner's schema, with the values of the module docstring.
+
+    Args:
+        retention: the retention tasks' names (one or more).
+        new: the new task's name.
+        passes: False makes every checkpoint fail task 0's gate (no best checkpoint).
+        retention_metrics: four metric names of each retention task; the first two are gated.
+        new_metrics: four metric names of the new task; the third enters the score.
+        zero_baseline: retention task 0's second gated metric has a baseline of 0 (retention null).
+    """
+    gated = retention_metrics[:2]
+    accuracy = new_metrics[2]
+    specs, base_values = [], {}
+    for k, name in enumerate(retention):
+        base = (40.0 + 10 * k, 0.0 if zero_baseline and k == 0 else 20.0)
+        base_values[name] = base
+        specs.append({"name": name, "role": "retention", "description": f"reading comprehension <{k}>",
+                      "metrics": list(retention_metrics), "units": dict.fromkeys(retention_metrics, "points"),
+                      "gate": {"metrics": list(gated), "fraction": GATE,
+                               "thresholds": {m: GATE * b for m, b in zip(gated, base)}}})
+    specs.append({"name": new, "role": "new", "description": "templated arithmetic & worked steps",
+                  "metrics": list(new_metrics), "units": dict.fromkeys(new_metrics, "fraction"),
+                  "accuracy": accuracy, "breakdown": accuracy})
+
+    baseline = {"tasks": {name: _retention_eval(retention_metrics, *base_values[name]) for name in retention}}
+    baseline["tasks"][new] = _new_eval(new_metrics, 0)
+    checkpoints = []
+    for i, step in enumerate(STEPS):
+        entry = {"step": step, "loss": LOSSES[i], "adapter": f"runs/x/checkpoints/step-{step}",
+                 "tasks": {}, "retention": {}, "gate": {}}
+        for k, name in enumerate(retention):
+            table = "failing" if k == 0 and not passes else "first" if k == 0 else "others"
+            kept = RETAINED[table][i]
+            base = base_values[name]
+            values = tuple(b * r if b else 20.0 * r for b, r in zip(base, kept))
+            entry["tasks"][name] = _retention_eval(retention_metrics, *values)
+            entry["retention"][name] = {m: (v / b if b else None) for m, v, b in zip(gated, values, base)}
+            entry["gate"][name] = all(v >= GATE * b for v, b in zip(values, base))
+        entry["tasks"][new] = _new_eval(new_metrics, i + 1)
+        entry["passes_gate"] = all(entry["gate"].values())
+        entry["accuracy"] = NEW_SCORES[i + 1][2]
+        entry["score"] = TERM + 0.7 * entry["accuracy"] if entry["passes_gate"] else None
+        checkpoints.append(entry)
+    passing = [c for c in checkpoints if c["passes_gate"]]
+    best = max(passing, key=lambda c: c["score"]) if passing else None
+
+    first = retention[0]
+    tracking = []
+    for step, kept, passed, acc in ((150, 0.85, False, 0.3), (300, 1.1, True, 0.6)):
+        row = {"step": step, "tasks": {}, "retention": {}, "passes_gate": passed, "subset": {}}
+        for name in retention:
+            factor = kept if name == first else 1.0
+            row["tasks"][name] = {"scores": {gated[0]: base_values[name][0] * factor, gated[1]: 19.5}}
+            row["retention"][name] = {gated[0]: factor, gated[1]: 0.975}
+            row["subset"][name] = 20
+        row["tasks"][new] = {"scores": {accuracy: acc}}
+        row["subset"][new] = 10
+        tracking.append(row)
+
+    return {
+        "name": "cot-r8 <script>alert(1)</script>",
+        "command": "keeptune run configs/default.yaml seed=7 out=runs/cot-r8",
+        "wall_seconds": 4020.0,
+        "settings": {"model": "SmolLM2-135M-Instruct", "data_recipe": "generated easy x2400, cot", "prompt": "math",
+                     "targets": ["q_proj", "v_proj"], "rank": 8, "alpha": 16, "dropout": 0.05, "lr": 0.001,
+                     "steps": 300, "global_batch": 8, "seq_len": 256},
+        "config": {"train": {"lr": 0.001, "steps": 300}, "lora": {"rank": 8}},
+        "params": {"trainable": 3407872, "total": 8030261248, "ratio": RATIO},
+        "score_rule": f"score = (1 - ratio) * 0.3 + accuracy * 0.7, accuracy = {new}.{accuracy}",
+        "gate_rule": "a checkpoint passes when every retention task passes its gate",
+        "tasks": specs,
+        "baseline": baseline,
+        "checkpoints": checkpoints,
+        "best": None if best is None else {**copy.deepcopy(best), "merged": None},
+        "tracking": tracking,
+    }
+
+
+RESULTS = synthetic_results()
 
 LOG = [{"step": s, "loss": 2.0 - s / 300, "lr": 1e-3 * min(1.0, s / 30), "tokens_per_s": 170.0, "grad_norm": 0.5}
        for s in range(10, 301, 10)]
@@ -80,3 +161,9 @@ def markdown_rows(markdown: str) -> list[list[str]]:
     """Cells of the body rows of the first Markdown table in `markdown` (header and rule dropped)."""
     lines = [line for line in markdown.splitlines() if line.startswith("|")]
     return [[cell.strip() for cell in re.split(r"(?<!\\)\|", line)[1:-1]] for line in lines[2:]]
+
+
+def markdown_headers(markdown: str) -> list[str]:
+    """Cells of the header row of the first Markdown table in `markdown`."""
+    line = next(line for line in markdown.splitlines() if line.startswith("|"))
+    return [cell.strip() for cell in re.split(r"(?<!\\)\|", line)[1:-1]]

@@ -21,4 +21,5 @@ def test_cli_report(tmp_path, capsys):
     run = write_run(tmp_path / "run", results(tracking=[]))
     assert main(["report", str(run)]) == 0
     assert capsys.readouterr().out.split() == [str(run / "report.md"), str(run / "report.html")]
-    assert sorted(p.name for p in (run / "plots").iterdir()) == ["math.png", "per_template.png", "squad.png"]
+    assert sorted(p.name for p in (run / "plots").iterdir()) == [
+        "breakdown.png", "task_math.png", "task_squad-seed.png"]

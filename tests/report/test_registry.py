@@ -5,25 +5,52 @@ import pytest
 
 from keeptune.io import DataError
 from keeptune.report.registry import write_registry
-from tests.report.synthetic import markdown_rows
+from tests.report.synthetic import markdown_headers, markdown_rows, synthetic_results, write_run
+
+TEXT = ["SmolLM2-135M-Instruct", "generated easy x2400, cot", "math", "q_proj, v_proj", "3,407,872"]
 
 
 def test_sorted_by_score_failed_last(runs_folder):
     path, text, _ = write_registry(runs_folder)
     assert path == runs_folder / "RUNS.md"
     assert path.read_text(encoding="utf-8") == text
+    assert markdown_headers(text) == ["run", "name", "model", "data recipe", "prompt", "targets", "trainable",
+                                      "best step", "squad-seed", "accuracy (new task)", "score", "gate"]
     table = markdown_rows(text)
     assert [row[:2] for row in table] == [["b", "bravo"], ["a", "alpha"], ["group/e", "echo"], ["c", "charlie"]]
-    assert table[0] == ["b", "bravo", "SmolLM2-135M-Instruct", "generated easy x2400, cot", "math",
-                        "q_proj, v_proj", "3,407,872", "300", "44.00", "18.50", "60.00% @ 0.01", "0.720000", "pass"]
-    assert table[3][6:] == ["3,407,872", "n/a", "n/a", "n/a", "n/a", "n/a", "fail"]
+    assert table[0] == ["b", "bravo", *TEXT, "300", "emf1.F1 44.00, emf1.Em 18.50",
+                        "math: judge.accuracy@0.01 60.00%", "0.720000", "pass"]
+    assert table[3][6:] == ["3,407,872", "n/a", "n/a", "n/a", "n/a", "fail"]
 
 
-def test_corrupt_results_are_skipped(runs_folder):
+def test_retention_columns_are_the_union_of_the_runs_tasks(tmp_path):
+    """A run with two retention tasks and one whose tasks have other names: one column per retention task."""
+    folder = tmp_path / "runs"
+    write_run(folder / "two", synthetic_results(retention=("squad-seed", "squad-chat")))
+    write_run(folder / "greek", {**synthetic_results(retention=("alpha",), new="beta",
+                                                     retention_metrics=("x.y", "x.z", "w.a", "w.b"),
+                                                     new_metrics=("n.a", "n.b", "n.c", "n.d")), "name": "greek"})
+    _, text, skipped = write_registry(folder)
+    assert skipped == []
+    headers = markdown_headers(text)
+    assert headers[8:] == ["squad-seed", "squad-chat", "alpha", "accuracy (new task)", "score", "gate"]
+    rows = {row[0]: row for row in markdown_rows(text)}
+    # both best at step 300: squad-chat kept 1.0 x (50, 20); alpha is task 0: (44.00, 18.50)
+    assert rows["two"][7:] == ["300", "emf1.F1 44.00, emf1.Em 18.50", "emf1.F1 50.00, emf1.Em 20.00", "n/a",
+                               "math: judge.accuracy@0.01 60.00%", "0.719873", "pass"]
+    assert rows["greek"][7:] == ["300", "n/a", "n/a", "x.y 44.00, x.z 18.50", "beta: n.c 60.00%", "0.719873",
+                                 "pass"]
+
+
+def test_corrupt_and_old_results_are_skipped(runs_folder):
+    old = runs_folder / "old" / "results.json"
+    old.parent.mkdir()
+    old.write_text('{"name": "old", "command": "keeptune run x.yaml", "baseline": {"squad": {}}}', encoding="utf-8")
     _, text, skipped = write_registry(runs_folder)
     corrupt = runs_folder / "group" / "d" / "results.json"
-    assert [path for path, _ in skipped] == [corrupt]
+    assert [path for path, _ in skipped] == [corrupt, old]
     assert "not valid JSON" in skipped[0][1]
+    assert "older keeptune" in skipped[1][1] and "`keeptune run x.yaml`" in skipped[1][1]
     assert "delta" not in text.split("## Skipped")[0]
     assert f"- {corrupt}: not valid JSON" in text
 

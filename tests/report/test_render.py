@@ -1,8 +1,8 @@
-"""`build_report` on the hand-written run of `tests.report.synthetic`: files, tables, escaping, plots.
+"""`build_report` on the hand-written runs of `tests.report.synthetic`: files, tables, escaping, plots.
 
-Expected cells are written out here from the values in synthetic.py and the
-formats documented in keeptune.report.fmt (F1/EM two decimals, fractions as
-percent with two decimals, loss four decimals, score six, ratio 8 digits).
+Expected cells are written out here from the values in synthetic.py's docstring
+and the formats documented in keeptune.report.fmt (points two decimals,
+fractions as percent with two decimals, loss four decimals, score six, ratio 8 digits).
 """
 from __future__ import annotations
 
@@ -11,17 +11,24 @@ import re
 
 import pytest
 
-from keeptune.io import DataError
 from keeptune.report import build_report
-from tests.report.synthetic import LOG, RESULTS, markdown_rows, results, write_run
+from tests.report.synthetic import LOG, RESULTS, markdown_headers, markdown_rows, results, synthetic_results, write_run
 
 DPI = 30
-RATIO = "0.00042437872"
+
+
+def section(markdown: str, heading: str) -> str:
+    """The text under `## heading`, up to the next section."""
+    return markdown.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
 
 
 def table_rows(markdown: str, heading: str) -> list[list[str]]:
     """Cells of the table under `## heading` (header and rule lines dropped)."""
-    return markdown_rows(markdown.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0])
+    return markdown_rows(section(markdown, heading))
+
+
+def images(page: str) -> int:
+    return page.count('<img src="data:image/png;base64,')
 
 
 @pytest.fixture(scope="module")
@@ -33,10 +40,19 @@ def built(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def failed(tmp_path_factory):
-    """No checkpoint passes, no training log, and a stale loss plot from an earlier build."""
-    run = write_run(tmp_path_factory.mktemp("run") / "failed", results(name="failed", best=None))
+    """No checkpoint passes, no training log, and stale plots from an earlier build."""
+    run = write_run(tmp_path_factory.mktemp("run") / "failed", {**synthetic_results(passes=False), "name": "failed"})
     (run / "plots").mkdir()
-    (run / "plots" / "loss_lr.png").write_bytes(b"stale")
+    for stale in ("loss_lr.png", "task_gone.png"):
+        (run / "plots" / stale).write_bytes(b"stale")
+    return run, *build_report(run, dpi=DPI)
+
+
+@pytest.fixture(scope="module")
+def three_tasks(tmp_path_factory):
+    """Two retention tasks; the first one's second gated metric has a baseline of 0."""
+    content = synthetic_results(retention=("squad-seed", "squad-chat"), zero_baseline=True)
+    run = write_run(tmp_path_factory.mktemp("run") / "three", content)
     return run, *build_report(run, dpi=DPI)
 
 
@@ -44,24 +60,27 @@ def test_files(built):
     run, md_path, html_path = built
     assert (md_path, html_path) == (run / "report.md", run / "report.html")
     assert sorted(p.name for p in (run / "plots").iterdir()) == [
-        "loss_lr.png", "math.png", "per_template.png", "squad.png", "tracking.png"]
-    assert all((run / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for name in ("squad.png", "math.png"))
+        "breakdown.png", "loss_lr.png", "task_math.png", "task_squad-seed.png", "tracking.png"]
+    assert all(path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for path in (run / "plots").iterdir())
 
 
 def test_checkpoint_rows(built):
-    rows = table_rows(built[1].read_text(encoding="utf-8"), "Checkpoints")
-    assert rows == [
-        ["100", "1.2346", "38.00", "19.00", "95.00%", "95.00%", "25.00% / 25.00%", "37.50% / 30.00%",
-         "50.00% / 45.00%", RATIO, "0.649873", "PASS"],
-        ["200", "n/a", "30.00", "21.00", "75.00%", "105.00%", "50.00% / 45.00%", "60.00% / 55.00%",
-         "70.00% / 65.00%", RATIO, "n/a", "FAIL"],
-        ["300", "0.9000", "44.00", "18.50", "110.00%", "92.50%", "40.00% / 35.00%", "50.00% / 45.00%",
-         "60.00% / 55.00%", RATIO, "0.719873", "PASS (best)"],
+    md = built[1].read_text(encoding="utf-8")
+    assert markdown_headers(section(md, "Checkpoints").split("\n\n", 1)[1]) == [
+        "step", "loss", "squad-seed emf1.F1", "squad-seed retention emf1.F1", "squad-seed emf1.Em",
+        "squad-seed retention emf1.Em", "math judge.accuracy@1e-08", "math judge.accuracy@0.0001",
+        "math judge.accuracy@0.01", "math judge.strict@0.01", "score", "gate"]
+    assert table_rows(md, "Checkpoints") == [
+        ["100", "1.2346", "38.00", "95.00%", "19.00", "95.00%", "25.00%", "37.50%", "50.00%", "45.00%",
+         "0.649873", "PASS"],
+        ["200", "n/a", "30.00", "75.00%", "21.00", "105.00%", "50.00%", "60.00%", "70.00%", "65.00%", "n/a", "FAIL"],
+        ["300", "0.9000", "44.00", "110.00%", "18.50", "92.50%", "40.00%", "50.00%", "60.00%", "55.00%",
+         "0.719873", "PASS (best)"],
     ]
 
 
-def test_per_template_table(built):
-    rows = table_rows(built[1].read_text(encoding="utf-8"), "Per-template accuracy (seed judge, EPS 0.01)")
+def test_breakdown_table(built):
+    rows = table_rows(built[1].read_text(encoding="utf-8"), "Breakdown: math judge.accuracy@0.01 per group")
     assert rows == [
         ["add", "4/20 (20.00%)", "12/20 (60.00%)", "16/20 (80.00%)", "14/20 (70.00%)"],
         ["mean", "2/20 (10.00%)", "8/20 (40.00%)", "12/20 (60.00%)", "10/20 (50.00%)"],
@@ -70,40 +89,62 @@ def test_per_template_table(built):
 
 def test_baseline_params_and_settings(built):
     md = built[1].read_text(encoding="utf-8")
-    baseline = dict(table_rows(md, "Baseline (base model)"))
-    assert baseline["SQuAD F1 (seed EmF1)"] == "40.00"
-    assert baseline["gate F1 (0.9 x baseline)"] == "36.00"
-    assert baseline["gate EM (0.9 x baseline)"] == "18.00"
-    assert baseline["math accuracy EPS 0.0001 (seed / strict)"] == "12.50% / 10.00%"
+    assert table_rows(md, "Baseline (base model)") == [
+        ["squad-seed", "emf1.F1", "40.00"],
+        ["squad-seed", "emf1.F1 gate (0.9 x baseline)", "36.00"],
+        ["squad-seed", "emf1.Em", "20.00"],
+        ["squad-seed", "emf1.Em gate (0.9 x baseline)", "18.00"],
+        ["squad-seed", "squad_v1.f1", "45.50"],
+        ["squad-seed", "squad_v1.exact_match", "30.00"],
+        ["squad-seed", "samples", "50"],
+        ["math", "judge.accuracy@1e-08", "10.00%"],
+        ["math", "judge.accuracy@0.0001", "12.50%"],
+        ["math", "judge.accuracy@0.01", "15.00%"],
+        ["math", "judge.strict@0.01", "12.50%"],
+        ["math", "samples", "40"],
+    ]
     params = dict(table_rows(md, "Parameters"))
     assert params["trainable parameters"] == "3,407,872"
     assert params["all parameters"] == "8,030,261,248"
     assert params["ratio = trainable / all (exact)"] == "0.00042437872128366403"
+    assert params["score term (1 - ratio) * 0.3"] == repr((1 - 3407872 / 8030261248) * 0.3)
     settings = dict(table_rows(md, "Settings"))
     assert settings["data_recipe"] == "generated easy x2400, cot"
     assert settings["targets"] == "q_proj, v_proj"
+    assert [row[:2] for row in table_rows(md, "Tasks")] == [
+        ["squad-seed", "retention (gate: emf1.F1, emf1.Em >= 0.9 x baseline)"],
+        ["math", "new (score: judge.accuracy@0.01)"]]
 
 
 def test_summary_and_reproduce(built):
     md = built[1].read_text(encoding="utf-8")
-    assert "- Best checkpoint: step 300, score 0.719873 (accuracy 60.00% at EPS 0.01, ratio 0.00042437872)." in md
-    assert "```sh\nkeeptune experiment configs/default.yaml seed=7 out=runs/cot-r8\n```" in md
+    assert ("- Best checkpoint: step 300, score 0.719873 (math judge.accuracy@0.01 60.00%, ratio 0.00042437872)."
+            in md)
+    assert ("- Retention task squad-seed kept: emf1.F1 44.00 (110.00% of baseline), "
+            "emf1.Em 18.50 (92.50% of baseline).") in md
+    assert "- Adapter: runs/x/checkpoints/step-300; merged model: n/a." in md
+    assert "- Gate: a checkpoint passes when every retention task passes its gate." in md
+    assert "- Score: score = (1 - ratio) * 0.3 + accuracy * 0.7, accuracy = math.judge.accuracy@0.01." in md
+    assert "- Wall time: 4020.0 s (1 h 07 min)." in md
+    assert "```sh\nkeeptune run configs/default.yaml seed=7 out=runs/cot-r8\n```" in md
     assert json.loads(md.split("## Configuration\n\n```json\n", 1)[1].split("\n```", 1)[0]) == RESULTS["config"]
 
 
 def test_markdown_images_and_escaping(built):
     md = built[1].read_text(encoding="utf-8")
     assert md.startswith("# Experiment report: cot-r8 \\<script>alert(1)\\</script>\n")
-    assert len(re.findall(r"!\[[^\]]+\]\(plots/\w+\.png\)", md)) == 5
+    assert "| reading comprehension \\<0> " in md
+    assert len(re.findall(r"!\[[^\]]+\]\(plots/[\w.-]+\.png\)", md)) == 5
 
 
 def test_html_is_self_contained_and_escaped(built):
     run, _, html_path = built
     page = html_path.read_text(encoding="utf-8")
-    assert page.count('<img src="data:image/png;base64,') == len(list((run / "plots").glob("*.png"))) == 5
+    assert images(page) == len(list((run / "plots").glob("*.png"))) == 5
     assert 'src="http' not in page and 'href="http' not in page and "<link" not in page
     assert "<script>" not in page
     assert "cot-r8 &lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<td>templated arithmetic &amp; worked steps</td>" in page
     assert "<td>add</td>" in page
 
 
@@ -112,25 +153,74 @@ def test_no_checkpoint_passes(failed):
     md, page = md_path.read_text(encoding="utf-8"), html_path.read_text(encoding="utf-8")
     assert "- No checkpoint passes the gate (3 evaluated)." in md
     assert "No checkpoint passes the gate (3 evaluated)." in page
-    assert "PASS (best)" not in md
-    assert not (run / "plots" / "loss_lr.png").exists()  # no log: the stale plot is gone
-    assert page.count('<img src="data:image/png;base64,') == 4
+    assert "(best)" not in md
+    # task 0 keeps 0.85 x 40 = 34.00 (85.00%) of F1 at every step
+    assert [row[2:4] + row[-2:] for row in table_rows(md, "Checkpoints")] == [["34.00", "85.00%", "n/a", "FAIL"]] * 3
+    # no log: the stale loss plot is gone, and so is the plot of a task the run no longer has
+    assert sorted(p.name for p in (run / "plots").iterdir()) == [
+        "breakdown.png", "task_math.png", "task_squad-seed.png", "tracking.png"]
+    assert images(page) == 4
 
 
-def test_missing_and_invalid_results(tmp_path):
-    with pytest.raises(DataError, match=re.escape(str(tmp_path / "results.json"))):
-        build_report(tmp_path)
-    (tmp_path / "results.json").write_text("{", encoding="utf-8")
-    with pytest.raises(DataError, match="results.json: not valid JSON"):
-        build_report(tmp_path)
-    write_run(tmp_path, {k: v for k, v in RESULTS.items() if k != "params"})
-    with pytest.raises(DataError, match="field 'params' missing"):
-        build_report(tmp_path)
-    broken = results()
-    del broken["checkpoints"][1]["squad"]["Em"]
-    write_run(tmp_path, broken)
-    with pytest.raises(DataError, match=r"checkpoints\[1\].squad lacks 'Em'"):
-        build_report(tmp_path)
+def test_three_tasks(three_tasks):
+    """Both retention tasks get their columns, per-task verdicts, summary lines, baseline rows and plots."""
+    run, md_path, _ = three_tasks
+    md = md_path.read_text(encoding="utf-8")
+    assert markdown_headers(section(md, "Checkpoints").split("\n\n", 1)[1])[2:12] == [
+        "squad-seed emf1.F1", "squad-seed retention emf1.F1", "squad-seed emf1.Em", "squad-seed retention emf1.Em",
+        "squad-seed gate", "squad-chat emf1.F1", "squad-chat retention emf1.F1", "squad-chat emf1.Em",
+        "squad-chat retention emf1.Em", "squad-chat gate"]
+    # squad-chat (k = 1): baseline 50 / 20, kept (0.85, 1.0) FAIL, (0.95, 0.95) PASS, (1.0, 1.0) PASS
+    assert [row[2:12] + row[-2:] for row in table_rows(md, "Checkpoints")] == [
+        ["38.00", "95.00%", "19.00", "baseline 0", "PASS", "42.50", "85.00%", "20.00", "100.00%", "FAIL",
+         "n/a", "FAIL"],
+        ["30.00", "75.00%", "21.00", "baseline 0", "FAIL", "47.50", "95.00%", "19.00", "95.00%", "PASS",
+         "n/a", "FAIL"],
+        ["44.00", "110.00%", "18.50", "baseline 0", "PASS", "50.00", "100.00%", "20.00", "100.00%", "PASS",
+         "0.719873", "PASS (best)"],
+    ]
+    assert ("- Retention task squad-seed kept: emf1.F1 44.00 (110.00% of baseline), emf1.Em 18.50 (baseline 0)."
+            in md)
+    assert ("- Retention task squad-chat kept: emf1.F1 50.00 (100.00% of baseline), "
+            "emf1.Em 20.00 (100.00% of baseline).") in md
+    baseline = table_rows(md, "Baseline (base model)")
+    assert ["squad-chat", "emf1.F1 gate (0.9 x baseline)", "45.00"] in baseline
+    assert ["squad-seed", "emf1.Em gate (0.9 x baseline)", "0.00"] in baseline
+    assert {"task_squad-seed.png", "task_squad-chat.png"} <= {p.name for p in (run / "plots").iterdir()}
+
+
+def test_no_literal_task_or_metric_name_is_needed(tmp_path):
+    """Tasks "alpha"/"beta" with metrics "x.y"...: every table follows the specs."""
+    content = synthetic_results(retention=("alpha",), new="beta", retention_metrics=("x.y", "x.z", "w.a", "w.b"),
+                                new_metrics=("n.a", "n.b", "n.c", "n.d"))
+    run = write_run(tmp_path / "greek", content, LOG)
+    md = build_report(run, dpi=DPI)[0].read_text(encoding="utf-8")
+    assert "squad" not in md.lower() and "emf1" not in md and "judge" not in md
+    assert markdown_headers(section(md, "Checkpoints").split("\n\n", 1)[1]) == [
+        "step", "loss", "alpha x.y", "alpha retention x.y", "alpha x.z", "alpha retention x.z",
+        "beta n.a", "beta n.b", "beta n.c", "beta n.d", "score", "gate"]
+    assert table_rows(md, "Checkpoints")[2] == [
+        "300", "0.9000", "44.00", "110.00%", "18.50", "92.50%", "40.00%", "50.00%", "60.00%", "55.00%",
+        "0.719873", "PASS (best)"]
+    assert "- Best checkpoint: step 300, score 0.719873 (beta n.c 60.00%, ratio 0.00042437872)." in md
+    assert table_rows(md, "Breakdown: beta n.c per group")[0] == [
+        "add", "4/20 (20.00%)", "12/20 (60.00%)", "16/20 (80.00%)", "14/20 (70.00%)"]
+    assert sorted(p.name for p in (run / "plots").iterdir()) == [
+        "breakdown.png", "loss_lr.png", "task_alpha.png", "task_beta.png", "tracking.png"]
+
+
+def test_other_units_missing_metrics_and_no_breakdown(tmp_path):
+    """A metric of an unknown unit prints as a plain number; one absent from an entry prints n/a."""
+    content = results()
+    new = content["tasks"][-1]
+    new["units"]["judge.strict@0.01"] = "tokens"
+    new["breakdown"] = None
+    del content["checkpoints"][0]["tasks"]["math"]["scores"]["judge.accuracy@1e-08"]
+    run = write_run(tmp_path / "run", content)
+    md = build_report(run, dpi=DPI)[0].read_text(encoding="utf-8")
+    assert table_rows(md, "Checkpoints")[0][6:10] == ["n/a", "37.50%", "50.00%", "0.45"]
+    assert "Breakdown" not in md
+    assert "breakdown.png" not in {p.name for p in (run / "plots").iterdir()}
 
 
 def test_run_without_checkpoints(tmp_path):
@@ -139,7 +229,7 @@ def test_run_without_checkpoints(tmp_path):
     md = md_path.read_text(encoding="utf-8")
     assert "- No checkpoint passes the gate (0 evaluated)." in md
     assert table_rows(md, "Checkpoints") == []
-    assert table_rows(md, "Per-template accuracy (seed judge, EPS 0.01)") == [
+    assert table_rows(md, "Breakdown: math judge.accuracy@0.01 per group") == [
         ["add", "4/20 (20.00%)"], ["mean", "2/20 (10.00%)"]]
     assert "No data to plot." in md and "<img" not in html_path.read_text(encoding="utf-8")
     assert list((run / "plots").iterdir()) == []

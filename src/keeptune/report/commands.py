@@ -12,8 +12,9 @@ def report(run: Path) -> None:
 
     Rebuilt from RUN/results.json and RUN/train/log.jsonl (the plots go to
     RUN/plots/): summary, settings, parameter accounting, baseline, every
-    checkpoint with its gate verdict and score, per-template accuracy, plots and
-    the command that reproduces the run. Prints the paths of both files.
+    checkpoint with its gate verdict and score, the new task's breakdown per
+    group, plots and the command that reproduces the run. Tasks and metrics are
+    those recorded in results.json. Prints the paths of both files.
 
     Args:
         run: the experiment directory (the one holding results.json).
@@ -28,9 +29,9 @@ def runs(folder: Path = Path("runs")) -> None:
     """List every experiment below a folder, best score first, and write FOLDER/RUNS.md.
 
     Every results.json below FOLDER (at any depth) is one run: name, model,
-    data recipe, prompt, targets, trainable parameters, best step, F1, EM,
-    accuracy at the score EPS, score and gate. A results.json that cannot be
-    read is reported and skipped.
+    data recipe, prompt, targets, trainable parameters, best step, each
+    retention task's gated metrics, the new task's accuracy, score and gate. A
+    results.json that cannot be read is reported and skipped.
 
     Args:
         folder: where to look for runs.

@@ -1,12 +1,14 @@
 """How the report and the runs registry write numbers, in one place so both agree.
 
-- SQuAD F1 and EM, already percent (0..100) in results.json: two decimals, ``59.87``;
-- accuracies and retention, fractions (0..1) in results.json: percent with two
-  decimals, ``12.50%``;
+- a metric in unit ``points`` (already 0..100 in results.json, e.g. an F1):
+  two decimals, ``59.87``;
+- a metric in unit ``fraction`` (0..1, e.g. an accuracy) and retention: percent
+  with two decimals, ``12.50%``; a metric of another unit: the plain number
+  (six significant digits);
 - loss: four decimals; score: six decimals (the leaderboard's precision);
 - ratio: eight significant digits in tables (``0.00042437872``), every digit
   (Python's repr) in the parameter accounting;
-- counts: thousands separators, ``3,407,872``; a per-template cell ``c/t (p%)``;
+- counts: thousands separators, ``3,407,872``; a breakdown cell ``c/t (p%)``;
 - a missing value (null, absent): ``n/a``.
 """
 from __future__ import annotations
@@ -21,14 +23,38 @@ def _or_missing(value: float | None, spec: str) -> str:
     return MISSING if value is None else format(value, spec)
 
 
+POINTS, FRACTION = "points", "fraction"
+
+
 def points(value: float | None) -> str:
-    """A score already in percent (SQuAD F1 / EM): ``59.87``."""
+    """A score already in percent (unit ``points``, e.g. an F1 score): ``59.87``."""
     return _or_missing(value, ".2f")
 
 
 def percent(fraction: float | None) -> str:
     """A fraction as percent: ``0.125`` -> ``12.50%``."""
     return MISSING if fraction is None else f"{100 * fraction:.2f}%"
+
+
+def plain(value: float | None) -> str:
+    """A number of no known unit: six significant digits."""
+    return _or_missing(value, ".6g")
+
+
+def metric(value: float | None, unit: str | None) -> str:
+    """A metric's value in its unit: ``points`` -> ``59.87``, ``fraction`` -> ``12.50%``, else `plain`."""
+    if unit == POINTS:
+        return points(value)
+    if unit == FRACTION:
+        return percent(value)
+    return plain(value)
+
+
+def shown(value: float | None, unit: str | None) -> float | None:
+    """The number a plot draws for a metric: fractions in percent, the others as they are."""
+    if value is None:
+        return None
+    return 100 * value if unit == FRACTION else value
 
 
 def loss(value: float | None) -> str:
@@ -48,7 +74,7 @@ def count(value: int | None) -> str:
 
 
 def cell(pair: Sequence[int] | None) -> str:
-    """A per-template ``[correct, total]``: ``3/8 (37.50%)``; ``0/0`` when there are no problems."""
+    """A breakdown group's ``[correct, total]``: ``3/8 (37.50%)``; ``0/0`` when there are no problems."""
     if pair is None:
         return MISSING
     correct, total = pair

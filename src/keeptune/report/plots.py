@@ -1,48 +1,62 @@
 """The report's figures, drawn with matplotlib's Agg canvas (no display, no pyplot state).
 
-Each function returns a Figure, or None when the run has nothing to draw
-(no training log, no checkpoint, no tracking). Accuracies are drawn in percent.
+Each function returns a Figure, or None when the run has nothing to draw (no
+training log, no checkpoint, no tracking, no breakdown). The figures follow the
+task specs of results.json: one per retention task (its gated metrics, the
+baseline and the gate threshold), one for the new task (its metrics, step 0 =
+the base model), the new task's breakdown per group, and the tracking panels.
+Metrics in unit ``fraction`` are drawn in percent.
 """
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from keeptune.report.results import accuracy, eps_keys, gate, score_eps
-
-PLOT_NAMES = ("loss_lr", "squad", "math", "per_template", "tracking")
+from keeptune.report import fmt
+from keeptune.report.results import Task, breakdown, new_task, retention, retention_tasks, score, tasks
 
 
 def make_plots(results: dict, log: list[dict], folder: Path, dpi: int = 110) -> list[tuple[str, Path]]:
     """Draw every plot the run has data for into FOLDER/NAME.png; returns (title, path) pairs.
 
-    A plot the run has no data for is removed from FOLDER, so the folder never
-    shows a figure of an earlier state of the run.
+    Every other PNG in FOLDER (a plot the run has no data for now, or one of a
+    task the run no longer has) is removed, so the folder never shows a figure
+    of an earlier state of the run.
     """
     folder.mkdir(parents=True, exist_ok=True)
     checkpoint_steps = [c["step"] for c in results["checkpoints"]]
-    eps = score_eps(results)
-    figures = {
-        "loss_lr": loss_and_lr(log, checkpoint_steps),
-        "squad": squad_scores(results),
-        "math": math_accuracy(results),
-        "per_template": per_template(results, eps),
-        "tracking": tracking(results),
-    }
+    names = file_names(results)
+    figures: list[tuple[str, Figure | None]] = [("loss_lr", loss_and_lr(log, checkpoint_steps))]
+    figures += [(names[task.name], retention_scores(results, task)) for task in retention_tasks(results)]
+    new = new_task(results)
+    figures += [(names[new.name], new_task_scores(results)), ("breakdown", breakdown_bars(results)),
+                ("tracking", tracking(results))]
     made = []
-    for name in PLOT_NAMES:
-        path = folder / f"{name}.png"
-        figure = figures[name]
+    for name, figure in figures:
         if figure is None:
-            path.unlink(missing_ok=True)
             continue
+        path = folder / f"{name}.png"
         figure.savefig(path, dpi=dpi)
         made.append((figure.get_suptitle(), path))
+    for stale in set(folder.glob("*.png")) - {path for _, path in made}:
+        stale.unlink(missing_ok=True)
     return made
+
+
+def file_names(results: dict) -> dict[str, str]:
+    """A file name (no suffix) per task: ``task_`` and the name with unsafe characters as ``_``, unique."""
+    names: dict[str, str] = {}
+    for task in tasks(results):
+        name = "task_" + re.sub(r"[^A-Za-z0-9._-]+", "_", task.name).strip("._") or "task"
+        while name in names.values():
+            name += "_"
+        names[task.name] = name
+    return names
 
 
 def _figure(title: str, rows: int = 1, height: float = 3.6) -> tuple[Figure, list[Any]]:
@@ -57,7 +71,8 @@ def _figure(title: str, rows: int = 1, height: float = 3.6) -> tuple[Figure, lis
 
 def _legend(ax: Any) -> None:
     """The legend beside the axes, where it hides no line."""
-    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
 
 
 def _number(value: Any) -> bool:
@@ -69,8 +84,23 @@ def _series(records: list[dict], key: str) -> tuple[list[float], list[float]]:
     return [r["step"] for r in rows], [r[key] for r in rows]
 
 
+def _points(steps: list[float], values: list[float | None]) -> tuple[list[float], list[float]]:
+    """The (step, value) pairs whose value is present."""
+    pairs = [(s, v) for s, v in zip(steps, values) if v is not None]
+    return [s for s, _ in pairs], [v for _, v in pairs]
+
+
+def _unit_label(task: Task, metrics: tuple[str, ...] | list[str]) -> str:
+    units = {task.unit(metric) for metric in metrics}
+    if units == {fmt.FRACTION}:
+        return "percent"
+    if units == {fmt.POINTS}:
+        return "points (0..100)"
+    return "value (fractions in percent)"
+
+
 def loss_and_lr(log: list[dict], checkpoint_steps: list[int]) -> Figure | None:
-    """(a) Training loss and learning rate per optimizer step; checkpoints dotted."""
+    """Training loss and learning rate per optimizer step; checkpoints dotted."""
     steps, losses = _series(log, "loss")
     if not steps:
         return None
@@ -87,45 +117,46 @@ def loss_and_lr(log: list[dict], checkpoint_steps: list[int]) -> Figure | None:
     return figure
 
 
-def _gate_lines(ax: Any, results: dict, base: dict | None = None, name: str = "baseline") -> None:
-    """Baseline F1/EM (dotted) and the gate, gate x baseline (dashed); `base` defaults to the full baseline."""
-    base, share = base or results["baseline"]["squad"], gate(results)
-    for color, key, label in (("C0", "F1", "F1"), ("C1", "Em", "EM")):
-        ax.axhline(base[key], color=color, ls=":", lw=1, label=f"{name} {label} {base[key]:.2f}")
-        ax.axhline(share * base[key], color=color, ls="--", lw=1,
-                   label=f"gate {share:g} x {name} {label} {share * base[key]:.2f}")
-
-
-def squad_scores(results: dict) -> Figure | None:
-    """(b) SQuAD F1 and EM of every checkpoint against the baseline and the gate."""
+def retention_scores(results: dict, task: Task) -> Figure | None:
+    """A retention task's gated metrics per checkpoint against its baseline (dotted) and gate (dashed)."""
     checkpoints = results["checkpoints"]
-    if not checkpoints:
+    if not checkpoints or not task.gate_metrics:
         return None
-    figure, (ax,) = _figure("Original task (SQuAD): F1 and EM per checkpoint")
+    figure, (ax,) = _figure(f"Retention task {task.name}: gated metrics per checkpoint")
     steps = [c["step"] for c in checkpoints]
-    for color, key, label in (("C0", "F1", "F1"), ("C1", "Em", "EM")):
-        ax.plot(steps, [c["squad"][key] for c in checkpoints], marker="o", color=color, label=f"checkpoint {label}")
-    _gate_lines(ax, results)
+    for i, metric in enumerate(task.gate_metrics):
+        unit, color = task.unit(metric), f"C{i}"
+        xs, ys = _points(steps, [fmt.shown(score(c, task, metric), unit) for c in checkpoints])
+        ax.plot(xs, ys, marker="o", color=color, label=f"checkpoint {metric}")
+        base = score(results["baseline"], task, metric)
+        if base is not None:
+            ax.axhline(fmt.shown(base, unit), color=color, ls=":", lw=1,
+                       label=f"baseline {metric} {task.show(metric, base)}")
+        threshold = task.thresholds.get(metric)
+        if threshold is not None:
+            ax.axhline(fmt.shown(threshold, unit), color=color, ls="--", lw=1,
+                       label=f"gate {task.gate_fraction:g} x baseline {metric} {task.show(metric, threshold)}")
     ax.set_xlabel("step")
-    ax.set_ylabel("score (%)")
+    ax.set_ylabel(_unit_label(task, task.gate_metrics))
     _legend(ax)
     return figure
 
 
-def math_accuracy(results: dict) -> Figure | None:
-    """(c) New-task accuracy at every EPS, seed judge (solid) and strict (dashed); step 0 is the base model."""
-    checkpoints = results["checkpoints"]
+def new_task_scores(results: dict) -> Figure | None:
+    """The new task's metrics per checkpoint; the accuracy metric (the score's) bold; step 0 is the base model."""
+    checkpoints, task = results["checkpoints"], new_task(results)
     if not checkpoints:
         return None
-    figure, (ax,) = _figure("New task (math): accuracy per checkpoint")
+    figure, (ax,) = _figure(f"New task {task.name}: metrics per checkpoint (step 0 = base model)")
     entries = [results["baseline"], *checkpoints]
     steps = [0] + [c["step"] for c in checkpoints]
-    for i, eps in enumerate(eps_keys(results)):
-        for judge, style, label in (("accuracy", "-", "seed judge"), ("accuracy_strict", "--", "strict")):
-            values = [100 * (accuracy(e, eps, judge) or 0.0) for e in entries]
-            ax.plot(steps, values, ls=style, marker="o", color=f"C{i}", label=f"{label}, EPS {eps}")
+    for i, metric in enumerate(task.metrics):
+        xs, ys = _points(steps, [fmt.shown(score(e, task, metric), task.unit(metric)) for e in entries])
+        main = metric == task.accuracy
+        ax.plot(xs, ys, marker="o", color=f"C{i % 10}", lw=2.5 if main else 1, ls="-" if main else "--",
+                label=f"{metric} (score)" if main else metric)
     ax.set_xlabel("step (0 = base model)")
-    ax.set_ylabel("accuracy (%)")
+    ax.set_ylabel(_unit_label(task, task.metrics))
     _legend(ax)
     return figure
 
@@ -140,55 +171,83 @@ def compared_checkpoint(results: dict) -> tuple[dict | None, str]:
     return None, ""
 
 
-def template_names(entries: list[dict]) -> list[str]:
-    """Templates of the entries' per-template tables, in order of first appearance."""
+def group_names(entries: list[dict], task: Task) -> list[str]:
+    """Groups of the entries' breakdowns of `task`, in order of first appearance."""
     names: dict[str, None] = {}
     for entry in entries:
-        names.update(dict.fromkeys(entry["math"]["per_template"]))
+        names.update(dict.fromkeys(breakdown(entry, task)))
     return list(names)
 
 
-def per_template(results: dict, eps: str) -> Figure | None:
-    """(d) Per-template accuracy at the score EPS: baseline against the compared checkpoint."""
+def breakdown_bars(results: dict) -> Figure | None:
+    """The new task's breakdown metric per group: baseline against the compared checkpoint."""
+    task = new_task(results)
     other, label = compared_checkpoint(results)
-    if other is None:
+    if task.breakdown is None or other is None:
         return None
     entries = [results["baseline"], other]
-    names = template_names(entries)
+    names = group_names(entries, task)
     if not names:
         return None
-    figure, (ax,) = _figure(f"Per-template accuracy (seed judge, EPS {eps})", height=max(2.5, 0.45 * len(names) + 1))
+    figure, (ax,) = _figure(f"New task {task.name}: {task.breakdown} per group",
+                            height=max(2.5, 0.45 * len(names) + 1))
     ax.grid(False)
     for offset, entry, color, name in ((-0.2, entries[0], "0.6", "baseline"), (0.2, entries[1], "C2", label)):
         values = []
-        for template in names:
-            correct, total = entry["math"]["per_template"].get(template, {}).get(eps, [0, 0])
+        for group in names:
+            correct, total = breakdown(entry, task).get(group, [0, 0])
             values.append(100 * correct / total if total else 0.0)
         ax.barh([i + offset for i in range(len(names))], values, height=0.4, color=color, label=name)
     ax.set_yticks(range(len(names)), names)
     ax.invert_yaxis()
-    ax.set_xlabel("accuracy (%)")
+    ax.set_xlabel("correct (%)")
     ax.legend(fontsize="small", loc="best")
     return figure
 
 
 def tracking(results: dict) -> Figure | None:
-    """Scores measured during training: SQuAD F1/EM with the gate, and math accuracy."""
+    """Scores measured during training: one panel per tracked task, then retention with the gates.
+
+    A retention task's panel draws its gated metrics, the new task's its
+    metrics; the last panel draws every tracked retention (percent of the
+    subset's baseline), each task's gate fraction (dashed) and the step's gate
+    verdict (green dot: passes, red cross: fails).
+    """
     rows = results.get("tracking") or []
     if not rows:
         return None
-    figure, (ax_squad, ax_math) = _figure("Tracking during training", rows=2, height=2.8)
-    for color, key, label in (("C0", "squad_F1", "F1"), ("C1", "squad_Em", "EM")):
-        ax_squad.plot(*_series(rows, key), marker=".", color=color, label=label)
-    if "baseline_F1" in rows[0]:  # the tracked subset is gated against its own baseline
-        _gate_lines(ax_squad, results, {"F1": rows[0]["baseline_F1"], "Em": rows[0]["baseline_Em"]},
-                    "subset baseline")
-    else:
-        _gate_lines(ax_squad, results)
-    ax_squad.set_ylabel("SQuAD score (%), tracked subset")
-    _legend(ax_squad)
-    steps, values = _series(rows, "math_accuracy")
-    ax_math.plot(steps, [100 * v for v in values], marker=".", color="C2")
-    ax_math.set_ylabel("math accuracy (%)")
-    ax_math.set_xlabel("optimizer step")
+    panels = []
+    for task in tasks(results):
+        shown = task.gate_metrics if task.gate_metrics else task.metrics
+        metrics = [m for m in shown if any(score(row, task, m) is not None for row in rows)]
+        if metrics:
+            panels.append((task, metrics))
+    kept = [(task, metric) for task in retention_tasks(results) for metric in task.gate_metrics
+            if any(retention(row, task, metric) is not None for row in rows)]
+    figure, axes = _figure("Tracking during training", rows=len(panels) + 1, height=2.6)
+    steps = [row["step"] for row in rows]
+    for ax, (task, metrics) in zip(axes, panels):
+        for i, metric in enumerate(metrics):
+            xs, ys = _points(steps, [fmt.shown(score(row, task, metric), task.unit(metric)) for row in rows])
+            ax.plot(xs, ys, marker=".", color=f"C{i % 10}", label=metric)
+        ax.set_ylabel(f"{task.name}\n{_unit_label(task, metrics)}", fontsize="small")
+        _legend(ax)
+    ax = axes[-1]
+    for i, (task, metric) in enumerate(kept):
+        xs, ys = _points(steps, [None if (v := retention(row, task, metric)) is None else 100 * v for row in rows])
+        ax.plot(xs, ys, marker=".", color=f"C{i % 10}", label=f"{task.name} {metric}")
+    for task in retention_tasks(results):
+        if task.gate_fraction is not None:
+            ax.axhline(100 * task.gate_fraction, color="0.4", ls="--", lw=1,
+                       label=f"gate {task.name} {task.gate_fraction:g} x baseline")
+    marks = ax.get_xaxis_transform()  # x in steps, y in axes fraction
+    passed = [row["step"] for row in rows if row.get("passes_gate") is True]
+    failed = [row["step"] for row in rows if row.get("passes_gate") is False]
+    if passed:
+        ax.scatter(passed, [0.05] * len(passed), transform=marks, marker="o", color="tab:green", label="gate passes")
+    if failed:
+        ax.scatter(failed, [0.05] * len(failed), transform=marks, marker="x", color="tab:red", label="gate fails")
+    ax.set_ylabel("retention (%)\nof subset baseline", fontsize="small")
+    ax.set_xlabel("optimizer step")
+    _legend(ax)
     return figure

@@ -2,7 +2,9 @@
 
 Every ``results.json`` below the folder (at any depth) is one run. Rows are
 sorted by score, best first; runs where no checkpoint passes the gate come
-last, by name. A results.json that cannot be read is listed as skipped.
+last, by name. The columns of the retention tasks are those of the runs' own
+task specs (their union, in order of first appearance in the sorted rows). A results.json that
+cannot be read (or was written by an older keeptune) is listed as skipped.
 """
 from __future__ import annotations
 
@@ -11,12 +13,11 @@ from pathlib import Path
 from keeptune.io import DataError, atomic_write_text
 from keeptune.report import fmt
 from keeptune.report.document import Block, Heading, Items, Table, Text, to_markdown
-from keeptune.report.results import RESULTS, accuracy, load_results, score_eps
+from keeptune.report.results import RESULTS, Task, load_results, new_task, retention_tasks, score
 
 REGISTRY = "RUNS.md"
-HEADERS = ["run", "name", "model", "data recipe", "prompt", "targets", "trainable", "best step",
-           "F1", "EM", "accuracy (score EPS)", "score", "gate"]
-TEXT_COLUMNS = 6  # run .. targets are text; trainable .. score are numbers
+TEXT_HEADERS = ["run", "name", "model", "data recipe", "prompt", "targets"]
+DESCRIBED = ("model", "data_recipe", "prompt", "targets")  # the settings in the text columns after the name
 
 
 def find_runs(folder: Path) -> tuple[list[tuple[Path, dict]], list[tuple[Path, str]]]:
@@ -41,23 +42,49 @@ def sort_runs(runs: list[tuple[Path, dict]]) -> list[tuple[Path, dict]]:
     return sorted(runs, key=key)
 
 
-def run_row(run: Path, results: dict, folder: Path) -> list[str]:
+def retention_columns(runs: list[tuple[Path, dict]]) -> list[str]:
+    """The retention tasks' names of all `runs`, in order of first appearance: one column each."""
+    names: dict[str, None] = {}
+    for _, results in runs:
+        names.update(dict.fromkeys(task.name for task in retention_tasks(results)))
+    return list(names)
+
+
+def headers(columns: list[str]) -> list[str]:
+    return [*TEXT_HEADERS, "trainable", "best step", *columns, "accuracy (new task)", "score", "gate"]
+
+
+def gated(best: dict, task: Task) -> str:
+    """A retention task's gated metrics at the best checkpoint: ``F1 21.65, Em 5.56``."""
+    return ", ".join(f"{metric} {task.show(metric, score(best, task, metric))}" for metric in task.gate_metrics)
+
+
+def run_row(run: Path, results: dict, folder: Path, columns: list[str]) -> list[str]:
     settings, best = results["settings"], results.get("best")
-    described = (fmt.setting(settings.get(key)) for key in ("model", "data_recipe", "prompt", "targets"))
+    described = (fmt.setting(settings.get(key)) for key in DESCRIBED)
     text = [run.relative_to(folder).as_posix(), results["name"], *described, fmt.count(results["params"]["trainable"])]
     if best is None:
-        return text + [fmt.MISSING] * 5 + ["fail"]
-    eps = score_eps(results)
-    return text + [str(best["step"]), fmt.points(best["squad"]["F1"]), fmt.points(best["squad"]["Em"]),
-                   f"{fmt.percent(accuracy(best, eps))} @ {eps}", fmt.score(best["score"]), "pass"]
+        return text + [fmt.MISSING] * (len(columns) + 3) + ["fail"]
+    kept = {task.name: task for task in retention_tasks(results)}
+    new = new_task(results)
+    return text + [
+        str(best["step"]),
+        *(gated(best, kept[name]) if name in kept else fmt.MISSING for name in columns),
+        f"{new.name}: {new.accuracy} {new.show(new.accuracy, best['accuracy'])}",
+        fmt.score(best["score"]), "pass",
+    ]
 
 
 def registry_blocks(folder: Path, runs: list[tuple[Path, dict]], skipped: list[tuple[Path, str]]) -> list[Block]:
+    runs = sort_runs(runs)
+    columns = retention_columns(runs)
     blocks: list[Block] = [
         Heading(f"Runs below {folder}", 1),
         Text(f"{len(runs)} runs, sorted by score (best first); runs where no checkpoint passes the gate come last. "
-             "F1 and EM of the best checkpoint (percent, seed EmF1); accuracy: seed judge at the run's score EPS."),
-        Table(HEADERS, [run_row(run, results, folder) for run, results in sort_runs(runs)], left=TEXT_COLUMNS),
+             "One column per retention task: its gated metrics at the best checkpoint (n/a: the run has no such "
+             "task); accuracy: the new task's metric that enters the score."),
+        Table(headers(columns), [run_row(run, results, folder, columns) for run, results in runs],
+              left=len(TEXT_HEADERS)),
     ]
     if skipped:
         blocks += [Heading("Skipped"), Items([message for _, message in skipped])]

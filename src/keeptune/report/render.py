@@ -1,8 +1,10 @@
 """`build_report(run)`: RUN/report.md, RUN/report.html and RUN/plots/*.png from the run's files.
 
-Sections: summary, settings, parameter accounting, baseline, checkpoints,
-per-template accuracy, plots, the command to reproduce, the full config.
-Numbers are written as `keeptune.report.fmt` documents.
+Sections: summary, tasks, settings, parameter accounting, baseline, checkpoints,
+the new task's breakdown per group, plots, the command to reproduce, the full
+config. Every task, metric and unit comes from the task specs in results.json
+(see `keeptune.report.results`); numbers are written as `keeptune.report.fmt`
+documents.
 """
 from __future__ import annotations
 
@@ -12,8 +14,11 @@ from pathlib import Path
 from keeptune.io import atomic_write_text
 from keeptune.report import fmt
 from keeptune.report.document import Block, Code, Heading, Image, Items, Table, Text, to_html, to_markdown
-from keeptune.report.plots import make_plots, template_names
-from keeptune.report.results import accuracy, eps_keys, gate, load_results, read_log, score_eps
+from keeptune.report.plots import group_names, make_plots
+from keeptune.report.results import (
+    NEW, Task, breakdown, evaluation, load_results, new_task, read_log, retention, retention_tasks, score, task_gate,
+    tasks,
+)
 
 
 def build_report(run: Path, dpi: int = 110) -> tuple[Path, Path]:
@@ -38,14 +43,19 @@ def title(results: dict) -> str:
 
 def report_blocks(results: dict, plots: list[tuple[str, Path]]) -> list[Block]:
     """Every section of the report; `plots` are (title, path relative to the run) pairs."""
-    return [
+    new = new_task(results)
+    blocks: list[Block] = [
         Heading(title(results), 1),
         Heading("Summary"), Items(summary(results)),
+        Heading("Tasks"), tasks_table(results),
         Heading("Settings"), settings_table(results),
         Heading("Parameters"), params_table(results),
         Heading("Baseline (base model)"), baseline_table(results),
         Heading("Checkpoints"), Text(checkpoint_legend(results)), checkpoint_table(results),
-        Heading(f"Per-template accuracy (seed judge, EPS {score_eps(results)})"), per_template_table(results),
+    ]
+    if new.breakdown is not None:
+        blocks += [Heading(breakdown_heading(new)), breakdown_table(results)]
+    return blocks + [
         Heading("Plots"), *([Image(t, p) for t, p in plots] or [Text("No data to plot.")]),
         Heading("Reproduce"), Code(results["command"], lang="sh"),
         Heading("Configuration"), Code(json.dumps(results.get("config", {}), indent=2, ensure_ascii=False),
@@ -54,25 +64,43 @@ def report_blocks(results: dict, plots: list[tuple[str, Path]]) -> list[Block]:
 
 
 def summary(results: dict) -> list[str]:
-    share, eps = gate(results), score_eps(results)
-    best = results.get("best")
+    best, new = results.get("best"), new_task(results)
     if best is None:
         lines = [f"No checkpoint passes the gate ({len(results['checkpoints'])} evaluated)."]
     else:
-        retention = best["retention"]
         lines = [
-            (f"Best checkpoint: step {best['step']}, score {fmt.score(best['score'])} (accuracy "
-             f"{fmt.percent(accuracy(best, eps))} at EPS {eps}, ratio {fmt.ratio(results['params']['ratio'])})."),
-            (f"Original task kept: F1 {fmt.points(best['squad']['F1'])} ({fmt.percent(retention['F1'])} of "
-             f"baseline), EM {fmt.points(best['squad']['Em'])} "
-             f"({'baseline EM 0' if retention.get('Em') is None else fmt.percent(retention['Em']) + ' of baseline'})."),
+            (f"Best checkpoint: step {best['step']}, score {fmt.score(best['score'])} ({new.name} "
+             f"{new.accuracy} {new.show(new.accuracy, best['accuracy'])}, "
+             f"ratio {fmt.ratio(results['params']['ratio'])})."),
+            *(f"Retention task {task.name} kept: {kept(best, task)}." for task in retention_tasks(results)),
             f"Adapter: {best.get('adapter') or fmt.MISSING}; merged model: {best.get('merged') or fmt.MISSING}.",
         ]
     return lines + [
-        (f"Gate: original-task F1 and EM >= {share:g} x baseline; "
-         f"score = (1 - ratio) * 0.3 + accuracy * 0.7 with accuracy at EPS {eps} (seed judge)."),
+        f"Gate: {results['gate_rule'].rstrip('.')}.",
+        f"Score: {results['score_rule'].rstrip('.')}.",
         f"Wall time: {fmt.duration(results.get('wall_seconds'))}.",
     ]
+
+
+def kept(entry: dict, task: Task) -> str:
+    """A retention task's gated metrics at a checkpoint with their retention: ``F1 44.00 (110.00% of baseline)``."""
+    parts = []
+    for metric in task.gate_metrics:
+        share = retention(entry, task, metric)
+        of = "baseline 0" if share is None else f"{fmt.percent(share)} of baseline"
+        parts.append(f"{metric} {task.show(metric, score(entry, task, metric))} ({of})")
+    return ", ".join(parts)
+
+
+def tasks_table(results: dict) -> Table:
+    rows = []
+    for task in tasks(results):
+        if task.role == NEW:
+            role = f"new (score: {task.accuracy})"
+        else:
+            role = f"retention (gate: {', '.join(task.gate_metrics)} >= {task.gate_fraction:g} x baseline)"
+        rows.append([task.name, role, task.description])
+    return Table(["task", "role", "description"], rows, left=3)
 
 
 def settings_table(results: dict) -> Table:
@@ -92,56 +120,79 @@ def params_table(results: dict) -> Table:
 
 
 def baseline_table(results: dict) -> Table:
-    base, share = results["baseline"], gate(results)
-    squad, math = base["squad"], base["math"]
-    official = squad.get("squad_v1") or {}
-    rows = [
-        ["SQuAD F1 (seed EmF1)", fmt.points(squad["F1"])],
-        ["SQuAD EM (seed EmF1)", fmt.points(squad["Em"])],
-        [f"gate F1 ({share:g} x baseline)", fmt.points(share * squad["F1"])],
-        [f"gate EM ({share:g} x baseline)", fmt.points(share * squad["Em"])],
-        ["SQuAD v1.1 official f1", fmt.points(official.get("f1"))],
-        ["SQuAD v1.1 official exact_match", fmt.points(official.get("exact_match"))],
-        ["SQuAD samples", fmt.count(squad.get("total_count"))],
-    ]
-    rows += [[f"math accuracy EPS {eps} (seed / strict)", _accuracies(base, eps)] for eps in eps_keys(results)]
-    rows.append(["math problems", fmt.count(math.get("total_count"))])
-    return Table(["metric", "value"], rows)
-
-
-def _accuracies(entry: dict, eps: str) -> str:
-    """Seed judge and strict judge side by side: ``12.50% / 10.00%``."""
-    return f"{fmt.percent(accuracy(entry, eps))} / {fmt.percent(accuracy(entry, eps, 'accuracy_strict'))}"
+    """One row per (task, metric); a gated metric's threshold follows it; then the task's sample count."""
+    base, rows = results["baseline"], []
+    for task in tasks(results):
+        for metric in task.metrics:
+            rows.append([task.name, metric, task.show(metric, score(base, task, metric))])
+            if metric in task.gate_metrics:
+                rows.append([task.name, f"{metric} gate ({task.gate_fraction:g} x baseline)",
+                             task.show(metric, task.thresholds.get(metric))])
+        for metric in task.gate_metrics:  # a gated metric the task does not list among its metrics
+            if metric not in task.metrics:
+                rows.append([task.name, f"{metric} gate ({task.gate_fraction:g} x baseline)",
+                             task.show(metric, task.thresholds.get(metric))])
+        rows.append([task.name, "samples", fmt.count(evaluation(base, task).get("total_count"))])
+    return Table(["task", "metric", "value"], rows, left=2)
 
 
 def checkpoint_legend(results: dict) -> str:
-    return ("F1 and EM in percent (seed EmF1); retention = checkpoint / baseline; accuracy cells: "
-            f"seed judge / strict judge; score at EPS {score_eps(results)}; gate: F1 and EM >= "
-            f"{gate(results):g} x baseline.")
+    units = "; ".join(f"{task.name}: {', '.join(sorted(set(task.units.values()))) or 'plain numbers'}"
+                      for task in tasks(results))
+    return (f"Units ({units}): points are 0..100, fractions are shown in percent. "
+            "Retention = checkpoint / baseline. Score: see the summary's score rule; "
+            "gate: PASS when every retention task passes its gate.")
+
+
+def checkpoint_columns(results: dict) -> list[str]:
+    kept_tasks, new = retention_tasks(results), new_task(results)
+    headers = ["step", "loss"]
+    for task in kept_tasks:
+        for metric in task.gate_metrics:
+            headers += [f"{task.name} {metric}", f"{task.name} retention {metric}"]
+        if len(kept_tasks) > 1:
+            headers.append(f"{task.name} gate")
+    return headers + [f"{new.name} {metric}" for metric in new.metrics] + ["score", "gate"]
 
 
 def checkpoint_table(results: dict) -> Table:
-    keys = eps_keys(results)
+    kept_tasks, new = retention_tasks(results), new_task(results)
     best_step = (results.get("best") or {}).get("step")
-    headers = ["step", "loss", "F1", "EM", "retention F1", "retention EM",
-               *(f"accuracy EPS {eps}" for eps in keys), "ratio", "score", "gate"]
     rows = []
     for c in results["checkpoints"]:
-        verdict = "PASS" if c["passes_gate"] else "FAIL"
-        rows.append([
-            str(c["step"]), fmt.loss(c.get("loss")), fmt.points(c["squad"]["F1"]), fmt.points(c["squad"]["Em"]),
-            fmt.percent(c["retention"].get("F1")), fmt.percent(c["retention"].get("Em")),
-            *(_accuracies(c, eps) for eps in keys), fmt.ratio(results["params"]["ratio"]), fmt.score(c["score"]),
-            verdict + (" (best)" if c["step"] == best_step else ""),
-        ])
-    return Table(headers, rows, left=1)
+        row = [str(c["step"]), fmt.loss(c.get("loss"))]
+        for task in kept_tasks:
+            for metric in task.gate_metrics:
+                row += [task.show(metric, score(c, task, metric)), retained(results, c, task, metric)]
+            if len(kept_tasks) > 1:
+                row.append(verdict(task_gate(c, task)))
+        row += [new.show(metric, score(c, new, metric)) for metric in new.metrics]
+        row += [fmt.score(c["score"]), verdict(c["passes_gate"]) + (" (best)" if c["step"] == best_step else "")]
+        rows.append(row)
+    return Table(checkpoint_columns(results), rows, left=1)
 
 
-def per_template_table(results: dict) -> Table:
-    """Rows: templates; columns: the baseline and each checkpoint; cells ``correct/total (percent)``."""
-    eps, checkpoints = score_eps(results), results["checkpoints"]
+def retained(results: dict, entry: dict, task: Task, metric: str) -> str:
+    """A checkpoint's retention of a gated metric in percent; ``baseline 0`` when the baseline scored 0."""
+    share = retention(entry, task, metric)
+    if share is None and score(results["baseline"], task, metric) == 0:
+        return "baseline 0"
+    return fmt.percent(share)
+
+
+def verdict(passed: bool | None) -> str:
+    return fmt.MISSING if passed is None else "PASS" if passed else "FAIL"
+
+
+def breakdown_heading(task: Task) -> str:
+    return f"Breakdown: {task.name} {task.breakdown} per group"
+
+
+def breakdown_table(results: dict) -> Table:
+    """Rows: groups; columns: the baseline and each checkpoint; cells ``correct/total (percent)``."""
+    new, checkpoints = new_task(results), results["checkpoints"]
     entries = [results["baseline"], *checkpoints]
-    headers = ["template", "baseline", *(f"step {c['step']}" for c in checkpoints)]
-    rows = [[name, *(fmt.cell(e["math"]["per_template"].get(name, {}).get(eps)) for e in entries)]
-            for name in template_names(entries)]
+    headers = ["group", "baseline", *(f"step {c['step']}" for c in checkpoints)]
+    rows = [[name, *(fmt.cell(breakdown(e, new).get(name)) for e in entries)]
+            for name in group_names(entries, new)]
     return Table(headers, rows)

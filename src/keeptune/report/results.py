@@ -1,28 +1,102 @@
 """Reading one experiment directory RUN: RUN/results.json (checked) and RUN/train/log.jsonl.
 
-results.json is written by the experiment runner; the checks below cover every
-field the report reads and name the file and the field when one is absent.
+results.json is written by the experiment runner; it is the contract between
+the runner and the report. The report knows no task by name: every task, its
+metrics, their units, its gate and its role come from the ``tasks`` list of the
+file, so a new task or a new metric needs no change here. The schema::
+
+    {
+      "name": str, "command": str, "wall_seconds": float | null,
+      "settings": {str: any},          # flat key -> value, shown as a two-column table
+      "config": {...},                 # the full resolved config (shown folded)
+      "params": {"trainable": int, "total": int, "ratio": float},   # "score_term" optional
+      "score_rule": str,               # e.g. "score = (1 - ratio) * 0.3 + accuracy * 0.7, ..."
+      "gate_rule": str,                # e.g. "a checkpoint passes when every retention task passes its gate"
+      "tasks": [                       # the retention tasks, then exactly one task with role "new"
+        {"name": "squad-seed", "role": "retention", "description": str,
+         "metrics": ["emf1.F1", "emf1.Em", ...],          # scalar scores to show, in order
+         "units": {"emf1.F1": "points", ...},              # "points": 0..100, "fraction": 0..1
+         "gate": {"metrics": ["emf1.F1", "emf1.Em"], "fraction": 0.9,
+                  "thresholds": {"emf1.F1": 12.459, "emf1.Em": 0.0}}},   # fraction x base model's score
+        {"name": "math", "role": "new", "description": str,
+         "metrics": ["judge.accuracy@0.01", ...], "units": {...},
+         "accuracy": "judge.accuracy@0.01",                # the metric that enters the score
+         "breakdown": "judge.accuracy@0.01"}               # or null: whose per-group table is shown
+      ],
+      "baseline": {"tasks": {TASK: EVAL}},
+      "checkpoints": [CHECKPOINT, ...],                    # in step order
+      "best": null | CHECKPOINT + {"merged": str | null},
+      "tracking": [{"step": int, "tasks": {TASK: {"scores": {metric: float}}},
+                    "retention": {TASK: {metric: float | null}}, "passes_gate": bool,
+                    "subset": {TASK: int}}]
+    }
+    EVAL = {"total_count": int, "scores": {metric: float},     # every scalar of the task
+            "breakdown": {group: [correct, total]} | null}     # for the task's "breakdown" metric
+    CHECKPOINT = {"step": int, "loss": float | null, "adapter": str, "tasks": {TASK: EVAL},
+                  "retention": {TASK: {gate metric: checkpoint / baseline, null when the baseline is 0}},
+                  "gate": {TASK: bool}, "passes_gate": bool,    # every retention task passed
+                  "accuracy": float,                            # the new task's accuracy metric
+                  "score": float | null}                        # null when it fails the gate
+
+Tasks are keyed by name everywhere. A metric missing from an entry's
+``scores`` (an old or partial entry) is shown as ``n/a``; a unit other than
+``points`` and ``fraction`` is shown as the plain number. The checks below cover
+every field the report reads and name the file and the field path when one is
+absent or of the wrong kind, e.g. ``RUN/results.json: checkpoints[2].tasks.squad-seed lacks 'scores'``.
 """
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from keeptune.io import DataError, read_jsonl_prefix
+from keeptune.report import fmt
 
 RESULTS = "results.json"
 LOG = Path("train") / "log.jsonl"
-DEFAULT_GATE = 0.9
-DEFAULT_SCORE_EPS = "0.01"
+RETENTION, NEW = "retention", "new"
 
-_TOP = {"name": str, "command": str, "settings": dict, "params": dict, "baseline": dict, "checkpoints": list}
+_TOP = {"name": str, "command": str, "settings": dict, "params": dict, "score_rule": str, "gate_rule": str,
+        "tasks": list, "baseline": dict, "checkpoints": list}
 _PARAMS = ("trainable", "total", "ratio")
-_SQUAD = ("F1", "Em")
-_MATH = ("accuracy", "accuracy_strict", "per_template")
-_CHECKPOINT = ("step", "squad", "math", "retention", "passes_gate", "score")
-_TRACKING = ("step", "squad_F1", "squad_Em", "math_accuracy")
+_CHECKPOINT = ("step", "tasks", "retention", "gate", "passes_gate", "accuracy", "score")
+_TRACKING = ("step", "tasks", "retention", "passes_gate")
+
+
+@dataclass(frozen=True)
+class Task:
+    """One task of the run, as its spec in results.json describes it."""
+
+    name: str
+    role: str  # RETENTION or NEW
+    description: str = ""
+    metrics: tuple[str, ...] = ()
+    units: Mapping[str, str] = field(default_factory=dict)
+    gate_metrics: tuple[str, ...] = ()  # retention tasks: the metrics the gate checks
+    gate_fraction: float | None = None
+    thresholds: Mapping[str, float] = field(default_factory=dict)
+    accuracy: str | None = None  # the new task: the metric that enters the score
+    breakdown: str | None = None  # the new task: the metric whose per-group table is shown
+
+    @classmethod
+    def from_spec(cls, spec: dict) -> Task:
+        gate = spec.get("gate") or {}
+        return cls(name=spec["name"], role=spec["role"], description=spec.get("description") or "",
+                   metrics=tuple(spec["metrics"]), units=dict(spec.get("units") or {}),
+                   gate_metrics=tuple(gate.get("metrics") or ()), gate_fraction=gate.get("fraction"),
+                   thresholds=dict(gate.get("thresholds") or {}),
+                   accuracy=spec.get("accuracy"), breakdown=spec.get("breakdown"))
+
+    def unit(self, metric: str) -> str | None:
+        return self.units.get(metric)
+
+    def show(self, metric: str, value: float | None) -> str:
+        """`value` of `metric` written in the metric's unit (see `fmt.metric`)."""
+        return fmt.metric(value, self.unit(metric))
 
 
 def load_results(path: Path) -> dict:
@@ -45,24 +119,121 @@ def load_results(path: Path) -> dict:
 def check_results(data: Any, path: Path) -> None:
     """DataError naming `path` and the field when `data` lacks something the report reads."""
     _require(data, (), "the file", path)
+    if "tasks" not in data:
+        again = f"`{data['command']}`" if isinstance(data.get("command"), str) else "`keeptune run`"
+        raise DataError(f"{path}: written by an older keeptune (no 'tasks' list); re-run {again} to "
+                        "regenerate it (the run's cache makes that cheap)")
     for key, kind in _TOP.items():
         if not isinstance(data.get(key), kind):
             raise DataError(f"{path}: field {key!r} missing or not a {kind.__name__}")
     _require(data["params"], _PARAMS, "params", path)
-    _require(data["baseline"], ("squad", "math"), "baseline", path)
-    _check_scores(data["baseline"], "baseline", path)
+    for key in _PARAMS:
+        _number(data["params"][key], f"params.{key}", path)
+    specs = _check_tasks(data["tasks"], path)
+    _require(data["baseline"], ("tasks",), "baseline", path)
+    _check_evals(data["baseline"]["tasks"], specs, "baseline.tasks", path)
     for i, checkpoint in enumerate(data["checkpoints"]):
-        _require(checkpoint, _CHECKPOINT, f"checkpoints[{i}]", path)
-        _check_scores(checkpoint, f"checkpoints[{i}]", path)
+        _check_checkpoint(checkpoint, specs, f"checkpoints[{i}]", path)
     if data.get("best") is not None:
-        _require(data["best"], _CHECKPOINT, "best", path)
-    for i, row in enumerate(data.get("tracking") or []):
-        _require(row, _TRACKING, f"tracking[{i}]", path)
+        _check_checkpoint(data["best"], specs, "best", path)
+    tracking = data.get("tracking") or []
+    if not isinstance(tracking, list):
+        raise DataError(f"{path}: tracking is not a list")
+    for i, row in enumerate(tracking):
+        where = f"tracking[{i}]"
+        _require(row, _TRACKING, where, path)
+        _number(row["step"], f"{where}.step", path)
+        _require(row["tasks"], (), f"{where}.tasks", path)
+        for name, entry in row["tasks"].items():
+            _require(entry, ("scores",), f"{where}.tasks.{name}", path)
+            _check_scores(entry["scores"], f"{where}.tasks.{name}.scores", path)
+        _require(row["retention"], (), f"{where}.retention", path)
+        for name, values in row["retention"].items():
+            _check_scores(values, f"{where}.retention.{name}", path)
 
 
-def _check_scores(entry: dict, where: str, path: Path) -> None:
-    _require(entry["squad"], _SQUAD, f"{where}.squad", path)
-    _require(entry["math"], _MATH, f"{where}.math", path)
+def _check_tasks(specs: list, path: Path) -> list[Task]:
+    names: list[str] = []
+    for i, spec in enumerate(specs):
+        where = f"tasks[{i}]"
+        _require(spec, ("name", "role", "metrics"), where, path)
+        if not isinstance(spec["name"], str) or spec["name"] in names:
+            raise DataError(f"{path}: {where}.name is not a string or repeats an earlier task's name")
+        names.append(spec["name"])
+        if spec["role"] not in (RETENTION, NEW):
+            raise DataError(f"{path}: {where}.role is {spec['role']!r}, not {RETENTION!r} or {NEW!r}")
+        _strings(spec["metrics"], f"{where}.metrics", path)
+        if spec.get("units") is not None:
+            _require(spec["units"], (), f"{where}.units", path)
+        if spec["role"] == RETENTION:
+            _require(spec, ("gate",), where, path)
+            _require(spec["gate"], ("metrics", "fraction", "thresholds"), f"{where}.gate", path)
+            _strings(spec["gate"]["metrics"], f"{where}.gate.metrics", path)
+            _number(spec["gate"]["fraction"], f"{where}.gate.fraction", path)
+            _require(spec["gate"]["thresholds"], spec["gate"]["metrics"], f"{where}.gate.thresholds", path)
+            _check_scores(spec["gate"]["thresholds"], f"{where}.gate.thresholds", path)
+        else:
+            _require(spec, ("accuracy",), where, path)
+            for key in ("accuracy", "breakdown"):
+                if spec.get(key) is not None and not isinstance(spec[key], str):
+                    raise DataError(f"{path}: {where}.{key} is not a metric name")
+    if sum(spec["role"] == NEW for spec in specs) != 1:
+        raise DataError(f"{path}: tasks has {sum(spec['role'] == NEW for spec in specs)} tasks with role "
+                        f"{NEW!r}, not exactly one")
+    return [Task.from_spec(spec) for spec in specs]
+
+
+def _check_checkpoint(entry: Any, specs: list[Task], where: str, path: Path) -> None:
+    _require(entry, _CHECKPOINT, where, path)
+    _number(entry["step"], f"{where}.step", path)
+    _check_evals(entry["tasks"], specs, f"{where}.tasks", path)
+    _require(entry["retention"], (), f"{where}.retention", path)
+    for name, values in entry["retention"].items():
+        _check_scores(values, f"{where}.retention.{name}", path)
+    _require(entry["gate"], (), f"{where}.gate", path)
+    if not isinstance(entry["passes_gate"], bool):
+        raise DataError(f"{path}: {where}.passes_gate is not true or false")
+    for key in ("accuracy", "score", "loss"):
+        if entry.get(key) is not None:
+            _number(entry[key], f"{where}.{key}", path)
+
+
+def _check_evals(evals: Any, specs: list[Task], where: str, path: Path) -> None:
+    _require(evals, [spec.name for spec in specs], where, path)
+    for spec in specs:
+        entry, at = evals[spec.name], f"{where}.{spec.name}"
+        _require(entry, ("scores",), at, path)
+        _check_scores(entry["scores"], f"{at}.scores", path)
+        if entry.get("total_count") is not None:
+            _number(entry["total_count"], f"{at}.total_count", path)
+        breakdown = entry.get("breakdown")
+        if breakdown is not None:
+            _require(breakdown, (), f"{at}.breakdown", path)
+            for group, pair in breakdown.items():
+                if not (isinstance(pair, list) and len(pair) == 2 and all(_is_number(x) for x in pair)):
+                    raise DataError(f"{path}: {at}.breakdown.{group} is not a [correct, total] pair")
+
+
+def _check_scores(scores: Any, where: str, path: Path) -> None:
+    """A {metric: number or null} object."""
+    _require(scores, (), where, path)
+    for metric, value in scores.items():
+        if value is not None:
+            _number(value, f"{where}.{metric}", path)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _number(value: Any, where: str, path: Path) -> None:
+    if not _is_number(value):
+        raise DataError(f"{path}: {where} is not a number")
+
+
+def _strings(value: Any, where: str, path: Path) -> None:
+    if not (isinstance(value, list) and all(isinstance(item, str) for item in value)):
+        raise DataError(f"{path}: {where} is not a list of metric names")
 
 
 def _require(value: Any, keys: Iterable[str], where: str, path: Path) -> None:
@@ -82,21 +253,43 @@ def read_log(run: Path) -> list[dict]:
     return [record for record in records if isinstance(record, dict)]
 
 
-def gate(results: dict) -> float:
-    """The retention gate: a checkpoint keeps F1 and EM >= gate x baseline."""
-    return float(results.get("gate", DEFAULT_GATE))
+# --- reading checked results -----------------------------------------------------------
+
+def tasks(results: dict) -> list[Task]:
+    """Every task of the run, in the order of results.json (retention tasks, then the new task)."""
+    return [Task.from_spec(spec) for spec in results["tasks"]]
 
 
-def score_eps(results: dict) -> str:
-    """The EPS key whose (seed judge) accuracy enters the score."""
-    return str(results.get("score_eps", DEFAULT_SCORE_EPS))
+def retention_tasks(results: dict) -> list[Task]:
+    return [task for task in tasks(results) if task.role == RETENTION]
 
 
-def eps_keys(results: dict) -> list[str]:
-    """The EPS keys of the accuracies, in the order the baseline has them."""
-    return list(results["baseline"]["math"]["accuracy"])
+def new_task(results: dict) -> Task:
+    return next(task for task in tasks(results) if task.role == NEW)
 
 
-def accuracy(entry: dict, eps: str, judge: str = "accuracy") -> float | None:
-    """An entry's math accuracy (fraction) at `eps`; judge ``accuracy`` (seed) or ``accuracy_strict``."""
-    return entry["math"][judge].get(eps)
+def evaluation(entry: dict, task: Task) -> dict:
+    """The EVAL of `task` in a baseline or checkpoint entry (an empty one when absent)."""
+    return entry.get("tasks", {}).get(task.name) or {}
+
+
+def score(entry: dict, task: Task, metric: str) -> float | None:
+    """`metric` of `task` in a baseline, checkpoint or tracking entry; None when it is absent."""
+    value = (evaluation(entry, task).get("scores") or {}).get(metric)
+    return value if _is_number(value) and math.isfinite(value) else None
+
+
+def retention(entry: dict, task: Task, metric: str) -> float | None:
+    """checkpoint / baseline of a gated metric; None when absent (or the baseline is 0)."""
+    value = (entry.get("retention", {}).get(task.name) or {}).get(metric)
+    return value if _is_number(value) else None
+
+
+def task_gate(entry: dict, task: Task) -> bool | None:
+    """Whether `task`'s gate passed at a checkpoint; None when the entry does not say."""
+    value = entry.get("gate", {}).get(task.name)
+    return value if isinstance(value, bool) else None
+
+
+def breakdown(entry: dict, task: Task) -> dict[str, list[int]]:
+    return evaluation(entry, task).get("breakdown") or {}
