@@ -12,6 +12,7 @@ import re
 import pytest
 
 from keeptune.report import build_report
+from keeptune.report.plots import file_names
 from tests.report.synthetic import LOG, RESULTS, markdown_headers, markdown_rows, results, synthetic_results, write_run
 
 DPI = 30
@@ -233,3 +234,8 @@ def test_run_without_checkpoints(tmp_path):
         ["add", "4/20 (20.00%)"], ["mean", "2/20 (10.00%)"]]
     assert "No data to plot." in md and "<img" not in html_path.read_text(encoding="utf-8")
     assert list((run / "plots").iterdir()) == []
+
+
+def test_plot_file_names_are_safe_and_unique():
+    content = synthetic_results(retention=("a/b", "a b", "../x"), new="a_b")
+    assert file_names(content) == {"a/b": "task_a_b", "a b": "task_a_b_", "../x": "task_x", "a_b": "task_a_b__"}

@@ -52,7 +52,7 @@ def file_names(results: dict) -> dict[str, str]:
     """A file name (no suffix) per task: ``task_`` and the name with unsafe characters as ``_``, unique."""
     names: dict[str, str] = {}
     for task in tasks(results):
-        name = "task_" + re.sub(r"[^A-Za-z0-9._-]+", "_", task.name).strip("._") or "task"
+        name = "task_" + re.sub(r"[^A-Za-z0-9._-]+", "_", task.name).strip("._")
         while name in names.values():
             name += "_"
         names[task.name] = name
