@@ -33,7 +33,7 @@ from typing import Optional
 import torch
 
 from keeptune.data.prompts import PROMPTS, sequence_bos, sequence_prompt
-from keeptune.io import DataError, MalformedLineError, json_line
+from keeptune.io import DataError, MalformedLineError, decode_line, json_line, read_lines
 
 IGNORE = -100  # label of a position that is not trained (prompt, BOS, padding)
 
@@ -73,10 +73,10 @@ def read_conversations(path: Path) -> list[Conversation]:
     if not path.is_file():
         raise DataError(f"training data {path} does not exist (make it with `keeptune data build --out {path}`)")
     records: list[Conversation] = []
-    with open(path, encoding="utf-8") as handle:
-        for number, text in enumerate(handle, start=1):
-            if text.strip():
-                records.append(parse_conversation(json_line(text, path, number), path, number))
+    for number, raw in read_lines(path):  # UTF-8, a BOM allowed; a line that is not: MalformedLineError
+        text = decode_line(raw, path, number)
+        if text.strip():
+            records.append(parse_conversation(json_line(text, path, number), path, number))
     if not records:
         raise DataError(f"training data {path} is empty: it holds no conversation record")
     return records
