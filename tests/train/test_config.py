@@ -128,3 +128,64 @@ def test_sizes_must_be_positive(word):
     field = word.split("=")[0]
     with pytest.raises(ConfigError, match=rf"override '{word}': field '{field}' is -?\d+; it must be at least 1"):
         load_config(None, [word])
+
+
+@pytest.mark.parametrize(("word", "fragment"), [
+    ("train.lr=-1", "field 'train.lr' is -1.0; it must be greater than 0 (and finite)"),
+    ("train.lr=nan", "field 'train.lr' is nan; it must be greater than 0"),
+    ("train.lr=.inf", "field 'train.lr' is inf; it must be greater than 0 (and finite)"),
+    ("train.warmup_ratio=-1", "field 'train.warmup_ratio' is -1.0; it must be in [0, 1]"),
+    ("train.warmup_ratio=1.5", "field 'train.warmup_ratio' is 1.5; it must be in [0, 1]"),
+    ("train.checkpoints=0", "field 'train.checkpoints' is 0; it must be at least 1"),
+    ("train.checkpoints=-2", "field 'train.checkpoints' is -2; it must be at least 1"),
+    ("train.grad_clip=-1", "field 'train.grad_clip' is -1.0; it must be at least 0"),
+    ("train.eps=0", "field 'train.eps' is 0.0; it must be greater than 0"),
+    ("train.weight_decay=-0.1", "field 'train.weight_decay' is -0.1; it must be at least 0"),
+    ("train.betas=[0.9,1.5]", "field 'train.betas' is [0.9, 1.5]; each must be in [0, 1)"),
+    ("train.global_batch=6", "field 'train.global_batch' is 6; it must be a multiple of train.micro_batch (4)"),
+    ("lora.rank=0", "field 'lora.rank' is 0; it must be at least 1"),
+    ("lora.alpha=0", "field 'lora.alpha' is 0; it must be greater than 0"),
+    ("lora.dropout=2", "field 'lora.dropout' is 2.0; it must be in [0, 1)"),
+    ("lora.dropout=1", "field 'lora.dropout' is 1.0; it must be in [0, 1)"),
+    ("lora.targets=[(", "field 'lora.targets': LoRA target '[(' is not a valid regular expression"),
+    ("lora.targets=[]", "field 'lora.targets': no LoRA target given"),
+    ("model.device=gpu", "field 'model.device': unknown device 'gpu'"),
+    ("model.device=cuda:x", "field 'model.device': unknown device 'cuda:x'"),
+    ("model.dtype=int8", "field 'model.dtype': unknown dtype 'int8'"),
+])
+def test_values_training_cannot_use_are_refused_at_parse_time(word, fragment):
+    """Issue 11.3/11.5: each of these ran without complaint or ended in a traceback after loading."""
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [word])
+    assert str(info.value) == f"override {word!r}: {fragment}" or str(info.value).startswith(
+        f"override {word!r}: {fragment}")
+
+
+def test_a_cuda_device_this_machine_lacks_is_refused(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(ConfigError, match=r"override 'model.device=cuda:7': field 'model.device': device 'cuda:7' "
+                                          r"does not exist: this machine has 2 CUDA device\(s\), cuda:0 to cuda:1"):
+        load_config(None, ["model.device=cuda:7"])
+    assert load_config(None, ["model.device=cuda:1"]).model.device == "cuda:1"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="this machine has no CUDA device"):
+        load_config(None, ["model.device=cuda"])
+
+
+def test_range_errors_name_the_file_and_line(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  epochs: 2\n  lr: -3.0e-4\nlora:\n  dropout: 1.5\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=rf"^{path}:3: field 'train.lr' is -0.0003"):
+        load_config(path)
+
+
+def test_the_experiment_config_is_validated_too():
+    from keeptune.experiment.config import ExperimentConfig
+
+    with pytest.raises(ConfigError, match="field 'lora.dropout' is 2.0"):
+        load_config(None, ["lora.dropout=2"], root=ExperimentConfig)
+    with pytest.raises(ConfigError, match="field 'train.warmup_ratio'"):
+        load_config(None, ["train.warmup_ratio=-1"], root=ExperimentConfig)

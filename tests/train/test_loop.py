@@ -159,8 +159,15 @@ def test_existing_run_needs_resume_and_the_same_settings(trained, tiny_dir, tiny
 
 
 def test_global_batch_must_split_into_micro_batches(tiny_dir, tiny_data, tmp_path):
+    # at parse time (issue 11.3): before any data is read or model loaded
+    with pytest.raises(ConfigError, match=r"field 'train.global_batch' is 8; it must be a multiple of "
+                                          r"train.micro_batch \(3\)"):
+        tiny_config(tiny_dir, tiny_data, tmp_path / "run", "train.micro_batch=3")
+    # and by the loop, which also knows the world size
+    config = tiny_config(tiny_dir, tiny_data, tmp_path / "run")
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, micro_batch=3))
     with pytest.raises(ConfigError, match="global_batch 8 must be train.micro_batch 3"):
-        train(tiny_config(tiny_dir, tiny_data, tmp_path / "run", "train.micro_batch=3"))
+        train(config)
 
 
 @pytest.mark.parametrize(("content", "message"), [

@@ -63,6 +63,24 @@ def linear_module_names(model: torch.nn.Module) -> list[str]:
             if isinstance(module, torch.nn.Linear) and not name.endswith("lm_head")]
 
 
+def target_specs(targets: Sequence[str] | str) -> list[str]:
+    """The target specifications of a list or a comma-separated string, stripped, empty ones dropped."""
+    return [t.strip() for t in (targets.split(",") if isinstance(targets, str) else targets) if t.strip()]
+
+
+def check_target_syntax(targets: Sequence[str] | str) -> None:
+    """TargetError when there is no target or a regular expression does not compile (no model needed)."""
+    specs = target_specs(targets)
+    if not specs:
+        raise TargetError("no LoRA target given; e.g. q_proj,v_proj or the seed's .*wq|.*wv")
+    for spec in specs:
+        if not re.fullmatch(r"\w+", spec):
+            try:
+                re.compile(spec)
+            except re.error as err:
+                raise TargetError(f"LoRA target {spec!r} is not a valid regular expression ({err})") from None
+
+
 def resolve_targets(model: torch.nn.Module, targets: Sequence[str] | str) -> list[str]:
     """Full module names selected by `targets`; TargetError listing what exists if one matches nothing.
 
@@ -70,7 +88,8 @@ def resolve_targets(model: torch.nn.Module, targets: Sequence[str] | str) -> lis
     has that name; anything else is a regular expression that must match a
     whole module name, in its Hugging Face or MindFormers spelling.
     """
-    specs = [t.strip() for t in (targets.split(",") if isinstance(targets, str) else targets) if t.strip()]
+    check_target_syntax(targets)
+    specs = target_specs(targets)
     candidates = linear_module_names(model)
     chosen: set[str] = set()
     for spec in specs:

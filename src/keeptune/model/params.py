@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
-from keeptune.model.load import ModelLoadError, resolve_model_dir
-from keeptune.model.lora import LoraSettings, ParameterCount, apply_lora, count_parameters
+from keeptune.model.load import ModelLoadError, check_config_json, resolve_model_dir
+from keeptune.model.lora import LoraSettings, ParameterCount, apply_lora, count_parameters, resolve_targets
 
 # Built-in architectures (SPEC sections 3 and 6), as Llama configurations.
 ARCHITECTURES: dict[str, dict] = {
@@ -50,8 +50,13 @@ def source_config(source: str | Path | None):
     if path is not None and path.is_dir():
         if not (path / "config.json").is_file():
             raise ModelLoadError(f"{path} is not a Hugging Face model directory: it has no config.json")
+        check_config_json(path / "config.json")
+    else:
+        path = resolve_model_dir(source)
+    try:
         return AutoConfig.from_pretrained(path)
-    return AutoConfig.from_pretrained(resolve_model_dir(source))
+    except (OSError, ValueError, KeyError, TypeError) as err:  # not JSON, no model_type, an unknown architecture
+        raise ModelLoadError(f"{path / 'config.json'}: not a usable model configuration ({err})") from None
 
 
 def meta_model(config) -> torch.nn.Module:
@@ -60,6 +65,17 @@ def meta_model(config) -> torch.nn.Module:
 
     with torch.device("meta"):
         return AutoModelForCausalLM.from_config(config)
+
+
+def check_targets(source: str | Path | None, targets) -> list[str]:
+    """The module names LoRA `targets` select in `source`'s model, from its configuration alone.
+
+    The model is built on the meta device (no weights read; a GGUF source goes
+    through the conversion cache once), so a target list that matches nothing is a
+    TargetError (listing the Linear modules there are) before any data is built or
+    model loaded; a model source keeptune cannot read is a ModelLoadError.
+    """
+    return resolve_targets(meta_model(source_config(source)), targets)
 
 
 def lora_accounting(config, settings: LoraSettings) -> tuple[torch.nn.Module, ParameterCount]:

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Optional
 
-from keeptune.io import atomic_write_json
+from keeptune.io import OutputError, atomic_write_json, check_output_dir, mark_output_dir, unwritable
 from keeptune.model.load import ModelLoadError, load_model
 from keeptune.train.config import Config, load_config, parse_words
 
@@ -19,6 +21,7 @@ examples:
   keeptune train configs/smollm2-135m/lora.yaml
   keeptune train configs/smollm2-135m/lora.yaml train.lr=1e-3 lora.rank=16 out=runs/train/r16
   keeptune train configs/smollm2-135m/lora.yaml --resume      # after an interruption
+  keeptune train configs/smollm2-135m/lora.yaml out=DIR --overwrite   # DIR exists but keeptune did not make it
   torchrun --nproc_per_node 2 -m keeptune train configs/llama3-8b/lora.yaml
 """
 
@@ -45,22 +48,27 @@ def train(config: Optional[Path] = None, overrides: Optional[list[str]] = None, 
 
 def main(argv: list[str]) -> None:
     """`keeptune train [CONFIG] [key=value ...] [--resume]`."""
-    config, overrides, resume = parse_words(argv, "keeptune train", train.__doc__.split("\n\n")[0], TRAIN_USAGE, Config)
+    config, overrides, resume = parse_words(argv, "keeptune train", train.__doc__.split("\n\n")[0], TRAIN_USAGE, Config,
+                                            overwrite=True)
     train(config, overrides, resume)
 
 
-def merge(adapter: Path, out: Optional[Path] = None, model: Optional[str] = None, dtype: str = "float32") -> Path:
+def merge(adapter: Path, out: Optional[Path] = None, model: Optional[str] = None, dtype: str = "float32",
+          overwrite: bool = False) -> Path:
     """Merge a LoRA adapter into its base model and save full weights (safetensors, config, tokenizer).
 
     The result loads with AutoModelForCausalLM.from_pretrained and evaluates
     like any model directory; keeptune.json (training prompt and format) is
-    copied beside it.
+    copied beside it. An existing output directory is replaced only when an
+    earlier `keeptune merge` made it and nothing else was put in it since.
 
     Args:
         adapter: adapter directory (RUN/adapter or RUN/checkpoints/step-N).
-        out: output directory; default: ADAPTER-merged.
+        out: output directory; default: ADAPTER-merged. Never the adapter's or the base model's folder.
         model: base model; default: the one recorded in the adapter's keeptune.json.
         dtype: dtype of the merged weights: float32, bfloat16 or float16.
+        overwrite: write into an existing directory keeptune did not make; its
+            files of the same names are replaced, other files are left alone.
     """
     from peft import PeftModel
 
@@ -70,16 +78,45 @@ def merge(adapter: Path, out: Optional[Path] = None, model: Optional[str] = None
     if not (adapter / "adapter_config.json").is_file():
         raise ModelLoadError(f"{adapter} is not a PEFT adapter directory: it has no adapter_config.json")
     record = adapter / "keeptune.json"
-    info = json.loads(record.read_text(encoding="utf-8")) if record.is_file() else {}
+    try:
+        info = json.loads(record.read_text(encoding="utf-8")) if record.is_file() else {}
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ModelLoadError(f"{record}: not valid JSON ({err})") from None
+    if not isinstance(info, dict):
+        raise ModelLoadError(f"{record}: not a JSON object")
     source = model if model is not None else info.get("base_model")
     out = Path(out) if out is not None else adapter.with_name(adapter.name + "-merged")
+    inputs = (adapter, source)
+    try:  # before minutes of loading: is `out` ours to replace?
+        own = check_output_dir(out, "merge", inputs=inputs)
+    except OutputError:
+        if not overwrite:
+            raise
+        check_output_dir(out, "merge", overwrite=True, inputs=inputs)  # an input is still refused
+        own = False
     base, tokenizer = load_model(source, dtype=dtype, device="cpu")
-    merged = PeftModel.from_pretrained(base, adapter).merge_and_unload()
-    tmp = staging_dir(out)
-    merged.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    if info:
-        atomic_write_json(tmp / "keeptune.json", {**info, "merged_from": str(adapter)})
-    replace_dir(tmp, out)
+    try:
+        merged = PeftModel.from_pretrained(base, adapter).merge_and_unload()
+    except Exception as err:  # a broken or mismatched adapter: safetensors, shape or key errors
+        raise ModelLoadError(f"{adapter}: cannot apply this adapter to {source or 'the embedded default model'}: "
+                             f"{type(err).__name__}: {err}") from None
+    target = Path(os.path.abspath(out))
+    try:
+        tmp = staging_dir(target)
+        merged.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        if info:
+            atomic_write_json(tmp / "keeptune.json", {**info, "merged_from": str(adapter)})
+        files = [p.name for p in tmp.iterdir()]
+        mark_output_dir(tmp, "merge", files)
+        if own or not target.exists():
+            replace_dir(tmp, target)  # all of it was ours: replace it in one step
+        else:  # --overwrite of a folder keeptune did not make: replace our names only, never delete the rest
+            for name in files:
+                os.replace(tmp / name, target / name)
+            mark_output_dir(target, "merge", files)
+            shutil.rmtree(tmp)
+    except OSError as err:
+        raise unwritable(out, err) from None
     print(f"keeptune: merged {adapter} into {source or 'the embedded default model'}: {out}")
     return out

@@ -15,6 +15,7 @@ import ast
 import collections.abc
 import dataclasses
 import inspect
+import math
 import textwrap
 import types
 import typing
@@ -133,6 +134,8 @@ class Config:
     """Run directory: checkpoints/, adapter/ (the final adapter), log.jsonl, tensorboard/, config.yaml."""
     resume: bool = False
     """Continue from the last complete checkpoint in `out` (the same as --resume)."""
+    overwrite: bool = False
+    """Write into `out` even when it exists and keeptune did not make it (the same as --overwrite); nothing there is deleted."""
 
 
 # --- reading ------------------------------------------------------------------------
@@ -166,16 +169,77 @@ def load_config(path: Path | str | None = None, overrides: Sequence[str] = (), r
 
 
 # Fields that must be at least 1 (max_steps when set).
-POSITIVE = ("data.seq_len", "data.length_pool", "train.epochs", "train.max_steps", "train.global_batch", "train.micro_batch")
+POSITIVE = ("data.seq_len", "data.length_pool", "train.epochs", "train.max_steps", "train.global_batch",
+            "train.micro_batch", "train.checkpoints", "lora.rank")
+# Numbers with a range: (lowest, whether the lowest is allowed, highest, whether the highest is allowed).
+RANGES = {
+    "train.lr": (0.0, False, math.inf, False),
+    "train.eps": (0.0, False, math.inf, False),
+    "train.weight_decay": (0.0, True, math.inf, False),
+    "train.warmup_ratio": (0.0, True, 1.0, True),
+    "train.grad_clip": (0.0, True, math.inf, False),
+    "lora.alpha": (0.0, False, math.inf, False),
+    "lora.dropout": (0.0, True, 1.0, False),
+}
+
+
+def _range_text(low: float, low_ok: bool, high: float, high_ok: bool) -> str:
+    if high == math.inf:
+        return f"{'at least' if low_ok else 'greater than'} {low:g} (and finite)"
+    return f"in {'[' if low_ok else '('}{low:g}, {high:g}{']' if high_ok else ')'}"
 
 
 def validate(config, where: dict[str, str]):
-    """Values the types allow but training cannot use."""
-    for dotted in POSITIVE:
+    """Values the types allow but training cannot use: each a ConfigError naming where it was set
+    (FILE:LINE, the override, or `defaults`) and the field, before any data is read or model loaded.
+
+    Works on any root dataclass with `model`, `lora` and `train` sections (Config, ExperimentConfig)."""
+    def at(dotted: str) -> str:
+        return where.get(dotted) or where.get(dotted.rsplit(".", 1)[0]) or "defaults"
+
+    def get(dotted: str):
         section, name = dotted.split(".")
-        value = getattr(getattr(config, section, None), name, None)
+        return getattr(getattr(config, section, None), name, None)
+
+    for dotted in POSITIVE:
+        value = get(dotted)
         if value is not None and value < 1:
-            raise ConfigError(f"{where.get(dotted, 'defaults')}: field {dotted!r} is {value}; it must be at least 1")
+            raise ConfigError(f"{at(dotted)}: field {dotted!r} is {value}; it must be at least 1")
+    for dotted, (low, low_ok, high, high_ok) in RANGES.items():
+        value = get(dotted)
+        if value is None:
+            continue
+        inside = math.isfinite(value) and (value >= low if low_ok else value > low) and (
+            value <= high if high_ok else value < high)
+        if not inside:
+            raise ConfigError(f"{at(dotted)}: field {dotted!r} is {value!r}; it must be "
+                              f"{_range_text(low, low_ok, high, high_ok)}")
+    betas = get("train.betas")
+    if betas is not None and not all(math.isfinite(b) and 0 <= b < 1 for b in betas):
+        raise ConfigError(f"{at('train.betas')}: field 'train.betas' is {list(betas)}; each must be in [0, 1)")
+    global_batch, micro_batch = get("train.global_batch"), get("train.micro_batch")
+    if global_batch is not None and micro_batch is not None and global_batch % micro_batch:
+        raise ConfigError(f"{at('train.global_batch')}: field 'train.global_batch' is {global_batch}; it must be a "
+                          f"multiple of train.micro_batch ({micro_batch}): global batch = micro-batch x gradient "
+                          "accumulation x number of devices")
+    targets = get("lora.targets")
+    if targets is not None:
+        from keeptune.model.lora import TargetError, check_target_syntax
+
+        try:
+            check_target_syntax(targets)
+        except TargetError as err:
+            raise ConfigError(f"{at('lora.targets')}: field 'lora.targets': {err}") from None
+    for dotted in ("model.device", "model.dtype"):
+        value = get(dotted)
+        if value is None:
+            continue
+        from keeptune.model.load import ModelLoadError, resolve_device, resolve_dtype
+
+        try:
+            resolve_device(value) if dotted == "model.device" else resolve_dtype(value, resolve_device("cpu"))
+        except ModelLoadError as err:
+            raise ConfigError(f"{at(dotted)}: field {dotted!r}: {err}") from None
     return config
 
 
@@ -304,10 +368,12 @@ def field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
-def parse_words(argv: list[str], prog: str, description: str, examples: str, root: type, resume: bool = True):
-    """Parse `[CONFIG] [key=value ...] [--resume]` (the words jsonargparse cannot read);
+def parse_words(argv: list[str], prog: str, description: str, examples: str, root: type, resume: bool = True,
+                overwrite: bool = False):
+    """Parse `[CONFIG] [key=value ...] [--resume] [--overwrite]` (the words jsonargparse cannot read);
     `--help` lists every field of `root` with its default and docstring.
-    Returns (config file or None, overrides, whether --resume was given)."""
+    Returns (config file or None, overrides, whether --resume was given); with `overwrite`, a
+    `--overwrite` flag is accepted and becomes the override `overwrite=true` (`root` needs that field)."""
     import argparse
 
     parser = argparse.ArgumentParser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -317,11 +383,15 @@ def parse_words(argv: list[str], prog: str, description: str, examples: str, roo
                         help="a YAML config file, then overrides such as train.lr=1e-3")
     if resume:
         parser.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
+    if overwrite:
+        parser.add_argument("--overwrite", action="store_true",
+                            help="write into an output directory keeptune did not make (nothing there is deleted)")
     args = parser.parse_args(argv)
     files = [w for w in args.words if "=" not in w]
     if len(files) > 1:
         parser.error(f"one config file at most, got {files}")
-    return (files[0] if files else None), [w for w in args.words if "=" in w], getattr(args, "resume", False)
+    words = [w for w in args.words if "=" in w] + (["overwrite=true"] if getattr(args, "overwrite", False) else [])
+    return (files[0] if files else None), words, getattr(args, "resume", False)
 
 
 def describe(cls: type = Config, prefix: str = "", defaults: Any = None) -> list[str]:

@@ -36,9 +36,11 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from keeptune.evaluate.engine import ResumeMismatchError
-from keeptune.io import DataError, append_jsonl, atomic_write_text, read_jsonl_prefix, write_jsonl
+from keeptune.io import (DataError, append_jsonl, atomic_write_text, check_output_dir, claim_output_dir,
+                         read_jsonl_prefix, write_jsonl)
 from keeptune.model.load import load_model, model_name
 from keeptune.model.lora import apply_lora, print_parameter_groups
+from keeptune.model.params import check_targets
 from keeptune.train import checkpoint, distributed
 from keeptune.train.config import Config, ConfigError, to_dict, to_yaml
 from keeptune.train.data import (IGNORE, collate, detect_prompt, encode, epoch_batches, label_count,
@@ -46,8 +48,10 @@ from keeptune.train.data import (IGNORE, collate, detect_prompt, encode, epoch_b
 from keeptune.train.distributed import Dist
 
 OnStep = Callable[[int, torch.nn.Module], Optional[dict]]
+# What `keeptune train` writes into its run directory (`out`): a folder holding only these is a run of it.
+RUN_OUTPUTS = ("checkpoints", "adapter", "log.jsonl", "tensorboard", "config.yaml")
 # Config fields that may change between a run and its resumption (they do not change the result's maths).
-RESUMABLE_CHANGES = {"resume", "model.device", "train.micro_batch", "train.gradient_checkpointing",
+RESUMABLE_CHANGES = {"resume", "overwrite", "model.device", "train.micro_batch", "train.gradient_checkpointing",
                      "distributed.strategy", "distributed.backend"}
 
 
@@ -107,12 +111,16 @@ def setup(config: Config, d: Dist) -> Run:
     if rest or accumulation == 0:
         raise ConfigError(f"train.global_batch {t.global_batch} must be train.micro_batch {t.micro_batch} x "
                           f"gradient accumulation x world size {d.world}")
+    check_output_dir(out, "train", config.overwrite, inputs=(config.data.path, config.model.source),
+                     outputs=RUN_OUTPUTS)
+    distributed.barrier(d)  # every rank has looked before rank 0 marks the directory
     prior, start = checkpoint.last_step(out)
     if prior is not None and not config.resume:
         raise ConfigError(f"{out} already holds checkpoints (last: {prior.name}); pass --resume (resume=true) "
                           "to continue that run, or choose another out=")
     path = Path(config.data.path)
     conversations = read_conversations(path)
+    check_targets(config.model.source, config.lora.targets)  # on the meta device: before any weights load
     identity = {**to_dict(config), "data_sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
     if prior is not None:
         check_resumable(prior, identity)
@@ -167,7 +175,8 @@ def setup(config: Config, d: Dist) -> Run:
               f"accumulation {accumulation} x world {d.world}; {'bf16' if bf16 else 'fp32'} on {d.device}; "
               f"checkpoints at steps {save_at}" + (f"; resuming from {prior}" if prior else ""))
         checkpoint.remove_partial(out)
-        out.mkdir(parents=True, exist_ok=True)
+        claim_output_dir(out, "train", config.overwrite, inputs=(config.data.path, config.model.source),
+                         outputs=RUN_OUTPUTS)
         atomic_write_text(out / "config.yaml", to_yaml(config))
     distributed.barrier(d)
     return Run(config, d, out, samples, [len(s.tokens) for s in samples], [label_count(s) for s in samples],
