@@ -15,7 +15,7 @@ from keeptune.report import commands as report_commands
 from keeptune.train import commands as train_commands
 
 COMMANDS = {
-    "eval": {"squad": eval_commands.squad, "math": eval_commands.math},
+    "eval": eval_commands.eval_task,  # eval TASK: a built-in name (squad, math, ...) or a task spec file
     "data": {"generate": data_commands.generate, "build": data_commands.build, "stats": data_commands.stats},
     "params": model_commands.params,
     "run": experiment_commands.run,  # run and train take key=value words: parsed by their own `main`

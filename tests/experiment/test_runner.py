@@ -24,7 +24,7 @@ def experiment(tmp_path_factory):
     words = [f"model.source={model}", f"original.data={squad}", f"out={tmp / 'run'}", "name=tiny",
              "new_task.n=16", "new_task.eval_n=6", "new_task.max_new_tokens=6", "new_task.seq_len=512",
              "train.max_steps=4", "train.global_batch=4", "train.micro_batch=2", "train.checkpoints=2",
-             "train.lr=1e-2", "tracking.every=2", "tracking.squad=2", "tracking.math=2", "batch_size=4"]
+             "train.lr=1e-2", "tracking.every=2", "tracking.retention=2", "tracking.new_task=2", "batch_size=4"]
     assert main(["run", *words]) == 0
     return tmp / "run", words
 
@@ -35,20 +35,22 @@ def read(path):
 
 def test_every_step_leaves_its_output(experiment):
     run, _ = experiment
-    for part in ("data/train.jsonl", "data/eval.jsonl", "baseline/squad/metrics.json", "baseline/math/metrics.json",
-                 "train/log.jsonl", "results.json", "report.md", "report.html"):
+    for part in ("data/train.jsonl", "data/eval.jsonl", "baseline/squad-seed/metrics.json",
+                 "baseline/math-worked/metrics.json", "train/log.jsonl", "results.json", "report.md", "report.html"):
         assert (run / part).is_file(), part
     results = read(run / "results.json")
     assert [c["step"] for c in results["checkpoints"]] == [2, 4]
+    assert [(t["name"], t["role"]) for t in results["tasks"]] == [("squad-seed", "retention"), ("math-worked", "new")]
     for entry in results["checkpoints"]:
         name = f"step-{entry['step']:06d}"
-        assert read(run / "checkpoints" / name / "squad" / "metrics.json")["total_count"] == 3
-        assert read(run / "checkpoints" / name / "math" / "metrics.json")["total_count"] == 6
+        assert read(run / "checkpoints" / name / "squad-seed" / "metrics.json")["total_count"] == 3
+        assert read(run / "checkpoints" / name / "math-worked" / "metrics.json")["total_count"] == 6
     assert [t["step"] for t in results["tracking"]] == [2, 4]
-    # The tracked subset (tracking.squad=2: q0, q1) is gated against its own baseline.
-    predictions = {r["id"]: r for r in map(json.loads, open(run / "baseline" / "squad" / "predictions.jsonl"))}
-    subset_f1 = 100 * (predictions["q0"]["f1"] + predictions["q1"]["f1"]) / 2
-    assert all(t["baseline_F1"] == pytest.approx(subset_f1) for t in results["tracking"])
+    # The tracked subset (tracking.retention=2: q0, q1) is gated against its own baseline.
+    predictions = {r["id"]: r for r in map(json.loads, open(run / "baseline" / "squad-seed" / "predictions.jsonl"))}
+    subset_f1 = 100 * (predictions["q0"]["scores"]["emf1"]["f1"] + predictions["q1"]["scores"]["emf1"]["f1"]) / 2
+    assert all(t["baseline"]["squad-seed"]["emf1.F1"] == pytest.approx(subset_f1) for t in results["tracking"])
+    assert all(t["subset"] == {"squad-seed": 2, "math-worked": 2} for t in results["tracking"])
     assert results["command"].startswith("keeptune run ")
     assert results["settings"]["steps"] == 4
     assert results["settings"]["data_recipe"] == "generated custom (mass 70, fraction 30, area 300) x16, cot"
@@ -78,14 +80,24 @@ def test_eval_set_obeys_the_training_strategy_filter(tmp_path):
 def test_gate_score_and_best_follow_the_seed_rules(experiment):
     run, _ = experiment
     results = read(run / "results.json")
-    base = results["baseline"]["squad"]
+    base = results["baseline"]["tasks"]["squad-seed"]["scores"]
     ratio = results["params"]["ratio"]
     # LoRA rank 8 on q_proj (64->64) and v_proj (64->32) of 2 layers: (8*64 + 64*8) + (8*64 + 32*8) = 1792 per
     # layer, 3584 in all (tests/model/test_lora.py pins the tiny model's totals the same way).
     assert results["params"]["trainable"] == 3584
+    # Recomputed from the predictions: the seed's EmF1 means and the judge's share correct at EPS 1e-2.
     for entry in results["checkpoints"]:
-        squad, accuracy = entry["squad"], entry["math"]["accuracy"]["0.01"]
-        passes = squad["F1"] >= 0.9 * base["F1"] and squad["Em"] >= 0.9 * base["Em"]
+        folder = run / "checkpoints" / f"step-{entry['step']:06d}"
+        records = [json.loads(line) for line in open(folder / "squad-seed" / "predictions.jsonl")]
+        f1 = 100 * sum(r["scores"]["emf1"]["f1"] for r in records) / len(records)
+        em = 100 * sum(r["scores"]["emf1"]["em"] for r in records) / len(records)
+        judged = [json.loads(line) for line in open(folder / "math-worked" / "predictions.jsonl")]
+        accuracy = sum(r["scores"]["judge"]["seed"]["0.01"] for r in judged) / len(judged)
+        assert entry["tasks"]["squad-seed"]["scores"]["emf1.F1"] == pytest.approx(f1)
+        assert entry["accuracy"] == pytest.approx(accuracy)
+        assert entry["tasks"]["squad-seed"]["scores"]["emf1.Em"] == pytest.approx(em)
+        scores = entry["tasks"]["squad-seed"]["scores"]
+        passes = scores["emf1.F1"] >= 0.9 * base["emf1.F1"] and scores["emf1.Em"] >= 0.9 * base["emf1.Em"]
         assert entry["passes_gate"] == passes
         assert entry["score"] == (pytest.approx((1 - ratio) * 0.3 + accuracy * 0.7) if passes else None)
     passing = [e for e in results["checkpoints"] if e["passes_gate"]]
@@ -101,31 +113,31 @@ def test_rerun_redoes_nothing_and_a_changed_evaluation_redoes_only_it(experiment
     log = (run / "train" / "log.jsonl").read_text()
     assert main(["run", *words]) == 0
     assert (run / "train" / "log.jsonl").read_text() == log
-    assert read(run / "baseline" / "squad" / "metrics.json")["generated"] == 0
-    assert read(run / "checkpoints" / "step-000004" / "math" / "metrics.json")["generated"] == 0
+    assert read(run / "baseline" / "squad-seed" / "metrics.json")["generated"] == 0
+    assert read(run / "checkpoints" / "step-000004" / "math-worked" / "metrics.json")["generated"] == 0
 
     changed = [w for w in words if not w.startswith("new_task.max_new_tokens")] + ["new_task.max_new_tokens=5"]
     assert main(["run", *changed]) == 0
     assert (run / "train" / "log.jsonl").read_text() == log  # training untouched
-    assert read(run / "checkpoints" / "step-000004" / "math" / "metrics.json")["generated"] == 6
-    assert read(run / "baseline" / "squad" / "metrics.json")["generated"] == 0
+    assert read(run / "checkpoints" / "step-000004" / "math-worked" / "metrics.json")["generated"] == 6
+    assert read(run / "baseline" / "squad-seed" / "metrics.json")["generated"] == 0
 
 
 @pytest.mark.parametrize("fmt", ["plain", "vicuna", "chat"])
 def test_evaluation_reads_the_prompt_tokens_training_put_before_the_answer(fmt):
     from keeptune.data.prompts import format_prompt
-    from keeptune.evaluate.tasks.math import MathSample
+    from keeptune.evaluate.spec import Sample, SpecTask
     from keeptune.experiment.config import ExperimentConfig, NewTaskConfig
-    from keeptune.data.prompts import sequence_bos
-    from keeptune.experiment.runner import math_task
+    from keeptune.experiment.runner import new_task_spec
     from keeptune.train.data import IGNORE, Conversation, encode
     from tests.tiny import chat_tokenizer
 
     tokenizer = chat_tokenizer()
     problem = "计算 1 + 2 等于多少？"
     config = ExperimentConfig(new_task=NewTaskConfig(prompt="math", format=fmt))
-    task = math_task(config, [MathSample("m0", problem, "1 + 2 = 3")], tokenizer)
-    bos = [tokenizer.bos_token_id] if sequence_bos(fmt) else []  # as the engine puts it
+    task = SpecTask(new_task_spec(config, None), [Sample("m0", {"problem": problem, "solution": "1 + 2 = 3"}, "-")],
+                    tokenizer)
+    bos = [tokenizer.bos_token_id] if task.add_bos else []  # as the engine puts it
     seen = bos + tokenizer(task.prompt(task.samples[0]), add_special_tokens=False).input_ids
     trained = encode([Conversation(1, format_prompt("math", problem), "1 + 2 = 3")], tokenizer, fmt,
                      seq_len=512).samples[0]

@@ -24,6 +24,12 @@ PROMPTS: dict[str, str] = {
     "none": "{problem}",
 }
 
+# The seed's SQuAD prompt (SPEC section 1), over the fields of a SQuAD sample.
+SQUAD_SEED = ("Read the passage and answer the question below.\n\n### Instruction:\n{passage}"
+              "\n\n### Input:\n{question}\n\n### Response:")
+# Every prompt a task spec can name.
+NAMED_PROMPTS: dict[str, str] = {"squad-seed": SQUAD_SEED, **PROMPTS}
+
 CHAT = "chat"
 PROMPT_NAMES: tuple[str, ...] = (*PROMPTS, CHAT)
 

@@ -12,7 +12,8 @@ from keeptune.io import DataError
 
 SQUAD_SAMPLE = "squad/dev-v1.1-super-bowl-50.json"  # 54 paragraphs of SQuAD v1.1 dev
 # The same file, shipped as package data (CC BY-SA 4.0; attribution in files/NOTICE).
-PACKAGED_SQUAD = Path(__file__).resolve().parent / "files" / "squad-dev-v1.1-super-bowl-50.json"
+PACKAGED_DIR = Path(__file__).resolve().parent / "files"
+PACKAGED_SQUAD = PACKAGED_DIR / "squad-dev-v1.1-super-bowl-50.json"
 MATH_SAMPLE = "math/train-sample-996.jsonl"  # 996 real lines of the math training file
 # ../shared beside the working directory, or beside this source checkout.
 SHARED_ROOTS = (Path.cwd().parent, Path(__file__).resolve().parents[4])

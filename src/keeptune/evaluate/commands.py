@@ -1,122 +1,150 @@
-"""`keeptune eval ...`: one typed function per command."""
+"""`keeptune eval TASK`: any task spec, on a model or on a PEFT adapter over its base."""
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Optional
 
-from keeptune.data.prompts import FORMATS, sequence_bos
-from keeptune.data.shared import MATH_SAMPLE, shared_file
-from keeptune.data.squad import load_samples, resolve_data
+from keeptune.data.prompts import PROMPTS
 from keeptune.evaluate.engine import evaluate
 from keeptune.evaluate.generation import GenerationSettings
-from keeptune.evaluate.tasks.math import MathTask, load_math_samples
-from keeptune.evaluate.tasks.squad import SquadTask
+from keeptune.evaluate.spec import SpecTask, load_spec, load_task_samples, resolve_data_path
 from keeptune.io import DataError
 from keeptune.model.load import load_model, model_name
 
 
-def default_out(task: str, model: Optional[str]) -> Path:
-    """runs/eval/TASK-MODEL, so re-running the same command resumes it."""
+def default_out(task: str, model: Optional[str], adapter: Optional[Path] = None) -> Path:
+    """runs/eval/TASK-MODEL[-ADAPTER], so re-running the same command resumes it."""
     slug = "smollm2-135m-instruct" if model is None else Path(model).name or "model"
+    if adapter is not None:
+        slug += "-" + (Path(adapter).resolve().name or "adapter")
     return Path("runs") / "eval" / f"{task}-{re.sub(r'[^A-Za-z0-9._-]+', '-', slug).lower()}"
 
 
-def squad(
+def adapter_info(adapter: Path) -> dict:
+    """The adapter's keeptune.json: base model, prompt, sequence format, BOS (written by keeptune train)."""
+    adapter = Path(adapter)
+    if not (adapter / "adapter_config.json").is_file():
+        raise DataError(f"{adapter} is not a PEFT adapter directory: it has no adapter_config.json")
+    path = adapter / "keeptune.json"
+    if not path.is_file():
+        return {}
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(info, dict):
+        raise DataError(f"{path}: not a JSON object")
+    return info
+
+
+def as_trained(changes: dict, info: dict, adapter_prompt: bool) -> dict:
+    """The prompt and sequence format an adapter was trained with, where the user named none.
+
+    Only for a task with `adapter_prompt: true` (the task an adapter learns); a fixed protocol such
+    as squad-seed keeps its own. A recorded prompt of `none` means the training prompts were the
+    task's own text, so the spec's prompt stays.
+    """
+    if not adapter_prompt or not info:
+        return changes
+    trained = dict(changes)
+    if "prompt" not in changes and info.get("prompt") in PROMPTS and info["prompt"] != "none":
+        trained["prompt"] = info["prompt"]
+    if "format" not in changes and info.get("format"):
+        trained["format"] = info["format"]
+    if "add_bos" not in changes and "add_bos" in info:
+        trained["add_bos"] = bool(info["add_bos"])
+    return trained
+
+
+def load_with_adapter(model: Optional[str], adapter: Optional[Path], info: dict, dtype: str, device: str):
+    """(model, tokenizer, identity) of a base model, with the adapter applied unmerged when given."""
+    source = model if model is not None or adapter is None else info.get("base_model")
+    net, tokenizer = load_model(source, dtype=dtype, device=device)
+    identity = {"model": model_name(source), "dtype": str(net.dtype).removeprefix("torch.")}
+    if adapter is not None:
+        from peft import PeftModel
+
+        net = PeftModel.from_pretrained(net, str(adapter)).eval()
+        weights = Path(adapter) / "adapter_model.safetensors"
+        identity["adapter"] = f"{Path(adapter).resolve()} {hashlib.sha256(weights.read_bytes()).hexdigest()[:16]}"
+    return net, tokenizer, identity
+
+
+def _positive(name: str, value: Optional[int]) -> None:
+    if value is not None and value < 1:
+        raise DataError(f"--{name.replace('_', '-')} is {value}; it must be at least 1")
+
+
+def eval_task(
+    task: str,
     model: Optional[str] = None,
+    adapter: Optional[Path] = None,
     data: Optional[str] = None,
     limit: Optional[int] = None,
+    prompt: Optional[str] = None,
+    format: Optional[str] = None,
+    extraction: Optional[str] = None,
+    max_new_tokens: Optional[int] = None,
+    min_new_tokens: Optional[int] = None,
+    add_bos: Optional[bool] = None,
     batch_size: int = 64,
     prefill_batch_size: int = 8,
-    max_new_tokens: int = 20,
-    min_new_tokens: Optional[int] = None,
-    add_bos: bool = False,
+    skip_bad: bool = False,
     out: Optional[Path] = None,
     dtype: str = "auto",
     device: str = "auto",
-) -> None:
-    """Evaluate a model on SQuAD v1.1 reading comprehension under the seed protocol.
+) -> dict:
+    """Evaluate a model (or an adapter on its base model) on a task: a built-in name or a YAML spec.
 
-    One sample per paragraph (its first question and first answer), the seed's
-    prompt, greedy decoding; prints the seed's EmF1 line and the official SQuAD
-    v1.1 scores, writes OUT/predictions.jsonl and OUT/metrics.json. Re-run the
-    same command after an interruption to resume.
+    Built-ins: squad-seed (alias squad: SQuAD v1.1 under the seed protocol, the packaged 54-paragraph
+    article by default) and math-contest (alias math: the contest's arithmetic, judged the seed's way).
+    Greedy decoding in batches; prints the task's metrics; writes OUT/predictions.jsonl (one scored
+    record per sample, appended as batches finish) and OUT/metrics.json. Re-run the same command after
+    an interruption to resume; resuming over other settings or other data is refused.
 
     Args:
-        model: a Hugging Face model directory or a GGUF file; default: the embedded SmolLM2-135M-Instruct.
-        data: SQuAD v1.1 JSON file or its http(s) address (downloaded once); default: ../shared's 54-paragraph file.
+        task: a built-in task name (squad-seed, math-contest; squad, math) or a task spec YAML file.
+        model: a Hugging Face model directory or a GGUF file; default: the adapter's base model, else the
+            embedded SmolLM2-135M-Instruct.
+        adapter: a PEFT adapter directory (keeptune train writes them): evaluated on its base model without
+            merging, in the prompt and sequence format it was trained with (for a task with adapter_prompt).
+        data: the task's samples instead of the spec's: a file or an http(s) address (downloaded once).
         limit: evaluate only the first N samples.
+        prompt: a named prompt (squad-seed, math, alpaca, none) or a format string over the sample's fields.
+        format: the sequence format the prompt is read in: plain, vicuna or chat.
+        extraction: the math judge's answer extraction: seed (first match), final (last match) or last (last number).
+        max_new_tokens: tokens generated at most (the spec's by default: 20 for both built-ins, as the seed).
+        min_new_tokens: forbid EOS before this many tokens.
+        add_bos: prepend the BOS token (default: the spec's; the seed protocol adds none).
         batch_size: rows decoded together (more is faster, needs more memory).
         prefill_batch_size: prompts prefilled together (small keeps padding low).
-        max_new_tokens: tokens generated at most (the seed: 20).
-        min_new_tokens: forbid EOS before this many tokens (the seed: unset).
-        add_bos: prepend the BOS token (the seed protocol does not).
-        out: output directory; default: runs/eval/squad-MODEL.
+        skip_bad: leave out (and count) samples whose prompt does not fit the model's context.
+        out: output directory; default: runs/eval/TASK-MODEL.
         dtype: float32, bfloat16 or float16; auto: float32 on CPU, bfloat16 on GPU.
         device: cpu, cuda, cuda:N; auto: CUDA when available.
     """
-    path = resolve_data(data)
-    samples = load_samples(path)[:limit]
-    run_task(lambda tokenizer: SquadTask(samples, tokenizer), "squad", model, path, "seed", out, dtype, device,
-             GenerationSettings(max_new_tokens, min_new_tokens, batch_size, prefill_batch_size), add_bos)
-
-
-def math(
-    model: Optional[str] = None,
-    data: Optional[Path] = None,
-    limit: Optional[int] = None,
-    prompt: str = "none",
-    format: str = "plain",
-    extraction: str = "seed",
-    batch_size: int = 64,
-    prefill_batch_size: int = 8,
-    max_new_tokens: int = 20,
-    min_new_tokens: Optional[int] = None,
-    add_bos: bool = False,
-    out: Optional[Path] = None,
-    dtype: str = "auto",
-    device: str = "auto",
-) -> None:
-    """Evaluate a model on the arithmetic task, judged the seed's way.
-
-    Greedy decoding of each (deduplicated) problem in the chosen prompt; prints
-    accuracy at EPS 1e-8, 1e-4 and 1e-2 for the seed judge (np.isclose) and a
-    strict absolute judge, and the per-template [correct, total] table; writes
-    OUT/predictions.jsonl and OUT/metrics.json. Re-run to resume.
-
-    Args:
-        model: a Hugging Face model directory or a GGUF file; default: the embedded SmolLM2-135M-Instruct.
-        data: JSON lines of {"problem", "solution"} (the training file's format); default: ../shared's 996-line sample.
-        limit: evaluate only the first N problems.
-        prompt: none (the raw problem, as the seed's script), math or alpaca.
-        format: the training sequence format the prompt is read in: plain (as it is), vicuna (the seed's
-            MindFormers wrapper, after BOS) or chat (the model's chat template); use the adapter's own.
-        extraction: seed (first match of the template's answer shape), final (last match) or last (last number).
-        batch_size: rows decoded together.
-        prefill_batch_size: prompts prefilled together.
-        max_new_tokens: tokens generated at most (the seed: 20; more for worked-step answers).
-        min_new_tokens: forbid EOS before this many tokens.
-        add_bos: prepend the BOS token.
-        out: output directory; default: runs/eval/math-MODEL.
-        dtype: float32, bfloat16 or float16; auto: float32 on CPU, bfloat16 on GPU.
-        device: cpu, cuda, cuda:N; auto: CUDA when available.
-    """
-    path = Path(data) if data is not None else shared_file(
-        MATH_SAMPLE, "Pass --data with a JSON-lines file of problem/solution pairs (e.g. from keeptune data generate).")
-    samples = load_math_samples(path)[:limit]
-    if format not in FORMATS:
-        raise DataError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
-    run_task(lambda tokenizer: MathTask(samples, prompt, extraction, format, tokenizer),
-             "math", model, path, prompt if format == "plain" else f"{prompt} in {format}", out, dtype, device,
-             GenerationSettings(max_new_tokens, min_new_tokens, batch_size, prefill_batch_size),
-             add_bos or sequence_bos(format))
-
-
-def run_task(make_task: Callable, name: str, model: Optional[str], data: Path, prompt: str, out: Optional[Path],
-             dtype: str, device: str, settings: GenerationSettings, add_bos: bool) -> dict:
-    """Load the model, build the task, evaluate into OUT (default runs/eval/NAME-MODEL)."""
-    net, tokenizer = load_model(model, dtype=dtype, device=device)
-    identity = {"model": model_name(model), "data": str(data), "dtype": str(net.dtype).removeprefix("torch."),
-                "prompt": prompt}
-    return evaluate(make_task(tokenizer), net, tokenizer, out or default_out(name, model), settings, identity,
-                    add_bos=add_bos)
+    for name in ("limit", "batch_size", "prefill_batch_size", "max_new_tokens"):
+        _positive(name, locals()[name])
+    info = adapter_info(adapter) if adapter is not None else {}
+    changes: dict[str, Any] = {key: value for key, value in (
+        ("data.limit", limit), ("prompt", prompt), ("format", format), ("add_bos", add_bos),
+        ("generation.max_new_tokens", max_new_tokens), ("generation.min_new_tokens", min_new_tokens))
+        if value is not None}
+    if extraction is not None:
+        changes["extraction"] = extraction
+    if data is not None:
+        changes["data.path"] = data if str(data).startswith(("http://", "https://")) else str(Path(data).resolve())
+    compiled = load_spec(task, as_trained(changes, info, load_spec(task).spec.adapter_prompt))
+    spec = compiled.spec
+    path = resolve_data_path(spec)
+    samples = load_task_samples(compiled, path)  # every record checked before the model loads
+    net, tokenizer, identity = load_with_adapter(model, adapter, info, dtype, device)
+    settings = GenerationSettings(spec.generation.max_new_tokens, spec.generation.min_new_tokens, batch_size,
+                                  prefill_batch_size)
+    spec_task = SpecTask(compiled, samples, tokenizer)
+    print(f"task {spec.name} ({spec.source}): {len(samples)} samples from {path}")
+    return evaluate(spec_task, net, tokenizer, out or default_out(spec.name, model, adapter), settings,
+                    identity, add_bos=spec_task.add_bos, skip_bad=skip_bad)

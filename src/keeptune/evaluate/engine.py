@@ -20,8 +20,10 @@ that check because they do not change greedy outputs.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import time
+from contextlib import contextmanager
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -82,25 +84,74 @@ def _resume(out: Path, identity: dict) -> dict[str, dict]:
     return {record["id"]: record for record in records}
 
 
+@contextmanager
+def exclusive(out: Path):
+    """Hold OUT/.lock for the evaluation: a second evaluation into OUT is refused, not interleaved."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DataError(f"{out}: another evaluation is writing into this directory now; wait for it to "
+                            "finish or choose another --out") from None
+        yield
+
+
+def context_length(model) -> int | None:
+    """The longest sequence the model's positions cover, when its config says."""
+    return getattr(getattr(model, "config", None), "max_position_embeddings", None)
+
+
 def evaluate(task: Task, model, tokenizer, out: Path, settings: GenerationSettings,
-             identity: dict, add_bos: bool = False) -> dict:
-    """Evaluate `model` on `task`; resumable; returns the metrics written to OUT/metrics.json."""
+             identity: dict, add_bos: bool = False, skip_bad: bool = False) -> dict:
+    """Evaluate `model` on `task`; resumable; returns the metrics written to OUT/metrics.json.
+
+    A prompt that does not fit the model's context with `max_new_tokens` after it is an
+    error naming its file and line, before anything is generated; with `skip_bad` it is
+    left out and counted (`skipped` in metrics.json).
+    """
     out = Path(out)
+    with exclusive(out):
+        return _evaluate(task, model, tokenizer, out, settings, identity, add_bos, skip_bad)
+
+
+def _evaluate(task, model, tokenizer, out: Path, settings: GenerationSettings, identity: dict, add_bos: bool,
+              skip_bad: bool) -> dict:
     eos, pad = eos_token_ids(tokenizer, model), tokenizer.pad_token_id
     generation = settings.describe(eos, pad) | {"add_bos": add_bos}
     print("generation config:", json.dumps(generation))
     resumable = {k: v for k, v in generation.items() if k not in ("batch_size", "prefill_batch_size")}
-    done = _resume(out, {"task": task.name, **identity, "generation": resumable})
-    todo = [s for s in task.samples if s.id not in done]
-    if done:
-        print(f"resuming: {len(task.samples) - len(todo)} of {len(task.samples)} samples already in {out}")
+    described = task.describe() if hasattr(task, "describe") else {}
+    done = _resume(out, {"task": task.name, **described, **identity, "generation": resumable})
 
-    started = time.perf_counter()
     # BOS by id, as training puts it: not every tokenizer adds one with add_special_tokens.
     head = [tokenizer.bos_token_id] if add_bos else []
     if add_bos and tokenizer.bos_token_id is None:
         raise DataError("add_bos needs a BOS token, and this tokenizer has none")
-    prompts = [head + tokenizer(task.prompt(s), add_special_tokens=False).input_ids for s in todo]
+    room, skipped = context_length(model), []
+    samples, prompts = [], []
+    for s in task.samples:
+        if s.id in done:
+            samples.append(s)
+            continue
+        ids = head + tokenizer(task.prompt(s), add_special_tokens=False).input_ids
+        if room is not None and len(ids) + settings.max_new_tokens > room:
+            if not skip_bad:
+                where = getattr(s, "where", f"sample {s.id}")
+                raise DataError(f"{where}: the prompt is {len(ids)} tokens; with max_new_tokens "
+                                f"{settings.max_new_tokens} it does not fit the model's context of {room} tokens "
+                                "(--skip-bad leaves such samples out and counts them)")
+            skipped.append(s.id)
+            continue
+        samples.append(s)
+        prompts.append(ids)
+    todo = [s for s in samples if s.id not in done]
+    if skipped:
+        print(f"skipped {len(skipped)} samples whose prompt does not fit the model's context of {room} tokens")
+    if done:
+        print(f"resuming: {len(samples) - len(todo)} of {len(samples)} samples already in {out}")
+
+    started = time.perf_counter()
     with open(out / "predictions.jsonl", "a", encoding="utf-8") as handle, \
             tqdm(total=len(todo), unit="sample", desc=task.name, dynamic_ncols=True) as bar:
         for group in generate(model, prompts, settings, eos, pad, progress=bar.set_postfix_str):
@@ -111,9 +162,9 @@ def evaluate(task: Task, model, tokenizer, out: Path, settings: GenerationSettin
             bar.update(len(records))
     seconds = time.perf_counter() - started
 
-    ordered = [done[s.id] for s in task.samples]
+    ordered = [done[s.id] for s in samples]
     metrics = {"task": task.name, **identity, "total_count": len(ordered), **task.aggregate(ordered),
-               "generation": generation, "seconds": seconds, "generated": len(todo)}
+               "generation": generation, "seconds": seconds, "generated": len(todo), "skipped": len(skipped)}
     atomic_write_json(out / "metrics.json", metrics)
     for line in task.summary(metrics):
         print(line)

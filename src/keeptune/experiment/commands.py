@@ -13,6 +13,7 @@ examples:
   keeptune run                                              # the default experiment on the embedded model
   keeptune run configs/smollm2-135m/experiment.yaml train.lr=5e-4 name=lr5e-4
   keeptune run CONFIG model.source=/models/Meta-Llama-3-8B original.data=dev-v1.1.json
+  keeptune run configs/examples/experiment.yaml        # tasks written as YAML: two retention tasks, a new task
 Re-running the same command continues an interrupted experiment; steps already done are not redone.
 """
 
@@ -32,6 +33,8 @@ def run(config: Optional[Path] = None, overrides: Optional[list[str]] = None) ->
     settings = load_config(config, overrides or [], root=ExperimentConfig)
     command = shlex.join(["keeptune", "run", *([str(config)] if config else []), *(overrides or [])])
     results = run_experiment(settings, command)
+    if results is None:  # a torchrun rank other than 0: it trained; rank 0 evaluates and reports
+        return run_dir(settings)
     markdown, html = build_report(run_dir(settings))
     best = results["best"]
     if best:

@@ -2,8 +2,9 @@
 read from YAML with `key=value` overrides (`keeptune run CONFIG train.lr=5e-4`).
 
 The model, LoRA, training and multi-device sections are the training
-configuration's own (keeptune.train.config); the rest says which data the two
-tasks use, how checkpoints are judged and what is tracked during training.
+configuration's own (keeptune.train.config); the rest says which tasks are
+kept (`original`, task specs with their gates), what is learned (`new_task`),
+and what is tracked during training.
 """
 from __future__ import annotations
 
@@ -14,13 +15,21 @@ from keeptune.train.config import DistributedConfig, LoraConfig, ModelConfig, Tr
 
 
 @dataclass(frozen=True)
-class OriginalTaskConfig:
-    """The original task: SQuAD v1.1 under the seed protocol."""
+class RetentionTaskConfig:
+    """One old skill to keep: a task spec and its gate."""
 
+    task: str = "squad-seed"
+    """A built-in task (squad-seed, math-contest, math-worked) or a task spec YAML file."""
+    name: Optional[str] = None
+    """The task's name in the run (folders, tables); null: the spec's. Needed when one spec is used twice."""
     data: Optional[str] = None
-    """SQuAD v1.1 JSON file or its http(s) address; null: ../shared's 54-paragraph article."""
+    """The task's samples instead of the spec's: a file or an http(s) address (downloaded once)."""
     limit: Optional[int] = None
-    """Evaluate the first N samples only; null: all (2067 on the full dev set)."""
+    """Evaluate the first N samples only; null: all (2067 on the full SQuAD dev set)."""
+    gate: Optional[list[str]] = None
+    """The scalars (METRIC.SCALAR) the gate checks; null: the spec's (squad-seed: emf1.F1 and emf1.Em)."""
+    fraction: Optional[float] = None
+    """Each gated scalar must stay >= fraction x the base model's; null: the experiment's `gate`."""
 
 
 # The default recipe (docs/experiments.md): the templates whose arithmetic a 135M model
@@ -31,8 +40,13 @@ DEFAULT_COUNTS = {"mass": 70, "fraction": 30, "area": 300}
 
 @dataclass(frozen=True)
 class NewTaskConfig:
-    """The new task: how the training set is made, and what it is evaluated on."""
+    """The new task: its training set (a file, or the arithmetic generator's recipe) and its evaluation task."""
 
+    task: str = "math-worked"
+    """The evaluation task: a built-in (math-worked, math-contest) or a task spec YAML file."""
+    train_data: Optional[str] = None
+    """Training records, JSON lines: conversation records, or samples in the task's layout (the task's prompt
+    rendered from their fields, its reference field as the answer); null: the arithmetic recipe below."""
     source: Optional[str] = None
     """The real train.json (JSON lines problem/solution); null: generated problems."""
     strategy: str = "custom"
@@ -44,7 +58,7 @@ class NewTaskConfig:
     cot: bool = True
     """Worked-step answers that end with the exact reference solution."""
     prompt: str = "math"
-    """Prompt template for training and evaluation: math, alpaca or none."""
+    """Arithmetic recipe: prompt template for training and evaluation (math, alpaca or none)."""
     format: Literal["plain", "vicuna", "chat"] = "plain"
     """How a record becomes a training sequence (see keeptune.train.config.DataConfig)."""
     seq_len: int = 256
@@ -52,17 +66,20 @@ class NewTaskConfig:
     seed: int = 0
     """Seed of the training set's generation and picks."""
     eval_data: Optional[str] = None
-    """Evaluation problems (JSON lines problem/solution); null: generated, held out from the training set."""
+    """The task's evaluation samples; null: with the recipe, generated problems held out from the training set;
+    with train_data, the task spec's own data."""
     eval_n: int = 60
     """Generated evaluation problems (when eval_data is null)."""
     eval_templates: Optional[list[str]] = None
     """Templates of the generated evaluation set; null: those of the training set."""
     eval_seed: int = 1
     """Seed of the generated evaluation set."""
-    max_new_tokens: int = 64
-    """Tokens generated per problem (the seed used 20 for bare answers; worked steps need more)."""
-    extraction: Literal["seed", "final", "last"] = "final"
-    """Answer extraction: seed (first match), final (last match: worked steps), last (last number)."""
+    max_new_tokens: Optional[int] = None
+    """Tokens generated per sample; null: the task's (math-worked: 64, math-contest: the seed's 20)."""
+    extraction: Optional[Literal["seed", "final", "last"]] = None
+    """The math judge's extraction (seed: first match, final: last match, last: last number); null: the task's."""
+    accuracy: Optional[str] = None
+    """The scalar (METRIC.SCALAR) that enters the score; null: the task's (math-worked: judge.accuracy@0.01)."""
 
 
 @dataclass(frozen=True)
@@ -71,12 +88,13 @@ class TrackingConfig:
 
     every: int = 25
     """Evaluate every K optimizer steps; 0: off."""
-    squad: int = 16
-    """SQuAD samples of the subset (the first N)."""
-    math: int = 16
-    """Math problems of the subset (the first N of the evaluation set)."""
+    retention: int = 16
+    """Samples of each retention task's subset (its first N)."""
+    new_task: int = 16
+    """Samples of the new task's subset (the first N of its evaluation set)."""
     stop_below_gate: bool = False
-    """Stop training when the subset's F1 or EM falls below gate x its baseline; the last passing checkpoint is kept."""
+    """Stop training when a subset falls below its gate (against the base model on the same subset); the
+    checkpoints written before are kept."""
 
 
 @dataclass(frozen=True)
@@ -87,8 +105,9 @@ class ExperimentConfig:
     """Experiment name: the run directory and the runs table use it."""
     model: ModelConfig = field(default_factory=ModelConfig)
     """The base model."""
-    original: OriginalTaskConfig = field(default_factory=OriginalTaskConfig)
-    """The original task (retention)."""
+    original: list[RetentionTaskConfig] = field(default_factory=lambda: [RetentionTaskConfig()])
+    """The old skills to keep, each a task spec with its gate; a checkpoint passes when every one passes.
+    A mapping (original.data=FILE) changes the only one."""
     new_task: NewTaskConfig = field(default_factory=NewTaskConfig)
     """The new task (the skill to add)."""
     lora: LoraConfig = field(default_factory=LoraConfig)
@@ -100,12 +119,13 @@ class ExperimentConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     """Retention tracking during training."""
     gate: float = 0.9
-    """A checkpoint passes when its SQuAD F1 AND EM are both >= gate x the base model's."""
-    score_eps: float = 0.01
-    """EPS of the accuracy that enters the score (seed judge): score = (1 - ratio) x 0.3 + accuracy x 0.7."""
+    """The retention tasks' fraction by default: each gated scalar >= gate x the base model's (the seed: SQuAD
+    F1 AND EM >= 0.9 x baseline)."""
     batch_size: int = 64
     """Rows decoded together in every evaluation."""
     export_merged: bool = False
     """Also write the best checkpoint as merged full weights (safetensors)."""
     out: Optional[str] = None
     """Run directory; null: runs/experiments/NAME."""
+    skip_bad: bool = False
+    """Leave out (and count) evaluation samples whose prompt does not fit the model's context."""

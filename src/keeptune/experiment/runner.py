@@ -1,76 +1,212 @@
 """One experiment, start to finish (SPEC: baseline, fine-tune, evaluate every
-checkpoint, gate, score, best, report). Every step leaves its result in the run
-directory and is skipped when it is already there for the same settings:
+checkpoint, gate, score, best, report), over task specs: the retention tasks of
+`original` and the new task's evaluation task. Every step leaves its result in
+the run directory and is skipped when it is already there for the same settings
+and the same data (keyed on content):
 
-    RUN/data/train.jsonl, eval.jsonl         the new task's training and evaluation sets
-    RUN/baseline/{squad,math}/                evaluations of the base model
+    RUN/data/train.jsonl (+ eval.jsonl)       the new task's training set (and generated evaluation set)
+    RUN/baseline/TASK/                        evaluations of the base model, one folder per task
     RUN/train/                                keeptune train's run (checkpoints/, log.jsonl, adapter/)
-    RUN/checkpoints/step-N/{squad,math}/      evaluations of every checkpoint
+    RUN/checkpoints/step-N/TASK/              evaluations of every checkpoint
     RUN/best/adapter (+ merged/)              the best checkpoint that passes the gate
     RUN/results.json, report.md, report.html
 
-Evaluations resume sample by sample (keeptune.evaluate.engine); one whose
-settings changed is redone. Training resumes from its last checkpoint, or starts
-over when its settings changed.
+The base model is loaded once: it is evaluated, then trained with LoRA in
+place, and every checkpoint's adapter weights are loaded into the same model
+for its evaluation. Under torchrun every rank trains and rank 0 alone
+evaluates (with FSDP it loads the base model again, unsharded, to evaluate).
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from keeptune.data.math.build import eligible
 from keeptune.data.math.commands import build as build_training_set
 from keeptune.data.math.generate import generate_pairs
-from keeptune.data.prompts import sequence_bos, unwrap_prompt
-from keeptune.data.squad import load_samples, resolve_data
+from keeptune.data.prompts import PROMPTS, unwrap_prompt
 from keeptune.evaluate.engine import ResumeMismatchError, evaluate
 from keeptune.evaluate.generation import GenerationSettings
-from keeptune.evaluate.tasks.math import MathTask, load_math_samples
-from keeptune.evaluate.tasks.squad import SquadTask
+from keeptune.evaluate.spec import Compiled, SpecTask, load_spec, load_task_samples, prompt_fields, \
+    prompt_template, resolve_data_path
+from keeptune.experiment import gate as rules
 from keeptune.experiment.config import ExperimentConfig
-from keeptune.io import atomic_write_json, write_jsonl
+from keeptune.io import DataError, atomic_write_json, iter_jsonl, write_jsonl
 from keeptune.model.load import load_model, model_name
 from keeptune.model.params import lora_accounting, source_config
 from keeptune.train import checkpoint
-from keeptune.train.config import Config, DataConfig, to_dict
+from keeptune.train.config import Config, ConfigError, DataConfig, to_dict
 from keeptune.train.data import read_conversations, special_ids, texts
 from keeptune.train.loop import train
 
-
 # The new-task fields that change the data files (the others only change training or evaluation).
-DATA_FIELDS = ("source", "strategy", "n", "counts", "cot", "prompt", "seed", "eval_data", "eval_n",
-               "eval_templates", "eval_seed")
+DATA_FIELDS = ("task", "train_data", "source", "strategy", "n", "counts", "cot", "prompt", "seed", "eval_data",
+               "eval_n", "eval_templates", "eval_seed")
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 def run_dir(config: ExperimentConfig) -> Path:
     return Path(config.out or Path("runs") / "experiments" / config.name)
 
 
+def rank() -> tuple[int, int]:
+    """(rank, world size) under torchrun; (0, 1) in a single process."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+# --- the plan: every task spec and choice checked before data is built or a model loaded ---------
+
+@dataclass
+class Plan:
+    retention: list[tuple[Compiled, rules.TaskGate]]
+    new: Compiled  # data.path is set once the data is prepared
+    accuracy: str
+    ratio: float
+    params: object
+
+    @property
+    def gates(self) -> list[rules.TaskGate]:
+        return [g for _, g in self.retention]
+
+
+def fail(field: str, message: str) -> ConfigError:
+    return ConfigError(f"field {field!r}: {message}")
+
+
+def plan_experiment(config: ExperimentConfig) -> Plan:
+    """Load and cross-check every task spec, gate, name and choice; count the LoRA parameters on the meta
+    device (so targets that match nothing fail here). Nothing is built, downloaded or loaded."""
+    if not SAFE_NAME.match(config.name):
+        raise fail("name", f"{config.name!r}: use letters, digits, '.', '_' and '-' (it names a folder)")
+    if not 0 < config.gate <= 1:
+        raise fail("gate", f"{config.gate}; a fraction in (0, 1]")
+    if config.batch_size < 1:
+        raise fail("batch_size", f"{config.batch_size}; it must be at least 1")
+    tracking = config.tracking
+    if tracking.every < 0 or tracking.retention < 1 or tracking.new_task < 1:
+        raise fail("tracking", "every must be >= 0 (0: off), retention and new_task >= 1")
+    if rank()[1] > 1 and tracking.every and config.distributed.strategy == "fsdp":
+        raise fail("tracking.every", "tracking evaluates on rank 0 alone, which a sharded (fsdp) model cannot; "
+                                     "set tracking.every=0 or distributed.strategy=ddp")
+    retention, names = [], []
+    for i, item in enumerate(config.original):
+        where = f"original[{i}]"
+        changes = {k: v for k, v in (("data.path", _local(item.data)), ("data.limit", item.limit)) if v is not None}
+        if item.name is not None:
+            changes["name"] = item.name
+        compiled = load_spec(item.task, changes)
+        metrics = tuple(item.gate) if item.gate is not None else tuple(compiled.spec.gate)
+        unknown = [m for m in metrics if m not in compiled.scalars()]
+        if unknown or not metrics:
+            raise fail(f"{where}.gate", f"{list(metrics)}: name one or more of the task's scalars: "
+                                        f"{', '.join(compiled.scalars())}")
+        fraction = item.fraction if item.fraction is not None else config.gate
+        if not 0 < fraction <= 1:
+            raise fail(f"{where}.fraction", f"{fraction}; a fraction in (0, 1]")
+        retention.append((compiled, rules.TaskGate(compiled.spec.name, metrics, fraction)))
+        names.append(compiled.spec.name)
+    new = new_task_spec(config, None)
+    names.append(new.spec.name)
+    for name in names:
+        if not SAFE_NAME.match(name):
+            raise fail("original", f"task name {name!r}: use letters, digits, '.', '_' and '-' (it names a folder)")
+    if len(set(names)) != len(names):
+        raise fail("original", f"two tasks share a name ({names}); give one a `name:`")
+    accuracy = config.new_task.accuracy or new.spec.accuracy
+    if accuracy not in new.scalars():
+        raise fail("new_task.accuracy", f"{accuracy!r} is not a scalar of task {new.spec.name}: "
+                                        f"{', '.join(new.scalars())}")
+    task = config.new_task
+    if task.train_data is None and task.prompt not in PROMPTS:
+        raise fail("new_task.prompt", f"{task.prompt!r}; the arithmetic recipe's prompts: {', '.join(PROMPTS)}")
+    for i, (compiled, _) in enumerate(retention):  # the samples are read now: a bad file fails before any work
+        load_task_samples(compiled, resolve_data_path(compiled.spec))
+    params = lora_accounting(source_config(config.model.source), config.lora)[1]
+    return Plan(retention, new, accuracy, params.ratio, params)
+
+
+def _local(path: str | None) -> str | None:
+    """A path given on the command line or in a config is relative to the working directory."""
+    if path is None or path.startswith(("http://", "https://")):
+        return path
+    return str(Path(path).expanduser().resolve())
+
+
+def new_task_spec(config: ExperimentConfig, eval_path: Path | None) -> Compiled:
+    """The new task's evaluation task as training shapes it: the recipe's prompt, the training format."""
+    task = config.new_task
+    changes = {"format": task.format}
+    if task.train_data is None:
+        changes["prompt"] = task.prompt
+    if eval_path is not None:
+        changes["data.path"] = str(eval_path)
+    elif task.eval_data is not None:
+        changes["data.path"] = _local(task.eval_data)
+    if task.max_new_tokens is not None:
+        changes["generation.max_new_tokens"] = task.max_new_tokens
+    if task.extraction is not None:
+        changes["extraction"] = task.extraction
+    return load_spec(task.task, changes)
+
+
 # --- data ------------------------------------------------------------------------------
 
-def prepare_data(config: ExperimentConfig, run: Path) -> tuple[Path, Path]:
-    """The training set (conversation records) and a held-out evaluation set (problem/solution)."""
+def file_digest(path: str | None) -> str | None:
+    if path is None or str(path).startswith(("http://", "https://")):
+        return path
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def prepare_data(config: ExperimentConfig, run: Path, plan: Plan) -> tuple[Path, Path]:
+    """The training set (conversation records) and the new task's evaluation samples."""
     task = config.new_task
     folder = run / "data"
     stamp = folder / "data.json"
     train_path, eval_path = folder / "train.jsonl", folder / "eval.jsonl"
     recipe = {k: v for k, v in to_dict(task).items() if k in DATA_FIELDS}
+    recipe["sha256"] = {k: file_digest(_local(getattr(task, k))) for k in ("train_data", "source", "eval_data")}
+    if task.train_data is not None:  # the task's own samples, or a file the spec names
+        eval_path = resolve_data_path(new_task_spec(config, None).spec)
+        recipe["sha256"]["eval"] = file_digest(str(eval_path))
     if stamp.is_file() and json.loads(stamp.read_text()) == recipe:
         return train_path, eval_path
     folder.mkdir(parents=True, exist_ok=True)
-    build_training_set(source=Path(task.source) if task.source else None, strategy=task.strategy, n=task.n,
-                       cot=task.cot, prompt=task.prompt, seed=task.seed, out=train_path, counts=task.counts)
-    if task.eval_data:
-        shutil.copyfile(task.eval_data, eval_path)
+    if task.train_data is not None:
+        write_jsonl(train_path, conversations_from(Path(_local(task.train_data)), plan.new))
     else:
-        write_jsonl(eval_path, held_out_problems(train_path, task.eval_n, task.eval_seed, task.eval_templates,
-                                                 task.strategy))
+        build_training_set(source=Path(task.source) if task.source else None, strategy=task.strategy, n=task.n,
+                           cot=task.cot, prompt=task.prompt, seed=task.seed, out=train_path, counts=task.counts)
+        if task.eval_data:
+            shutil.copyfile(task.eval_data, eval_path)
+        else:
+            write_jsonl(eval_path, held_out_problems(train_path, task.eval_n, task.eval_seed, task.eval_templates,
+                                                     task.strategy))
     atomic_write_json(stamp, recipe)
     return train_path, eval_path
+
+
+def conversations_from(path: Path, new: Compiled) -> list[dict]:
+    """Training records from a file of conversation records, or of samples in the task's layout (the
+    task's prompt rendered from their fields, its reference field as the answer)."""
+    first = next(iter(iter_jsonl(path)), None)
+    if isinstance(first, dict) and "conversations" in first:
+        return [{"id": str(i), "conversations": [{"from": "human", "value": c.prompt},
+                                                  {"from": "gpt", "value": c.answer}]}
+                for i, c in enumerate(read_conversations(path), 1)]
+    template = prompt_template(new.spec.prompt)
+    records = []
+    for i, sample in enumerate(load_task_samples(new, path), 1):
+        prompt = template.format_map({k: sample.fields[k] for k in prompt_fields(template)})
+        records.append({"id": str(i), "conversations": [{"from": "human", "value": prompt},
+                                                         {"from": "gpt", "value": sample.fields[new.spec.reference]}]})
+    return records
 
 
 def training_templates_and_problems(train_path: Path) -> tuple[list[str], set[str]]:
@@ -94,9 +230,19 @@ def longest_answer(train_path: Path, tokenizer, fmt: str = "plain") -> int:
 def warn_if_answers_do_not_fit(train_path: Path, tokenizer, max_new_tokens: int, fmt: str = "plain") -> None:
     longest = longest_answer(train_path, tokenizer, fmt)
     if longest > max_new_tokens:
-        print(f"warning: the longest training answer is {longest} tokens (EOS included) but new_task.max_new_tokens "
-              f"is {max_new_tokens}: answers that long are cut before their final line and judged wrong; "
+        print(f"warning: the longest training answer is {longest} tokens (EOS included) but the new task "
+              f"generates {max_new_tokens}: answers that long are cut before their final line and judged wrong; "
               f"set new_task.max_new_tokens={longest} or more", file=sys.stderr)
+
+
+def warn_if_overlapping(train_path: Path, new_task: SpecTask) -> None:
+    trained = {c.prompt for c in read_conversations(train_path)}
+    template = prompt_template(new_task.spec.prompt)
+    shared = sum(template.format_map({k: s.fields[k] for k in prompt_fields(template)}) in trained
+                 for s in new_task.samples)
+    if shared:
+        print(f"warning: {shared} of the new task's {len(new_task.samples)} evaluation samples are also in its "
+              "training set", file=sys.stderr)
 
 
 def held_out_problems(train_path: Path, n: int, seed: int, templates: list[str] | None,
@@ -120,132 +266,136 @@ def held_out_problems(train_path: Path, n: int, seed: int, templates: list[str] 
 # --- evaluations -----------------------------------------------------------------------
 
 def evaluate_fresh(task, model, tokenizer, out: Path, settings: GenerationSettings, identity: dict,
-                   add_bos: bool = False) -> dict:
+                   add_bos: bool = False, skip_bad: bool = False) -> dict:
     """`evaluate`, resuming when OUT holds the same configuration, redoing it when not."""
     try:
-        return evaluate(task, model, tokenizer, out, settings, identity, add_bos)
+        return evaluate(task, model, tokenizer, out, settings, identity, add_bos, skip_bad)
     except ResumeMismatchError:
         print(f"{out}: settings changed, evaluating again")
         shutil.rmtree(out)
-        return evaluate(task, model, tokenizer, out, settings, identity, add_bos)
+        return evaluate(task, model, tokenizer, out, settings, identity, add_bos, skip_bad)
 
 
-def math_task(config: ExperimentConfig, samples, tokenizer) -> MathTask:
-    """The new task as training shaped it: its prompt template inside its sequence format."""
-    task = config.new_task
-    return MathTask(samples, task.prompt, task.extraction, task.format, tokenizer)
-
-
-def evaluate_both(config: ExperimentConfig, model, tokenizer, squad_samples, math_samples, out: Path,
-                  identity: dict) -> dict:
-    """SQuAD (seed protocol) and math (the training prompt and format) of one model state."""
-    squad_settings = GenerationSettings(batch_size=config.batch_size)
-    math_settings = GenerationSettings(max_new_tokens=config.new_task.max_new_tokens, batch_size=config.batch_size)
-    squad = evaluate_fresh(SquadTask(squad_samples, tokenizer), model, tokenizer, out / "squad", squad_settings,
-                           {**identity, "prompt": "seed"})
-    math = evaluate_fresh(math_task(config, math_samples, tokenizer), model, tokenizer, out / "math",
-                          math_settings, {**identity, "prompt": config.new_task.prompt,
-                                          "format": config.new_task.format},
-                          add_bos=sequence_bos(config.new_task.format))
-    return {"squad": {**squad["emf1"], "squad_v1": squad["squad_v1"]},
-            "math": {k: math[k] for k in ("total_count", "accuracy", "accuracy_strict", "per_template")}}
+def evaluate_tasks(config: ExperimentConfig, tasks: list[SpecTask], model, tokenizer, out: Path,
+                   identity: dict) -> dict[str, dict]:
+    """Every task on one model state: {task: {"total_count", "scores", "breakdown"}}."""
+    results = {}
+    for task in tasks:
+        settings = GenerationSettings(task.spec.generation.max_new_tokens, task.spec.generation.min_new_tokens,
+                                      batch_size=config.batch_size)
+        metrics = evaluate_fresh(task, model, tokenizer, out / task.name, settings, identity, task.add_bos,
+                                 config.skip_bad)
+        results[task.name] = {"total_count": metrics["total_count"], "scores": metrics["scores"],
+                              "breakdown": metrics["breakdowns"].get(task.spec.breakdown)}
+    return results
 
 
 def adapter_identity(path: Path) -> str:
     return hashlib.sha256((path / "adapter_model.safetensors").read_bytes()).hexdigest()[:16]
 
 
-# --- gate and score --------------------------------------------------------------------
-
-def retention(squad: dict, baseline: dict) -> dict:
-    """Checkpoint / baseline for F1 and EM (None where the baseline is 0)."""
-    return {k: (squad[k] / baseline[k] if baseline[k] else None) for k in ("F1", "Em")}
-
-
-def passes_gate(squad: dict, baseline: dict, gate: float) -> bool:
-    """The seed's rule: F1 AND EM both >= gate x the base model's."""
-    return squad["F1"] >= gate * baseline["F1"] and squad["Em"] >= gate * baseline["Em"]
-
-
-def score(accuracy: float, ratio: float) -> float:
-    """SPEC section 4: (1 - ratio) * 0.3 + accuracy * 0.7."""
-    return (1 - ratio) * 0.3 + accuracy * 0.7
-
-
 # --- the experiment --------------------------------------------------------------------
 
 def training_config(config: ExperimentConfig, run: Path, train_path: Path) -> Config:
+    recipe = config.new_task.train_data is None
     data = DataConfig(path=str(train_path), format=config.new_task.format, seq_len=config.new_task.seq_len,
-                      prompt=config.new_task.prompt)
+                      prompt=config.new_task.prompt if recipe else None)
     return Config(model=config.model, lora=config.lora, data=data, train=config.train,
                   distributed=config.distributed, out=str(run / "train"), resume=True)
 
 
-def run_training(config: ExperimentConfig, run: Path, train_path: Path, on_step, every: int) -> list[Path]:
-    """Train (resuming when possible); returns the complete checkpoints in step order."""
+def run_training(config: ExperimentConfig, run: Path, train_path: Path, on_step, every: int, model, tokenizer):
+    """Train (resuming when possible) the loaded model; returns keeptune.train.loop's Result."""
     settings = training_config(config, run, train_path)
     try:
-        train(settings, on_step, every)
+        return train(settings, on_step, every, model=model, tokenizer=tokenizer)
     except ResumeMismatchError:
         print(f"{run / 'train'}: training settings changed, training again")
         shutil.rmtree(run / "train")
-        train(settings, on_step, every)
-    return checkpoint.complete_checkpoints(run / "train")
+        return train(settings, on_step, every, model=model, tokenizer=tokenizer)
 
 
-def run_experiment(config: ExperimentConfig, command: str) -> dict:
-    """Run (or finish) the experiment; returns what RUN/results.json holds."""
+def task_entries(plan: Plan, baseline: dict) -> list[dict]:
+    """results.json's `tasks`: what each task is, its gate or its score metric."""
+    entries = []
+    for compiled, task_gate in plan.retention:
+        entries.append({"name": compiled.spec.name, "role": "retention", "description": compiled.spec.description,
+                        "metrics": compiled.scalars(), "units": compiled.units(),
+                        "gate": task_gate.describe(baseline[compiled.spec.name]["scores"])})
+    new = plan.new.spec
+    entries.append({"name": new.name, "role": "new", "description": new.description,
+                    "metrics": plan.new.scalars(), "units": plan.new.units(), "accuracy": plan.accuracy,
+                    "breakdown": new.breakdown})
+    return entries
+
+
+def judge_state(plan: Plan, scores: dict[str, dict], baseline: dict[str, dict]) -> dict:
+    """Gate, retention, accuracy and score of one evaluated model state."""
+    verdict = rules.judge(plan.gates, {t: s["scores"] for t, s in scores.items()},
+                          {t: b["scores"] for t, b in baseline.items()})
+    accuracy = scores[plan.new.spec.name]["scores"][plan.accuracy]
+    return {**verdict, "accuracy": accuracy,
+            "score": rules.score(accuracy, plan.ratio) if verdict["passes_gate"] else None}
+
+
+def run_experiment(config: ExperimentConfig, command: str) -> dict | None:
+    """Run (or finish) the experiment; returns what RUN/results.json holds (None on ranks other than 0)."""
     from keeptune.experiment.tracking import Tracker, tracking_history
 
     started = time.perf_counter()
+    plan = plan_experiment(config)
+    main = rank()[0] == 0
     run = run_dir(config)
     run.mkdir(parents=True, exist_ok=True)
-    train_path, eval_path = prepare_data(config, run)
-    squad_samples = load_samples(resolve_data(config.original.data))[:config.original.limit]
-    math_samples = load_math_samples(eval_path)
+    train_path, eval_path = prepare_data(config, run, plan)  # deterministic: every rank makes the same files
+    plan.new = new_task_spec(config, eval_path)
+    new_samples = load_task_samples(plan.new, resolve_data_path(plan.new.spec))
     source = config.model.source
-    base, tokenizer = load_model(source, config.model.dtype, config.model.device)
-    warn_if_answers_do_not_fit(train_path, tokenizer, config.new_task.max_new_tokens, config.new_task.format)
-    identity = {"model": model_name(source), "data": config.original.data or "shared"}
-
-    print("== baseline: the base model on both tasks")
-    baseline = evaluate_both(config, base, tokenizer, squad_samples, math_samples, run / "baseline",
-                             {**identity, "state": "base"})
-    del base  # training loads its own copy; evaluation reloads per checkpoint
+    model, tokenizer = load_model(source, config.model.dtype, config.model.device)  # the one load of the run
+    tasks = [SpecTask(compiled, load_task_samples(compiled, resolve_data_path(compiled.spec)), tokenizer)
+             for compiled, _ in plan.retention] + [SpecTask(plan.new, new_samples, tokenizer)]
+    identity = {"model": model_name(source)}
+    baseline = None
+    if main:
+        warn_if_answers_do_not_fit(train_path, tokenizer, plan.new.spec.generation.max_new_tokens,
+                                   config.new_task.format)
+        warn_if_overlapping(train_path, tasks[-1])
+        print("== baseline: the base model on every task")
+        baseline = evaluate_tasks(config, tasks, model, tokenizer, run / "baseline", {**identity, "state": "base"})
 
     print("== training")
-    tracker = Tracker(config, run, tokenizer, squad_samples, math_task(config, math_samples, tokenizer))
-    checkpoints = run_training(config, run, train_path, tracker.on_step if config.tracking.every else None,
-                               config.tracking.every or 1)
+    tracker = Tracker(config, plan, run, tasks, baseline) if main and config.tracking.every else None
+    result = run_training(config, run, train_path, tracker.on_step if tracker else None,
+                          config.tracking.every or 1, model, tokenizer)
+    if not main:
+        return None
+    checkpoints = checkpoint.complete_checkpoints(run / "train")
 
     print("== evaluating every checkpoint")
+    peft_model = result.model
+    if rank()[1] > 1 and config.distributed.strategy == "fsdp":  # sharded weights: rank 0 reloads them whole
+        from keeptune.model.lora import apply_lora
+
+        peft_model = apply_lora(load_model(source, config.model.dtype, config.model.device)[0], config.lora)
     losses = {r["step"]: r["loss"] for r in map(json.loads, (run / "train" / "log.jsonl").open())}
-    # The low-parameter ratio of the trained configuration, counted by PEFT on the meta device.
-    params = lora_accounting(source_config(source), config.lora)[1]
     entries = []
     for ckpt in checkpoints:
-        step = checkpoint.step_of(ckpt)
-        model, _ = load_model(source, config.model.dtype, config.model.device)
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, ckpt).eval()
-        scores = evaluate_both(config, model, tokenizer, squad_samples, math_samples,
-                               run / "checkpoints" / ckpt.name,
-                               {**identity, "state": f"{ckpt.name} {adapter_identity(ckpt)}"})
-        passed = passes_gate(scores["squad"], baseline["squad"], config.gate)
-        accuracy = scores["math"]["accuracy"][str(config.score_eps)]
-        entries.append({"step": step, "loss": losses.get(step), **scores, "adapter": str(ckpt),
-                        "retention": retention(scores["squad"], baseline["squad"]), "passes_gate": passed,
-                        "score": score(accuracy, params.ratio) if passed else None})
-        del model  # the next checkpoint loads a fresh base model
+        checkpoint.load_adapter_weights(ckpt, peft_model)
+        peft_model.eval()
+        scores = evaluate_tasks(config, tasks, peft_model, tokenizer, run / "checkpoints" / ckpt.name,
+                                {**identity, "state": f"{ckpt.name} {adapter_identity(ckpt)}"})
+        entries.append({"step": checkpoint.step_of(ckpt), "loss": losses.get(checkpoint.step_of(ckpt)),
+                        "adapter": str(ckpt), "tasks": scores, **judge_state(plan, scores, baseline)})
 
     best = export_best(config, run, entries)
     results = {
         "name": config.name, "command": command, "wall_seconds": time.perf_counter() - started,
-        "settings": settings_summary(config, checkpoint.step_of(checkpoints[-1]) if checkpoints else None),
-        "config": to_dict(config),
-        "params": params.__dict__, "gate": config.gate, "score_eps": str(config.score_eps),
-        "baseline": baseline, "checkpoints": entries, "best": best, "tracking": tracking_history(run),
+        "settings": settings_summary(config, plan, checkpoint.step_of(checkpoints[-1]) if checkpoints else None),
+        "config": to_dict(config), "params": plan.params.__dict__,
+        "gate_rule": rules.GATE_RULE, "score_rule": f"{rules.SCORE_RULE}; accuracy = {plan.new.spec.name} "
+                                                    f"{plan.accuracy}",
+        "tasks": task_entries(plan, baseline), "baseline": {"tasks": baseline},
+        "checkpoints": entries, "best": best, "tracking": tracking_history(run),
     }
     atomic_write_json(run / "results.json", results)
     return results
@@ -253,10 +403,9 @@ def run_experiment(config: ExperimentConfig, command: str) -> dict:
 
 def export_best(config: ExperimentConfig, run: Path, entries: list[dict]) -> dict | None:
     """Copy the best passing checkpoint's adapter to RUN/best (and merge it on request)."""
-    passing = [e for e in entries if e["passes_gate"]]
-    if not passing:
+    best = rules.best(entries)
+    if best is None:
         return None
-    best = max(passing, key=lambda e: (e["score"], e["step"]))
     adapter = checkpoint.export_adapter(Path(best["adapter"]), run / "best" / "adapter")
     merged = None
     if config.export_merged:
@@ -266,19 +415,25 @@ def export_best(config: ExperimentConfig, run: Path, entries: list[dict]) -> dic
     return {**best, "adapter": str(adapter), "merged": str(merged) if merged else None}
 
 
-def settings_summary(config: ExperimentConfig, steps: int | None) -> dict:
+def settings_summary(config: ExperimentConfig, plan: Plan, steps: int | None) -> dict:
     """The settings a reader compares runs by; ``steps`` is the number of optimizer steps trained."""
     task = config.new_task
-    source = f"real {Path(task.source).name}" if task.source else "generated"
-    mix = ""
-    if task.strategy == "custom" and task.counts:
-        mix = " (" + ", ".join(f"{name} {count}" for name, count in task.counts.items()) + ")"
-    recipe = f"{source} {task.strategy}{mix}{f' x{task.n}' if task.n else ''}{', cot' if task.cot else ''}"
-    return {"model": model_name(config.model.source), "data_recipe": recipe, "prompt": task.prompt,
+    if task.train_data is not None:
+        recipe = f"file {Path(task.train_data).name}"
+    else:
+        source = f"real {Path(task.source).name}" if task.source else "generated"
+        mix = ""
+        if task.strategy == "custom" and task.counts:
+            mix = " (" + ", ".join(f"{name} {count}" for name, count in task.counts.items()) + ")"
+        recipe = f"{source} {task.strategy}{mix}{f' x{task.n}' if task.n else ''}{', cot' if task.cot else ''}"
+    new = plan.new.spec
+    return {"model": model_name(config.model.source), "data_recipe": recipe,
+            "prompt": task.prompt if task.train_data is None else new.prompt,
             "format": task.format, "targets": list(config.lora.targets), "rank": config.lora.rank,
             "alpha": config.lora.alpha, "dropout": config.lora.dropout, "lr": config.train.lr,
             "epochs": config.train.epochs, "steps": steps,
             "global_batch": config.train.global_batch, "seq_len": task.seq_len,
-            "original_data": config.original.data or "shared 54-paragraph article",
-            "new_task_eval": task.eval_data or f"{task.eval_n} generated held-out problems",
-            "max_new_tokens": task.max_new_tokens, "extraction": task.extraction}
+            "retention_tasks": [f"{c.spec.name} ({Path(c.spec.data.path or '').name})" for c, _ in plan.retention],
+            "new_task": f"{new.name} ({task.eval_data or (f'{task.eval_n} generated held-out problems' if task.train_data is None else Path(new.data.path or '').name)})",
+            "max_new_tokens": new.generation.max_new_tokens,
+            "postprocess": json.dumps(list(new.postprocess))}

@@ -1,63 +1,61 @@
 """Retention while training: every K steps, the model being trained is evaluated
-on small fixed subsets of both tasks with the same engine, and the scores are
-logged beside the loss (RUN/train/log.jsonl). Optionally training stops as soon
-as the subset's SQuAD F1 or EM falls below the gate; the checkpoints written
-before stay, so the last passing one is still there to choose.
+on small fixed subsets of every task (the first N samples of each) with the same
+engine, and the scores are logged beside the loss (RUN/train/log.jsonl, under
+the key ``track``). Optionally training stops as soon as a retention task's
+subset falls below its gate; the checkpoints written before stay, so the last
+passing one is still there to choose.
 
-The gate compares with the base model on the same subset, taken from the
+Each subset is gated against the base model on the same subset, taken from the
 baseline's own predictions: no extra evaluation of the base model.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
-from keeptune.data.prompts import sequence_bos
 from keeptune.evaluate.engine import evaluate
 from keeptune.evaluate.generation import GenerationSettings
-from keeptune.evaluate.tasks.math import MathTask
-from keeptune.evaluate.tasks.squad import SquadTask
+from keeptune.evaluate.spec import SpecTask
+from keeptune.experiment import gate as rules
 from keeptune.experiment.config import ExperimentConfig
 
-PREFIX = "track_"
+KEY = "track"
 
 
 class Tracker:
-    def __init__(self, config: ExperimentConfig, run: Path, tokenizer, squad_samples, math: MathTask):
-        self.config, self.run, self.tokenizer = config, run, tokenizer
-        self.squad = SquadTask(squad_samples[:config.tracking.squad], tokenizer)
-        self.math = replace(math, samples=math.samples[:config.tracking.math])
-        self.baseline = self._baseline_subset()
+    def __init__(self, config: ExperimentConfig, plan, run: Path, tasks: list[SpecTask], baseline: dict):
+        self.config, self.plan, self.run = config, plan, run
+        sizes = {t.name: config.tracking.retention for t in tasks[:-1]} | {tasks[-1].name: config.tracking.new_task}
+        self.tasks = [t.subset(sizes[t.name]) for t in tasks]
+        self.baseline = {t.name: self._baseline_subset(t) for t in self.tasks}
 
-    def _baseline_subset(self) -> dict:
-        """EmF1 of the base model on the tracked SQuAD subset, from the baseline's predictions."""
-        path = self.run / "baseline" / "squad" / "predictions.jsonl"
+    def _baseline_subset(self, task: SpecTask) -> dict:
+        """The base model's scalars on the subset, from the baseline's predictions."""
+        path = self.run / "baseline" / task.name / "predictions.jsonl"
         records = {r["id"]: r for r in map(json.loads, path.open(encoding="utf-8"))}
-        return self.squad.aggregate([records[s.id] for s in self.squad.samples])["emf1"]
+        return task.aggregate([records[s.id] for s in task.samples])["scores"]
 
     def on_step(self, step: int, model) -> dict:
         """Evaluate the subsets; the returned keys are logged, `stop` ends training."""
         model.eval()
         out = self.run / "tracking" / f"step-{step:06d}"
-        batch = self.config.batch_size
-        squad = evaluate(self.squad, model, self.tokenizer, out / "squad", GenerationSettings(batch_size=batch),
-                         {"state": f"training step {step}"})["emf1"]
-        math = evaluate(self.math, model, self.tokenizer, out / "math",
-                        GenerationSettings(max_new_tokens=self.config.new_task.max_new_tokens, batch_size=batch),
-                        {"state": f"training step {step}"}, add_bos=sequence_bos(self.math.format))
-        gate = self.config.gate
-        passing = squad["F1"] >= gate * self.baseline["F1"] and squad["Em"] >= gate * self.baseline["Em"]
-        metrics = {f"{PREFIX}squad_F1": squad["F1"], f"{PREFIX}squad_Em": squad["Em"],
-                   f"{PREFIX}retention_F1": squad["F1"] / self.baseline["F1"] if self.baseline["F1"] else None,
-                   f"{PREFIX}baseline_F1": self.baseline["F1"], f"{PREFIX}baseline_Em": self.baseline["Em"],
-                   f"{PREFIX}math_accuracy": math["accuracy"][str(self.config.score_eps)],
-                   f"{PREFIX}passes_gate": passing}
-        if self.config.tracking.stop_below_gate and not passing:
-            print(f"step {step}: the tracked SQuAD subset fell below the gate ({squad['F1']:.2f} F1, "
-                  f"{squad['Em']:.2f} EM vs baseline {self.baseline['F1']:.2f} / {self.baseline['Em']:.2f}); stopping")
-            metrics["stop"] = True
-        return metrics
+        scores = {}
+        for task in self.tasks:
+            settings = GenerationSettings(task.spec.generation.max_new_tokens, task.spec.generation.min_new_tokens,
+                                          batch_size=self.config.batch_size)
+            metrics = evaluate(task, model, task.tokenizer, out / task.name, settings,
+                               {"state": f"training step {step}"}, task.add_bos, self.config.skip_bad)
+            scores[task.name] = metrics["scores"]
+        verdict = rules.judge(self.plan.gates, scores, self.baseline)
+        record = {KEY: {"tasks": {name: {"scores": s} for name, s in scores.items()},
+                        "retention": verdict["retention"], "gate": verdict["gate"],
+                        "passes_gate": verdict["passes_gate"], "subset": {t.name: len(t.samples) for t in self.tasks},
+                        "baseline": self.baseline}}
+        if self.config.tracking.stop_below_gate and not verdict["passes_gate"]:
+            failed = [name for name, passed in verdict["gate"].items() if not passed]
+            print(f"step {step}: the tracked subset of {', '.join(failed)} fell below its gate; stopping")
+            record["stop"] = True
+        return record
 
 
 def tracking_history(run: Path) -> list[dict]:
@@ -65,7 +63,6 @@ def tracking_history(run: Path) -> list[dict]:
     path = run / "train" / "log.jsonl"
     history = []
     for record in map(json.loads, path.open(encoding="utf-8")) if path.is_file() else []:
-        if f"{PREFIX}squad_F1" in record:
-            history.append({"step": record["step"], **{k[len(PREFIX):]: v for k, v in record.items()
-                                                       if k.startswith(PREFIX)}})
+        if KEY in record:
+            history.append({"step": record["step"], **record[KEY]})
     return history

@@ -267,6 +267,11 @@ def read_yaml(path: Path) -> tuple[dict, dict[str, str]]:
             where[dotted] = f"{path}:{key_node.start_mark.line + 1}"
             if isinstance(value_node, yaml.MappingNode):
                 walk(value_node, dotted + ".")
+            elif isinstance(value_node, yaml.SequenceNode):  # list items: `original[0]`, `original[0].task`
+                for i, item in enumerate(value_node.value):
+                    where[f"{dotted}[{i}]"] = f"{path}:{item.start_mark.line + 1}"
+                    if isinstance(item, yaml.MappingNode):
+                        walk(item, f"{dotted}[{i}].")
 
     walk(root, "")
     return tree, where
@@ -293,9 +298,37 @@ def build(cls: type, values: Any, where: dict[str, str], prefix: str, source: st
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
             kwargs[key] = build(hint, value, where, dotted + ".", source, getattr(base, key))
+        elif _item_class(hint) is not None:
+            kwargs[key] = build_list(_item_class(hint), value, where, dotted, source, getattr(base, key))
         else:
             kwargs[key] = coerce(value, hint, f"{where.get(dotted, source)}: field {dotted!r}")
     return dataclasses.replace(base, **kwargs)
+
+
+def _item_class(hint: Any) -> type | None:
+    """The dataclass of a `list[SomeConfig]` field, else None."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (list, collections.abc.Sequence) and args and dataclasses.is_dataclass(args[0]):
+        return args[0]
+    return None
+
+
+def build_list(cls: type, values: Any, where: dict[str, str], dotted: str, source: str, base: list) -> list:
+    """A list of `cls` sections. An item may be its first field's value alone (`original: [squad-seed]`);
+    a mapping instead of a list changes the one item of the default (`original.data=FILE`)."""
+    location = where.get(dotted, source)
+    if isinstance(values, dict):
+        if len(base) != 1:
+            raise ConfigError(f"{location}: {dotted!r} holds {len(base)} items: give the whole list")
+        return [build(cls, values, where, dotted + ".", source, base[0])]
+    if not isinstance(values, list) or not values:
+        raise ConfigError(f"{location}: field {dotted!r} is a list of one or more sections, not {values!r}")
+    first = dataclasses.fields(cls)[0].name
+    items = []
+    for i, value in enumerate(values):
+        value = {first: value} if isinstance(value, str) else value
+        items.append(build(cls, value, where, f"{dotted}[{i}].", source, cls()))
+    return items
 
 
 def coerce(value: Any, hint: Any, what: str) -> Any:

@@ -65,6 +65,7 @@ class Result:
     adapter: Path
     step: int
     stopped_early: bool
+    model: Optional[torch.nn.Module] = None  # the PEFT model, holding the last step's weights
 
 
 @dataclass
@@ -90,13 +91,16 @@ class Run:
     bf16: bool
 
 
-def train(config: Config, on_step: Optional[OnStep] = None, every: int = 1) -> Result:
-    """Fine-tune with LoRA as `config` says; returns where the final adapter is."""
+def train(config: Config, on_step: Optional[OnStep] = None, every: int = 1, model=None, tokenizer=None) -> Result:
+    """Fine-tune with LoRA as `config` says; returns where the final adapter is.
+
+    `model` and `tokenizer`, when given, are the base model already loaded (the experiment
+    loads it once): LoRA is applied to it in place, and Result.model is that PEFT model."""
     if every < 1:
         raise ValueError(f"every must be at least 1, not {every}")
     d = distributed.setup(config.model.device, config.distributed.backend)
     try:
-        run = setup(config, d)
+        run = setup(config, d, model, tokenizer)
         return loop(run, on_step, every)
     finally:
         distributed.cleanup(d)
@@ -104,7 +108,7 @@ def train(config: Config, on_step: Optional[OnStep] = None, every: int = 1) -> R
 
 # --- setup -------------------------------------------------------------------------------
 
-def setup(config: Config, d: Dist) -> Run:
+def setup(config: Config, d: Dist, model=None, tokenizer=None) -> Run:
     t, out = config.train, Path(config.out)
     # global batch = micro_batch x accumulation x world size
     accumulation, rest = divmod(t.global_batch, t.micro_batch * d.world)
@@ -127,7 +131,8 @@ def setup(config: Config, d: Dist) -> Run:
 
     torch.manual_seed(t.seed)
     random.seed(t.seed)
-    model, tokenizer = load_model(config.model.source, config.model.dtype, d.device)
+    if model is None:
+        model, tokenizer = load_model(config.model.source, config.model.dtype, d.device)
     model.config.use_cache = False
     dataset = encode(conversations, tokenizer, config.data.format, config.data.seq_len, config.data.add_bos, path)
     samples = dataset.samples
@@ -323,4 +328,4 @@ def finish(run: Run, step: int, stopped: bool) -> Result:
         why = "stopped early by the callback" if stopped else "done"
         print(f"training {why} at step {step}: adapter in {adapter}; checkpoints in {run.out / checkpoint.CHECKPOINTS}")
     distributed.barrier(run.d)
-    return Result(run.out, adapter, step, stopped)
+    return Result(run.out, adapter, step, stopped, run.peft_model)

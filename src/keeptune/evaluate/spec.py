@@ -1,0 +1,475 @@
+"""A task is data: a YAML spec says where its samples come from, how a sample
+becomes a prompt, how a generation becomes a prediction, and which metrics
+score it (in the manner of lm-evaluation-harness's YAML tasks):
+
+    name: my-task
+    description: what it measures
+    data: {path: data.jsonl, layout: jsonl}      # or layout squad_v1; path: file, http(s), package:, shared:
+    prompt: "Question: {question}\\nAnswer:"      # a format string over the sample's fields, or a name
+    reference: answer                            # the field holding the label
+    generation: {max_new_tokens: 32}
+    postprocess: [strip, first_line]             # keeptune.evaluate.steps
+    metrics: [exact_match]                       # keeptune.evaluate.metrics.registry
+    gate: [exact_match.accuracy]                 # what a retention gate checks
+    accuracy: exact_match.accuracy               # what enters the score when this is the new task
+
+The built-ins (`squad-seed`, `math-contest`) are files of this format beside
+this module and go through the same code. Everything a spec names is checked
+when it is read, and every record when the samples are read, so a wrong field,
+metric or step is an error naming the file, the line and the field before any
+model is loaded.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Sequence
+
+import yaml
+
+from keeptune.data.prompts import FORMATS, NAMED_PROMPTS, sequence_bos, sequence_prompt
+from keeptune.evaluate import steps as steps_module
+from keeptune.evaluate.metrics import registry
+from keeptune.io import DataError, MalformedLineError, json_line
+
+BUILTIN_DIR = Path(__file__).resolve().parent / "tasks"
+ALIASES = {"squad": "squad-seed", "math": "math-contest"}
+
+
+class SpecError(DataError):
+    """A task spec keeptune cannot use; the message names the file, the line and the field."""
+
+
+# --- the spec ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Where the samples come from."""
+
+    path: Optional[str] = None
+    """A local file (relative to the spec's folder), an http(s) address (downloaded once into the cache),
+    `package:NAME` (a file shipped in keeptune/data/files) or `shared:PATH` (../shared/data/PATH)."""
+    layout: Literal["jsonl", "squad_v1"] = "jsonl"
+    """jsonl: a JSON object per line, fields by name; squad_v1: the SQuAD v1.1 JSON, one sample per paragraph
+    with fields id, passage, question, label (the first question's first answer) and answers (all of them)."""
+    id_field: Optional[str] = None
+    """jsonl: the field holding each sample's unique id; null: numbered in file order."""
+    dedup: bool = False
+    """jsonl: keep only the first of records with the same prompt and reference."""
+    limit: Optional[int] = None
+    """Evaluate the first N samples only; null: all."""
+
+
+@dataclass(frozen=True)
+class GenerationSpec:
+    """Greedy decoding settings."""
+
+    max_new_tokens: int = 20
+    """Tokens generated at most."""
+    min_new_tokens: Optional[int] = None
+    """Forbid EOS before this many tokens; null: unset."""
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One evaluation task."""
+
+    name: str = ""
+    """The task's name: output folders, tables and plots use it."""
+    description: str = ""
+    """One line on what the task measures."""
+    data: DataSpec = field(default_factory=DataSpec)
+    """Where the samples come from."""
+    prompt: str = "none"
+    """A named prompt (squad-seed, math, alpaca, none) or a Python format string over the sample's fields."""
+    format: Literal["plain", "vicuna", "chat"] = "plain"
+    """The sequence format the prompt is read in: plain, vicuna (BOS + the seed's wrapper) or chat (the model's
+    chat template)."""
+    add_bos: Optional[bool] = None
+    """Put BOS before the prompt; null: only in the vicuna format."""
+    adapter_prompt: bool = False
+    """Evaluated with an adapter, read the prompt in the prompt and format the adapter was trained with (its
+    keeptune.json): true for the task an adapter is trained on, false for a fixed protocol."""
+    reference: str = "answer"
+    """The field holding the label."""
+    references: Optional[str] = None
+    """The field holding every gold answer (a list), for metrics that take the best over them; null: the label."""
+    roundtrip_reference: bool = False
+    """Compare with the label encoded and decoded by the tokenizer, as the seed's SQuAD script did."""
+    generation: GenerationSpec = field(default_factory=GenerationSpec)
+    """Greedy decoding settings."""
+    postprocess: tuple = ()
+    """Steps from the generation to the prediction, in order (keeptune.evaluate.steps)."""
+    metrics: tuple = ()
+    """Metrics, each a type name or {type, name, options} (keeptune.evaluate.metrics.registry)."""
+    gate: Sequence[str] = ()
+    """The scalars (METRIC.SCALAR) a retention gate checks, each >= its fraction of the base model's."""
+    accuracy: Optional[str] = None
+    """The scalar that enters the score, (1 - ratio) x 0.3 + accuracy x 0.7, when this is the new task."""
+    breakdown: Optional[str] = None
+    """A scalar whose per-group [correct, total] table reports show (the math judge groups by template)."""
+    source: str = "<spec>"
+    """Where the spec was read from (set by the reader)."""
+
+
+@dataclass
+class Compiled:
+    """A spec with its steps and metrics built: what evaluation runs."""
+
+    spec: TaskSpec
+    steps: list
+    metrics: list
+
+    def scalars(self) -> list[str]:
+        return [f"{m.name}.{s}" for m in self.metrics for s in m.scalars()]
+
+    def units(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for metric in self.metrics:
+            out |= registry.units(metric)
+        return out
+
+
+# --- reading ----------------------------------------------------------------------------
+
+def builtin_names() -> list[str]:
+    return sorted(p.stem for p in BUILTIN_DIR.glob("*.yaml"))
+
+
+def spec_path(name_or_path: str | Path) -> Path:
+    """The YAML file of a built-in name (or alias) or of a path."""
+    text = str(name_or_path)
+    candidate = Path(text).expanduser()
+    if candidate.is_file():
+        return candidate
+    builtin = BUILTIN_DIR / f"{ALIASES.get(text, text)}.yaml"
+    if builtin.is_file():
+        return builtin
+    if text.endswith((".yaml", ".yml")) or "/" in text:
+        raise SpecError(f"task spec {text} does not exist")
+    raise SpecError(f"unknown task {text!r}: not a file, and the built-in tasks are "
+                    f"{', '.join(builtin_names())} (aliases: {', '.join(f'{k} = {v}' for k, v in ALIASES.items())})")
+
+
+def _locations(path: Path, text: str) -> dict[str, str]:
+    """'FILE:LINE' of every key (dotted) and list item (``key[i]``) of a YAML document."""
+    where: dict[str, str] = {}
+
+    def walk(node, prefix: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                dotted = f"{prefix}.{key_node.value}" if prefix else str(key_node.value)
+                where[dotted] = f"{path}:{key_node.start_mark.line + 1}"
+                walk(value_node, dotted)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                where[f"{prefix}[{i}]"] = f"{path}:{item.start_mark.line + 1}"
+                walk(item, f"{prefix}[{i}]")
+
+    walk(yaml.compose(text), "")
+    return where
+
+
+def load_spec(name_or_path: str | Path, changes: Optional[dict] = None) -> Compiled:
+    """Read, type-check and compile a task spec; `changes` (dotted field -> value) override it."""
+    from keeptune.train.config import ConfigError, build
+
+    path = spec_path(name_or_path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+        tree = yaml.safe_load(text)
+        where = _locations(path, text)
+    except UnicodeDecodeError as err:
+        raise SpecError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        raise SpecError(f"{path}{f':{mark.line + 1}' if mark else ''}: not valid YAML "
+                        f"({getattr(err, 'problem', None) or err})") from None
+    if not isinstance(tree, dict):
+        raise SpecError(f"{path}: a task spec is a mapping of fields (name, data, prompt, metrics, ...)")
+    for key in ("postprocess", "metrics"):  # free-form entries: checked by the step and metric builders
+        if key in tree and not isinstance(tree[key], list):
+            raise SpecError(f"{where.get(key, path)}: field {key!r} is a list")
+    free = {k: tuple(tree.pop(k)) for k in ("postprocess", "metrics") if k in tree}
+    try:
+        spec = build(TaskSpec, tree, where, "", str(path))
+    except ConfigError as err:
+        raise SpecError(str(err)) from None
+    spec = dataclasses.replace(spec, **free, source=str(path), name=spec.name or path.stem)
+    for dotted, value in (changes or {}).items():
+        spec = _change(spec, dotted, value)
+    return compile_spec(spec, where)
+
+
+def _change(spec: TaskSpec, dotted: str, value: Any) -> TaskSpec:
+    """`spec` with one field changed; `extraction` names the option of its math_extract step."""
+    if dotted == "extraction":
+        steps = [{**s, "math_extract": value} if isinstance(s, dict) and "math_extract" in s else s
+                 for s in spec.postprocess]
+        if steps == list(spec.postprocess) and value not in [s.get("math_extract") for s in steps
+                                                            if isinstance(s, dict)]:
+            raise SpecError(f"{spec.source}: extraction {value!r} given, but the task has no math_extract step")
+        return dataclasses.replace(spec, postprocess=tuple(steps))
+    head, _, rest = dotted.partition(".")
+    if rest:
+        return dataclasses.replace(spec, **{head: dataclasses.replace(getattr(spec, head), **{rest: value})})
+    return dataclasses.replace(spec, **{head: value})
+
+
+def prompt_template(prompt: str) -> str:
+    return NAMED_PROMPTS.get(prompt, prompt)
+
+
+def prompt_fields(template: str) -> list[str]:
+    """The fields a format string reads; SpecError for anything but plain names."""
+    names = []
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as err:
+        raise SpecError(f"prompt {template!r} is not a valid format string ({err}); write a literal brace as "
+                        "{{ or }}") from None
+    for _, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        if not name.isidentifier() or spec or conversion:
+            raise SpecError(f"prompt field {{{name}}} must be a plain field name (no attribute, index, conversion "
+                            "or format spec)")
+        names.append(name)
+    return names
+
+
+def compile_spec(spec: TaskSpec, where: Optional[dict] = None) -> Compiled:
+    """Build the steps and metrics and check every cross-reference of the spec."""
+    where = where or {}
+
+    def error(key: str, message: str) -> SpecError:
+        return SpecError(f"{where.get(key, spec.source)}: field {key!r}: {message}")
+
+    template = prompt_template(spec.prompt)
+    try:
+        fields = prompt_fields(template)
+    except SpecError as err:
+        raise error("prompt", str(err)) from None
+    if not fields and spec.prompt not in NAMED_PROMPTS:
+        raise error("prompt", f"{spec.prompt!r} is neither a named prompt ({', '.join(NAMED_PROMPTS)}) nor a "
+                              "format string over the sample's fields such as 'Q: {question}\\nA:'")
+    built_steps, metrics = [], []
+    for i, entry in enumerate(spec.postprocess):
+        try:
+            built_steps.append(steps_module.make_step(entry))
+        except steps_module.StepError as err:
+            raise error(f"postprocess[{i}]", str(err)) from None
+    for i, entry in enumerate(spec.metrics):
+        try:
+            metrics.append(registry.make_metric(entry))
+        except (registry.MetricError, TypeError) as err:
+            raise error(f"metrics[{i}]", str(err)) from None
+    if not metrics:
+        raise error("metrics", "a task needs at least one metric; the metrics: " + ", ".join(registry.TYPES))
+    names = [m.name for m in metrics]
+    if len(set(names)) != len(names):
+        raise error("metrics", f"two metrics share a name ({names}); give one a `name:`")
+    compiled = Compiled(spec, built_steps, metrics)
+    scalars = compiled.scalars()
+    for key, values in (("gate", spec.gate), ("accuracy", [spec.accuracy] if spec.accuracy else []),
+                        ("breakdown", [spec.breakdown] if spec.breakdown else [])):
+        for value in values:
+            if value not in scalars:
+                raise error(key, f"{value!r} is not a scalar of this task's metrics; they are: {', '.join(scalars)}")
+    if spec.breakdown:
+        metric = next(m for m in metrics if spec.breakdown.startswith(m.name + "."))
+        if not isinstance(metric, registry.MathJudge):
+            raise error("breakdown", f"metric {metric.name!r} ({metric.type}) has no per-group breakdown")
+    if any(m.needs_references for m in metrics) and not spec.references:
+        kinds = [m.type for m in metrics if m.needs_references]
+        raise error("references", f"metrics {kinds} need a field of all gold answers (e.g. references: answers)")
+    for key, value in (("data.limit", spec.data.limit), ("generation.max_new_tokens", spec.generation.max_new_tokens)):
+        if value is not None and value < 1:
+            raise error(key, f"is {value}; it must be at least 1")
+    if spec.generation.min_new_tokens is not None and not 0 <= spec.generation.min_new_tokens <= \
+            spec.generation.max_new_tokens:
+        raise error("generation.min_new_tokens", "must be between 0 and max_new_tokens")
+    if spec.format not in FORMATS:
+        raise error("format", f"{spec.format!r}; choose one of {', '.join(FORMATS)}")
+    return compiled
+
+
+# --- samples ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Sample:
+    id: str
+    fields: dict
+    where: str  # FILE:LINE (or FILE: data[a].paragraphs[p]) for error messages
+
+
+def resolve_data_path(spec: TaskSpec) -> Path:
+    """The local file of the spec's data (downloaded once when it is an address)."""
+    from keeptune.data.shared import PACKAGED_DIR, shared_file
+    from keeptune.data.squad import fetch
+
+    path = spec.data.path
+    if path is None:
+        raise SpecError(f"{spec.source}: field 'data.path' is not set; give the task's samples")
+    if path.startswith(("http://", "https://")):
+        return fetch(path)
+    if path.startswith("package:"):
+        return PACKAGED_DIR / path.removeprefix("package:")
+    if path.startswith("shared:"):
+        return shared_file(path.removeprefix("shared:"), f"Pass --data (or set data.path in {spec.source}).")
+    local = Path(path).expanduser()
+    if not local.is_absolute() and spec.source != "<spec>" and not local.is_file():
+        beside = Path(spec.source).parent / local
+        local = beside if beside.is_file() else local
+    if not local.is_file():
+        raise SpecError(f"{spec.source}: field 'data.path': {local} does not exist")
+    return local
+
+
+def needed_fields(compiled: Compiled) -> list[str]:
+    spec = compiled.spec
+    wanted = [*prompt_fields(prompt_template(spec.prompt)), spec.reference]
+    wanted += [spec.references] if spec.references else []
+    wanted += [f for step in compiled.steps for f in step.fields] + [f for m in compiled.metrics for f in m.fields()]
+    return list(dict.fromkeys(wanted))
+
+
+def load_task_samples(compiled: Compiled, path: Path) -> list[Sample]:
+    """Every sample of the task, each checked for the fields the spec reads (file, line, field)."""
+    spec = compiled.spec
+    wanted = needed_fields(compiled)
+    if spec.data.layout == "squad_v1":
+        from keeptune.data.squad import load_samples
+
+        samples = [Sample(s.id, {"id": s.id, "passage": s.passage, "question": s.question, "label": s.label,
+                                 "answers": list(s.answers)}, f"{path}: paragraph {i}")
+                   for i, s in enumerate(load_samples(path))]
+        missing = [f for f in wanted if f not in samples[0].fields]
+        if missing:
+            raise SpecError(f"{spec.source}: the squad_v1 layout has fields id, passage, question, label, answers; "
+                            f"the spec reads {', '.join(map(repr, missing))}")
+    else:
+        samples = _jsonl_samples(spec, path, wanted)
+    if not samples:
+        raise DataError(f"{path}: no samples")
+    return samples[:spec.data.limit]
+
+
+def _jsonl_samples(spec: TaskSpec, path: Path, wanted: list[str]) -> list[Sample]:
+    samples, seen, ids = [], set(), set()
+    try:
+        lines = path.read_text(encoding="utf-8-sig").split("\n")
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    for number, text in enumerate(lines, start=1):
+        if not text.strip():
+            continue
+        record = json_line(text, path, number)
+        if not isinstance(record, dict):
+            raise MalformedLineError(path, number, None, f"not a JSON object ({type(record).__name__})")
+        for name in wanted + ([spec.data.id_field] if spec.data.id_field else []):
+            if name not in record:
+                raise MalformedLineError(path, number, name, f"missing (the task {spec.name} reads it)")
+        if spec.references and not (isinstance(record[spec.references], list)
+                                    and all(isinstance(a, str) for a in record[spec.references])):
+            raise MalformedLineError(path, number, spec.references, "not a list of strings")
+        if not isinstance(record[spec.reference], str):
+            raise MalformedLineError(path, number, spec.reference, "not a string")
+        if spec.data.dedup:
+            key = json.dumps([record[f] for f in wanted], ensure_ascii=False)
+            if key in seen:
+                continue
+            seen.add(key)
+        sample_id = str(record[spec.data.id_field]) if spec.data.id_field else f"{spec.name}-{len(samples)}"
+        if sample_id in ids:
+            raise MalformedLineError(path, number, spec.data.id_field, f"id {sample_id!r} repeats an earlier one")
+        ids.add(sample_id)
+        samples.append(Sample(sample_id, record, f"{path}:{number}"))
+    return samples
+
+
+# --- the task the engine runs -------------------------------------------------------------
+
+@dataclass
+class SpecTask:
+    """A compiled spec over its samples: what `keeptune.evaluate.engine.evaluate` runs."""
+
+    compiled: Compiled
+    samples: list[Sample]
+    tokenizer: Any = None
+
+    @property
+    def spec(self) -> TaskSpec:
+        return self.compiled.spec
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def add_bos(self) -> bool:
+        return sequence_bos(self.spec.format, self.spec.add_bos)
+
+    def subset(self, n: int) -> "SpecTask":
+        return SpecTask(self.compiled, self.samples[:n], self.tokenizer)
+
+    def prompt(self, sample: Sample) -> str:
+        text = prompt_template(self.spec.prompt).format_map({k: sample.fields[k] for k in
+                                                               prompt_fields(prompt_template(self.spec.prompt))})
+        return sequence_prompt(text, self.spec.format, self.tokenizer)
+
+    def label(self, sample: Sample) -> str:
+        label = sample.fields[self.spec.reference]
+        if self.spec.roundtrip_reference:  # the seed compared with the label encoded and decoded again
+            label = self.tokenizer.decode(self.tokenizer(label, add_special_tokens=False).input_ids)
+        return label
+
+    def content_hash(self) -> str:
+        """Of every prompt and reference: resuming keys on what is evaluated, not on a file's path."""
+        digest = hashlib.sha256()
+        for s in self.samples:
+            references = s.fields.get(self.spec.references) if self.spec.references else None
+            digest.update(json.dumps([s.id, self.prompt(s), s.fields[self.spec.reference], references,
+                                      [s.fields.get(f) for f in needed_fields(self.compiled)]],
+                                     ensure_ascii=False).encode())
+        return digest.hexdigest()
+
+    def score(self, sample: Sample, raw: str) -> dict:
+        record = {"id": sample.id, "raw": raw,
+                  "prediction": steps_module.run_steps(self.compiled.steps, raw, sample.fields),
+                  "label": self.label(sample)}
+        if self.spec.references:
+            record["references"] = list(sample.fields[self.spec.references])
+        record["scores"] = {m.name: m.score(record, sample.fields) for m in self.compiled.metrics}
+        return record
+
+    def aggregate(self, records: list[dict]) -> dict:
+        scores, details, breakdowns = {}, {}, {}
+        for metric in self.compiled.metrics:
+            result = metric.aggregate(records)
+            scores |= {f"{metric.name}.{k}": v for k, v in result.scores.items()}
+            details[metric.name] = result.details
+            breakdowns |= {f"{metric.name}.{k}": v for k, v in result.breakdowns.items()}
+        return {"scores": scores, "metrics": details, "breakdowns": breakdowns}
+
+    def summary(self, metrics: dict) -> list[str]:
+        lines = []
+        for metric in self.compiled.metrics:
+            prefix = metric.name + "."
+            result = registry.Aggregate(
+                {k[len(prefix):]: v for k, v in metrics["scores"].items() if k.startswith(prefix)},
+                metrics["metrics"][metric.name],
+                {k[len(prefix):]: v for k, v in metrics["breakdowns"].items() if k.startswith(prefix)})
+            lines += metric.summary(result, metrics["total_count"])
+        return lines
+
+    def describe(self) -> dict:
+        """What produced the predictions, for OUT/eval.json (resuming with other settings is refused)."""
+        spec = self.spec
+        return {"task": spec.name, "prompt": spec.prompt, "format": spec.format,
+                "postprocess": json.dumps(list(spec.postprocess)), "metrics": json.dumps(list(spec.metrics)),
+                "reference": spec.reference, "samples_sha256": self.content_hash()}

@@ -1,0 +1,59 @@
+"""The experiment's two rules, in one place: the retention gate and the score.
+
+Gate (SPEC section 4, generalised to any number of retention tasks): a model state
+passes a retention task when each of the task's gated scalars is at least
+`fraction` x the base model's on the same samples; it passes the gate when it
+passes every retention task. The seed's gate is one task, squad-seed, with
+emf1.F1 and emf1.Em at 0.9.
+
+Score (SPEC section 4): (1 - ratio) * 0.3 + accuracy * 0.7, for a state that
+passes the gate; ratio = trainable / all parameters, accuracy = the new task's
+accuracy scalar (a fraction).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+GATE_RULE = "a checkpoint passes when every retention task keeps each gated scalar >= fraction x the base model's"
+SCORE_RULE = "score = (1 - ratio) * 0.3 + accuracy * 0.7, for a checkpoint that passes the gate"
+
+
+@dataclass(frozen=True)
+class TaskGate:
+    task: str
+    metrics: tuple[str, ...]
+    fraction: float
+
+    def thresholds(self, baseline: dict[str, float]) -> dict[str, float]:
+        return {m: self.fraction * baseline[m] for m in self.metrics}
+
+    def passes(self, scores: dict[str, float], baseline: dict[str, float]) -> bool:
+        return all(scores[m] >= self.fraction * baseline[m] for m in self.metrics)
+
+    def retention(self, scores: dict[str, float], baseline: dict[str, float]) -> dict[str, Optional[float]]:
+        """State / baseline for each gated scalar (None where the baseline is 0)."""
+        return {m: (scores[m] / baseline[m] if baseline[m] else None) for m in self.metrics}
+
+    def describe(self, baseline: dict[str, float]) -> dict:
+        return {"metrics": list(self.metrics), "fraction": self.fraction, "thresholds": self.thresholds(baseline)}
+
+
+def judge(gates: list[TaskGate], scores: dict[str, dict], baseline: dict[str, dict]) -> dict:
+    """{"gate": {task: passed}, "passes_gate": all passed, "retention": {task: {scalar: ratio}}} of one state.
+
+    `scores` and `baseline` map a task name to its scalars."""
+    per_task = {g.task: g.passes(scores[g.task], baseline[g.task]) for g in gates}
+    return {"retention": {g.task: g.retention(scores[g.task], baseline[g.task]) for g in gates},
+            "gate": per_task, "passes_gate": all(per_task.values())}
+
+
+def score(accuracy: float, ratio: float) -> float:
+    """SPEC section 4: (1 - ratio) * 0.3 + accuracy * 0.7."""
+    return (1 - ratio) * 0.3 + accuracy * 0.7
+
+
+def best(entries: list[dict]) -> Optional[dict]:
+    """The passing entry with the highest score (the later step on a tie); None when none passes."""
+    passing = [e for e in entries if e["passes_gate"]]
+    return max(passing, key=lambda e: (e["score"], e["step"])) if passing else None
