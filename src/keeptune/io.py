@@ -20,7 +20,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 
 class DataError(ValueError):
@@ -67,15 +67,34 @@ def decode_line(raw: bytes, path: Path, line: int) -> str:
                                  "a Windows-1252 or Latin-1 file? save it as UTF-8)") from None
 
 
+def unreadable(path: Path | str, err: OSError) -> Exception:
+    """A DataError naming `path` for a directory or an unreadable file given as input; `err` otherwise
+    (FileNotFoundError is a user error of its own)."""
+    if isinstance(err, IsADirectoryError):
+        return DataError(f"{path}: is a directory; give a file")
+    if isinstance(err, PermissionError):
+        return DataError(f"{path}: cannot read it: permission denied")
+    return err
+
+
+def open_input(path: Path | str):
+    """A user file opened for reading bytes; a directory or an unreadable file is a DataError naming it."""
+    try:
+        return open(path, "rb")
+    except OSError as err:
+        raise unreadable(path, err) from None
+
+
 def read_lines(path: Path | str) -> Iterator[tuple[int, bytes]]:
     """(line number, raw bytes) of every line of a file, read one line at a time; decode with `decode_line`."""
-    with open(path, "rb") as handle:
+    with open_input(path) as handle:
         yield from enumerate(handle, start=1)
 
 
 def read_text(path: Path | str) -> str:
     """A whole user file as text: UTF-8 with or without a BOM; DataError naming the file, line and column if not."""
-    data = Path(path).read_bytes()
+    with open_input(path) as handle:
+        data = handle.read()
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
@@ -147,10 +166,14 @@ def iter_jsonl(path: Path | str) -> Iterator[Any]:
         yield value
 
 
-def located_jsonl(path: Path | str) -> Iterator[tuple[str, Any]]:
-    """`iter_jsonl` with where each value is: `FILE:LINE`, or `FILE: item N` (from 1) in a JSON array."""
+def located_jsonl(path: Path | str, on_error: Optional[Callable[[MalformedLineError], None]] = None
+                  ) -> Iterator[tuple[str, Any]]:
+    """`iter_jsonl` with where each value is: `FILE:LINE`, or `FILE: item N` (from 1) in a JSON array.
+
+    `on_error`: called with the MalformedLineError of a line that is not UTF-8 or not JSON,
+    and reading goes on (`--skip-bad`); without it the error is raised."""
     path = Path(path)
-    with open(path, "rb") as handle:
+    with open_input(path) as handle:
         head = handle.read(64).removeprefix(b"\xef\xbb\xbf").lstrip()
     if head.startswith(b"["):
         text = read_text(path)
@@ -162,9 +185,16 @@ def located_jsonl(path: Path | str) -> Iterator[tuple[str, Any]]:
             yield f"{path}: item {number}", item
         return
     for number, raw in read_lines(path):
-        line = decode_line(raw, path, number)
+        try:
+            line = decode_line(raw, path, number)
+            value = json_line(line, path, number) if line.strip() else None
+        except MalformedLineError as err:
+            if on_error is None:
+                raise
+            on_error(err)
+            continue
         if line.strip():
-            yield f"{path}:{number}", json_line(line, path, number)
+            yield f"{path}:{number}", value
 
 
 def read_jsonl_prefix(path: Path) -> tuple[list[dict], int]:

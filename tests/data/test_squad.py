@@ -108,6 +108,35 @@ def test_not_utf8(tmp_path):
     assert "not SQuAD v1.1 JSON" in _error(tmp_path, b"\xff\xfe{")
 
 
+def test_windows_1252_names_line_and_column(tmp_path):
+    """Issue 11.6: a cp1252 export was a raw traceback or an error without a place."""
+    text = json.dumps(TINY, indent=1, ensure_ascii=False).replace('"context": "', '"context": "caf\u00e9 ', 1)
+    line = text[:text.index("caf\u00e9")].count("\n") + 1
+    message = _error(tmp_path, text.encode("cp1252"))
+    assert f"bad.json:{line}: not SQuAD v1.1 JSON: not valid UTF-8 (byte 0xe9 at column" in message
+
+
+def test_bom_prefixed_file_loads(tmp_path):
+    path = tmp_path / "bom.json"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(TINY).encode())
+    assert len(load_samples(path)) == len(load_samples(tmp_path / "bom.json"))
+    assert load_samples(path)[0].id == TINY["data"][0]["paragraphs"][0]["qas"][0]["id"]
+
+
+@pytest.mark.parametrize(("field", "value"), [("context", 5), ("id", None), ("question", ["q"]), ("text", 1.5)])
+def test_fields_of_the_wrong_type_name_their_place(tmp_path, field, value):
+    data = json.loads(json.dumps(TINY))
+    para = data["data"][0]["paragraphs"][0]
+    target = para if field == "context" else para["qas"][0] if field != "text" else para["qas"][0]["answers"][0]
+    target[field] = value
+    message = _error(tmp_path, json.dumps(data))
+    assert "data[0].paragraphs[0]." in message and "not a string" in message
+
+
+def test_json_error_names_its_line(tmp_path):
+    assert "bad.json:3: not SQuAD v1.1 JSON: not valid JSON" in _error(tmp_path, '{\n"data":\n [}')
+
+
 def test_no_data_key(tmp_path):
     assert "'data'" in _error(tmp_path, json.dumps({"version": "1.1", "articles": []}))
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from keeptune.data.shared import PACKAGED_SQUAD
-from keeptune.io import DataError
+from keeptune.io import DataError, MalformedLineError, read_text
 from keeptune.model.load import cache_dir
 
 OFFICIAL_DEV_URL = "https://rajpurkar.github.io/SQuAD-explorer/dataset/dev-v1.1.json"
@@ -61,19 +61,30 @@ def resolve_data(data: str | Path | None) -> Path:
     if str(data).startswith(("http://", "https://")):
         return fetch(str(data))
     path = Path(data).expanduser()
+    if path.is_dir():
+        raise SquadDataError(f"SQuAD file {path} is a directory; give the JSON file")
     if not path.is_file():
         raise SquadDataError(f"SQuAD file {path} does not exist")
     return path
 
 
 def load_samples(path: Path) -> list[SquadSample]:
-    """Parse an official SQuAD v1.1 JSON file into one sample per paragraph."""
+    """Parse an official SQuAD v1.1 JSON file into one sample per paragraph.
+
+    UTF-8 with or without a BOM. What is not SQuAD v1.1 (not UTF-8, not JSON, a field
+    missing or of the wrong type) is a DataError naming the file and the line or the
+    place in the layout (`data[0].paragraphs[3].qas[0].id`)."""
+    path = Path(path)
     try:
-        articles = json.loads(Path(path).read_text(encoding="utf-8"))["data"]
-        if not isinstance(articles, list):
-            raise TypeError(f"'data' is a {type(articles).__name__}")
-    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
-        raise SquadDataError(f"{path}: not SQuAD v1.1 JSON with a top-level 'data' list ({err})") from None
+        root = json.loads(read_text(path))
+    except MalformedLineError as err:  # not UTF-8 (a Windows-1252 export): line and column
+        raise SquadDataError(f"{err.path}:{err.line}: not SQuAD v1.1 JSON: {err.reason}") from None
+    except json.JSONDecodeError as err:
+        raise SquadDataError(f"{path}:{err.lineno}: not SQuAD v1.1 JSON: not valid JSON "
+                             f"({err.msg}, column {err.colno})") from None
+    articles = root.get("data") if isinstance(root, dict) else None
+    if not isinstance(articles, list):
+        raise SquadDataError(f"{path}: not SQuAD v1.1 JSON: it needs a top-level object with a 'data' list")
     samples = []
     for a, article in enumerate(articles):
         paragraphs = article.get("paragraphs", []) if isinstance(article, dict) else None
@@ -84,12 +95,17 @@ def load_samples(path: Path) -> list[SquadSample]:
             try:
                 question = paragraph["qas"][0]
                 answers = tuple(ans["text"] for ans in question["answers"])
-                samples.append(SquadSample(
-                    id=question["id"], passage=paragraph["context"], question=question["question"],
-                    label=answers[0], answers=answers))
+                sample = SquadSample(id=question["id"], passage=paragraph["context"], question=question["question"],
+                                     label=answers[0], answers=answers)
             except (KeyError, IndexError, TypeError) as err:
                 raise SquadDataError(f"{where}: missing field {err} (need context, qas[0].question, "
                                      "qas[0].id and qas[0].answers[0].text)") from None
+            for field, value in (("context", sample.passage), ("qas[0].question", sample.question),
+                                 ("qas[0].id", sample.id), *((f"qas[0].answers[{i}].text", answer)
+                                                             for i, answer in enumerate(answers))):
+                if not isinstance(value, str):
+                    raise SquadDataError(f"{where}.{field}: not a string ({type(value).__name__})")
+            samples.append(sample)
     if not samples:
         raise SquadDataError(f"{path}: no paragraphs found")
     return samples

@@ -67,3 +67,43 @@ def test_build_chat_prompt_refuses_a_model_without_chat_template(tmp_path):
     with pytest.raises(ModelLoadError, match="no chat template"):
         build(None, prompt="chat", model=str(save_tiny(tmp_path / "tiny")), out=tmp_path / "x.jsonl")
     assert not (tmp_path / "x.jsonl").exists()
+
+
+# --- issue 11: `data stats` on malformed input ----------------------------------------------
+
+def _stats_error(tmp_path, capsys, content: bytes) -> str:
+    from keeptune.cli import main
+
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(content)
+    assert main(["data", "stats", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"keeptune: error: {path}") and err.count("\n") == 1, err
+    return err
+
+
+@pytest.mark.parametrize(("content", "fragment"), [
+    (b"[1, 2]", "bad.jsonl: item 1: not a JSON object (int)"),
+    (b"5\n6\n", "bad.jsonl:1: not a JSON object (int)"),
+    (b'{"a": 1}\n', "bad.jsonl:1: neither a problem/solution pair nor a conversation record"),
+    (b'{"problem": 3, "solution": "x"}\n', "bad.jsonl:1: field 'problem': not a string (int)"),
+    (b'{"conversations": [1]}\n', "bad.jsonl:1: field 'conversations': not a list of turns"),
+    (b'{"conversations": [{"from": "human", "value": "q"}]}\n', "no gpt turn"),
+    ('{"problem": "caf\u00e9"}\n'.encode("cp1252"), "bad.jsonl:1: not valid UTF-8"),
+    (b"[1, 2", "bad.jsonl:1: not a valid JSON array"),
+])
+def test_stats_malformed_records_are_one_line_errors(tmp_path, capsys, content, fragment):
+    """Issue 11.6: a JSON array or numbers where a record is expected were tracebacks."""
+    assert fragment in _stats_error(tmp_path, capsys, content)
+
+
+def test_stats_does_not_count_a_record_without_solution(tmp_path, capsys):
+    """Issue 11.7: a record with no solution was counted as arithmetic."""
+    err = _stats_error(tmp_path, capsys, '{"problem": "计算 1.00 + 2.00 等于多少？"}\n'.encode())
+    assert "bad.jsonl:1: field 'solution': missing" in err
+    path = tmp_path / "mixed.jsonl"
+    path.write_text('{"problem": "计算 1.00 + 2.00 等于多少？"}\n'
+                    '{"problem": "计算 1.00 + 2.00 等于多少？", "solution": "1.00 + 2.00 = 3.00"}\n{oops\n',
+                    encoding="utf-8")
+    counts = stats(path, skip_bad=True)
+    assert counts["arithmetic"] == 1 and sum(counts.values()) == 1

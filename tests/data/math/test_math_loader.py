@@ -80,3 +80,27 @@ def test_real_sample_streams_without_errors(math_sample):
     reader = PairReader(math_sample, dedup=True)
     assert sum(1 for _ in reader) == 996  # the sample's 996 lines are all distinct
     assert reader.duplicates == 0
+
+
+# --- issue 11: encodings -----------------------------------------------------------------
+
+def test_bom_prefixed_file_keeps_its_first_record_with_skip_bad(tmp_path):
+    """Issue 11.7: --skip-bad dropped a BOM-prefixed file's first (valid) record."""
+    path = tmp_path / "bom.json"
+    path.write_bytes(b"\xef\xbb\xbf" + f"{A}\n{B}\n".encode())
+    reader = PairReader(path, skip_bad=True)
+    assert [p.problem for p in reader] == ["计算 1.00 + 2.00 等于多少？", "将分数 6/8 进行简化。"]
+    assert reader.skipped == 0
+    assert len(read_pairs(path)) == 2
+
+
+def test_windows_1252_line_names_file_and_line(tmp_path):
+    """Issue 11.6: invalid UTF-8 was a UnicodeDecodeError traceback, also with --skip-bad."""
+    path = tmp_path / "cp1252.json"
+    path.write_bytes(f"{A}\n".encode() + '{"problem": "caf\u00e9", "solution": "1"}\n'.encode("cp1252")
+                     + f"{B}\n".encode())
+    with pytest.raises(MalformedLineError, match=rf"^{path}:2: not valid UTF-8 \(byte 0xe9 at column 17"):
+        read_pairs(path)
+    reader = PairReader(path, skip_bad=True)
+    assert len(list(reader)) == 2
+    assert (reader.lines, reader.skipped, reader.yielded) == (3, 1, 2)

@@ -120,14 +120,15 @@ def build(
     return out
 
 
-def stats(file: Path, dedup: bool = False) -> dict[str, int]:
+def stats(file: Path, dedup: bool = False, skip_bad: bool = False) -> dict[str, int]:
     """Count the records of a math data file per template.
 
     Args:
         file: JSON lines of raw problem/solution pairs or conversation records.
         dedup: Count each distinct (problem, answer) pair once.
+        skip_bad: Count and pass over malformed records instead of failing at the first.
     """
-    counts = count_templates(file, dedup=dedup)
+    counts = count_templates(file, dedup=dedup, skip_bad=skip_bad)
     print(f"keeptune: {file}")
     _print_counts(counts)
     return counts

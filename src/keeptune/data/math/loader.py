@@ -17,7 +17,7 @@ import logging
 from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple
 
-from keeptune.io import MalformedLineError, json_line
+from keeptune.io import MalformedLineError, decode_line, json_line, read_lines
 
 log = logging.getLogger("keeptune")
 FIELDS = ("problem", "solution")
@@ -80,21 +80,25 @@ class PairReader:
         self.lines = self.skipped = self.yielded = 0
 
     def _parsed(self) -> Iterator[Pair]:
-        with open(self.path, encoding="utf-8") as handle:
-            for number, text in enumerate(handle, start=1):
+        # Bytes, decoded line by line: UTF-8 with or without a BOM; a line that is not
+        # UTF-8 (a Windows-1252 export) is a malformed line like any other.
+        for number, raw in read_lines(self.path):
+            try:
+                text = decode_line(raw, self.path, number)
                 if not text.strip():
                     continue
                 self.lines += 1
-                try:
-                    pair = parse_line(text, self.path, number)
-                except MalformedLineError as err:
-                    if not self.skip_bad:
-                        raise
-                    self.skipped += 1
-                    if self.skipped == 1:
-                        log.warning("skipping malformed lines; first: %s", err)
-                    continue
-                yield pair
+                pair = parse_line(text, self.path, number)
+            except MalformedLineError as err:
+                if not self.skip_bad:
+                    raise
+                if err.reason.startswith("not valid UTF-8"):
+                    self.lines += 1
+                self.skipped += 1
+                if self.skipped == 1:
+                    log.warning("skipping malformed lines; first: %s", err)
+                continue
+            yield pair
         if self.skipped:
             log.warning("skipped %d malformed line(s) of %s", self.skipped, self.path)
 
