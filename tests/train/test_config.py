@@ -189,3 +189,18 @@ def test_the_experiment_config_is_validated_too():
         load_config(None, ["lora.dropout=2"], root=ExperimentConfig)
     with pytest.raises(ConfigError, match="field 'train.warmup_ratio'"):
         load_config(None, ["train.warmup_ratio=-1"], root=ExperimentConfig)
+
+
+def test_a_config_that_is_not_utf8_names_file_and_line(tmp_path):
+    """Found by the fuzz suite: a Windows-1252 config was a UnicodeDecodeError traceback."""
+    path = tmp_path / "c.yaml"
+    path.write_bytes("train:\n  lr: 1.0e-3\n# caf\u00e9\n".encode("cp1252"))
+    with pytest.raises(ConfigError, match=rf"^{path}:3: not valid UTF-8 \(byte 0xe9"):
+        load_config(path)
+    path.write_bytes(b"\xef\xbb\xbftrain:\n  lr: 2.0e-3\n")  # a BOM is fine
+    assert load_config(path).train.lr == 2e-3
+
+
+def test_a_combination_error_names_the_override_that_made_it():
+    with pytest.raises(ConfigError, match=r"^override 'train.micro_batch=3': field 'train.global_batch' is 8"):
+        load_config(None, ["train.micro_batch=3"])

@@ -153,12 +153,16 @@ def check_safetensors(path: Path) -> int:
         raw = handle.read(length)
     try:
         header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        json.dumps(header, ensure_ascii=False).encode("utf-8")  # lone surrogate escapes: safetensors refuses them
+    except (UnicodeError, json.JSONDecodeError) as err:
         raise bad(f"the header is not JSON ({err})") from None
     if not isinstance(header, dict):
         raise bad("the header is not a JSON object")
+    if "__metadata__" in header and not (isinstance(header["__metadata__"], dict) and all(
+            isinstance(v, str) for v in header["__metadata__"].values())):
+        raise bad("its __metadata__ is not a mapping of strings")
     data = size - 8 - length
-    count = 0
+    count, spans = 0, []
     for name, info in header.items():
         if name == "__metadata__":
             continue
@@ -174,7 +178,15 @@ def check_safetensors(path: Path) -> int:
             raise bad(f"tensor {name!r} lies outside the file's {data} data bytes ({offsets!r}): truncated?")
         if offsets[1] - offsets[0] != math.prod(shape) * SAFETENSORS_DTYPES[dtype] and dtype[:2] not in ("F4", "F6"):
             raise bad(f"tensor {name!r} has {offsets[1] - offsets[0]} bytes for shape {shape} of {dtype}")
+        spans.append(offsets)
         count += 1
+    end = 0
+    for begin, stop in sorted(spans):  # the data must be covered exactly: no holes, no overlaps
+        if begin != end:
+            raise bad(f"its tensors' bytes {'overlap' if begin < end else 'leave a hole'} at data byte {end}")
+        end = stop
+    if end != data:
+        raise bad(f"its tensors cover {end} of its {data} data bytes")
     return count
 
 

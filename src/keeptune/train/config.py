@@ -194,8 +194,13 @@ def validate(config, where: dict[str, str]):
     (FILE:LINE, the override, or `defaults`) and the field, before any data is read or model loaded.
 
     Works on any root dataclass with `model`, `lora` and `train` sections (Config, ExperimentConfig)."""
-    def at(dotted: str) -> str:
-        return where.get(dotted) or where.get(dotted.rsplit(".", 1)[0]) or "defaults"
+    def at(*fields: str) -> str:
+        """Where the first of `fields` that was set was set (a combination names what was changed)."""
+        for dotted in fields:
+            found = where.get(dotted) or where.get(dotted.rsplit(".", 1)[0])
+            if found:
+                return found
+        return "defaults"
 
     def get(dotted: str):
         section, name = dotted.split(".")
@@ -219,7 +224,8 @@ def validate(config, where: dict[str, str]):
         raise ConfigError(f"{at('train.betas')}: field 'train.betas' is {list(betas)}; each must be in [0, 1)")
     global_batch, micro_batch = get("train.global_batch"), get("train.micro_batch")
     if global_batch is not None and micro_batch is not None and global_batch % micro_batch:
-        raise ConfigError(f"{at('train.global_batch')}: field 'train.global_batch' is {global_batch}; it must be a "
+        raise ConfigError(f"{at('train.global_batch', 'train.micro_batch')}: field 'train.global_batch' is "
+                          f"{global_batch}; it must be a "
                           f"multiple of train.micro_batch ({micro_batch}): global batch = micro-batch x gradient "
                           "accumulation x number of devices")
     targets = get("lora.targets")
@@ -245,10 +251,16 @@ def validate(config, where: dict[str, str]):
 
 def read_yaml(path: Path) -> tuple[dict, dict[str, str]]:
     """A YAML mapping and, for every dotted key, 'FILE:LINE' where it is written."""
+    from keeptune.io import DataError, MalformedLineError, read_text
+
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path)  # UTF-8, a BOM allowed
     except FileNotFoundError:
         raise FileNotFoundError(f"config file {path} does not exist") from None
+    except MalformedLineError as err:  # not UTF-8
+        raise ConfigError(f"{err.path}:{err.line}: {err.reason}") from None
+    except DataError as err:  # a directory, unreadable
+        raise ConfigError(str(err)) from None
     try:
         tree, root = yaml.safe_load(text), yaml.compose(text)
     except yaml.YAMLError as err:
