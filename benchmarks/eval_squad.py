@@ -22,9 +22,8 @@ import time
 import torch
 from transformers import GenerationConfig
 
-from keeptune.data.squad import load_samples, resolve_data
 from keeptune.evaluate.generation import GenerationSettings, left_pad, positions, generate
-from keeptune.evaluate.tasks.squad import SquadTask
+from keeptune.evaluate.spec import SpecTask, load_spec, load_task_samples, resolve_data_path
 from keeptune.model.load import load_model
 
 
@@ -69,12 +68,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--limit", type=int, default=None)
-    parser.add_argument("--data", default=None, help="SQuAD v1.1 file; default: the shared 54-paragraph file")
+    parser.add_argument("--data", default=None, help="SQuAD v1.1 file; default: the packaged 54-paragraph article")
     args = parser.parse_args()
 
     model, tokenizer = load_model(None)
-    samples = load_samples(resolve_data(args.data))[:args.limit]
-    task = SquadTask(samples, tokenizer)
+    compiled = load_spec("squad-seed", {"data.path": args.data} if args.data else {})
+    samples = load_task_samples(compiled, resolve_data_path(compiled.spec))[:args.limit]
+    task = SpecTask(compiled, samples, tokenizer)
     prompts = [tokenizer(task.prompt(s), add_special_tokens=False).input_ids for s in samples]
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     config = GenerationConfig(max_new_tokens=20, do_sample=False, num_beams=1, eos_token_id=eos, pad_token_id=pad)

@@ -20,7 +20,7 @@ from tests.tiny import save_tiny
 SEED_PROMPT = ("Read the passage and answer the question below.\n\n### Instruction:\n{passage}"
                "\n\n### Input:\n{query}\n\n### Response:")
 RESULT_LINE = re.compile(r"^F1 score: (\S+), Em score: (\S+), total_count: (\d+)$")
-PREDICTION_KEYS = {"id", "question", "label", "answers", "raw", "prediction", "f1", "em"}
+PREDICTION_KEYS = {"id", "label", "references", "raw", "prediction", "scores"}
 
 
 @pytest.fixture(autouse=True)
@@ -142,19 +142,19 @@ def test_eval_squad_end_to_end(tmp_path, capsys):
     records = [by_id[qid] for qid, *_ in samples]
     for record, (qid, _, question, answers), raw, prediction in zip(records, samples, raws, predictions):
         assert PREDICTION_KEYS <= set(record)
-        assert record["id"] == qid and record["question"] == question and record["answers"] == answers
+        assert record["id"] == qid and record["references"] == answers
         assert record["raw"] == raw
         assert record["prediction"] == prediction
     assert [r["label"] for r in records] == labels
-    assert [(r["f1"], r["em"]) for r in records] == [(1.0, 1.0), (0.0, 0.0), (0.0, 0.0)]
+    assert [(r["scores"]["emf1"]["f1"], r["scores"]["emf1"]["em"]) for r in records] == \
+        [(1.0, 1.0), (0.0, 0.0), (0.0, 0.0)]
 
     metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
-    assert metrics["protocol"] == "seed"
+    assert metrics["task"] == "squad-seed" and metrics["prompt"] == "squad-seed"
     assert metrics["total_count"] == 3
-    assert metrics["emf1"]["F1"] == pytest.approx(100 / 3)
-    assert metrics["emf1"]["Em"] == pytest.approx(100 / 3)
-    assert set(metrics["squad_v1"]) >= {"f1", "exact_match"}
-    assert metrics["squad_v1"]["exact_match"] == pytest.approx(100 / 3)  # q1 matches its first answer
+    assert metrics["scores"]["emf1.F1"] == pytest.approx(100 / 3)
+    assert metrics["scores"]["emf1.Em"] == pytest.approx(100 / 3)
+    assert metrics["scores"]["squad_v1.exact_match"] == pytest.approx(100 / 3)  # q1 matches its first answer
     assert metrics["generation"]["max_new_tokens"] == 4
     assert metrics["generation"]["min_new_tokens"] is None
     assert metrics["model"] == str(model_dir)
@@ -162,7 +162,7 @@ def test_eval_squad_end_to_end(tmp_path, capsys):
     assert metrics["generated"] == 3
 
     result_lines = [line for line in stdout.splitlines() if line.startswith("F1 score: ")]
-    assert result_lines == [f"F1 score: {metrics['emf1']['F1']}, Em score: {metrics['emf1']['Em']}, "
+    assert result_lines == [f"F1 score: {metrics['scores']['emf1.F1']}, Em score: {metrics['scores']['emf1.Em']}, "
                             "total_count: 3"]
     assert RESULT_LINE.match(result_lines[0])
     assert "generation config:" in stdout
@@ -172,8 +172,7 @@ def test_eval_squad_end_to_end(tmp_path, capsys):
     assert main(args) == 0
     again = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert again["generated"] == 0
-    assert again["emf1"] == metrics["emf1"]
-    assert again["squad_v1"] == metrics["squad_v1"]
+    assert again["scores"] == metrics["scores"]
     assert (out / "predictions.jsonl").read_bytes() == predictions_before
     assert result_lines[0] in capsys.readouterr().out.splitlines()
 

@@ -54,8 +54,8 @@ def as_trained(changes: dict, info: dict, adapter_prompt: bool) -> dict:
         trained["prompt"] = info["prompt"]
     if "format" not in changes and info.get("format"):
         trained["format"] = info["format"]
-    if "add_bos" not in changes and "add_bos" in info:
-        trained["add_bos"] = bool(info["add_bos"])
+        if "add_bos" not in changes and "add_bos" in info:  # BOS goes with the format it was trained in
+            trained["add_bos"] = bool(info["add_bos"])
     return trained
 
 

@@ -163,7 +163,7 @@ def _evaluate(task, model, tokenizer, out: Path, settings: GenerationSettings, i
     seconds = time.perf_counter() - started
 
     ordered = [done[s.id] for s in samples]
-    metrics = {"task": task.name, **identity, "total_count": len(ordered), **task.aggregate(ordered),
+    metrics = {**described, "task": task.name, **identity, "total_count": len(ordered), **task.aggregate(ordered),
                "generation": generation, "seconds": seconds, "generated": len(todo), "skipped": len(skipped)}
     atomic_write_json(out / "metrics.json", metrics)
     for line in task.summary(metrics):
