@@ -2,6 +2,7 @@
 `model.generate` gives (float32), including EOS stops and min_new_tokens."""
 from __future__ import annotations
 
+import inspect
 from collections import Counter
 
 import pytest
@@ -89,3 +90,16 @@ def test_describe_is_the_greedy_seed_config():
     described = GenerationSettings().describe([2], 3)
     assert (described["do_sample"], described["num_beams"], described["max_new_tokens"],
             described["min_new_tokens"], described["top_k"], described["top_p"]) == (False, 1, 20, None, 0, 1.0)
+
+
+def test_cache_goes_in_by_the_keyword_the_model_takes(model):
+    """`cache=` where transformers renamed `past_key_values` (5.24), else the old name; a PEFT
+    model is asked about its base model, which receives the keyword."""
+    from peft import LoraConfig, get_peft_model
+
+    from keeptune.evaluate.generation import _cache_keyword
+
+    expected = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    assert _cache_keyword(model) == expected
+    peft_model = get_peft_model(tiny_llama(), LoraConfig(r=2, target_modules=["q_proj"]))
+    assert _cache_keyword(peft_model) == expected

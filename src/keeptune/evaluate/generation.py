@@ -11,18 +11,24 @@ little left-padding because neighbours have similar lengths), merge the chunks'
 KV caches into one decode batch of up to `batch_size` rows (left-padded with
 masked zeros), and drop rows from the batch as they reach EOS.
 
+Only transformers' public cache API is used: a `DynamicCache` per prefill chunk,
+and for decoding a `StaticCache` with room for the new tokens, so each decode
+step writes in place where a `DynamicCache` would copy the whole cache
+(torch.cat) every step. The cache goes in as `cache=` where the model takes it
+(transformers 5.24 renamed `past_key_values`), else as `past_key_values=`.
+
 Exactness: padding only adds masked positions, whose softmax weight is exactly
 zero, and position ids come from each row's own token count, so every row sees
 the computation of a batch-1 run; tests check the tokens are identical.
 """
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
-from transformers import DynamicCache
-from transformers.cache_utils import DynamicLayer
+from transformers import DynamicCache, StaticCache
 
 
 @dataclass(frozen=True)
@@ -62,31 +68,23 @@ def positions(mask: torch.Tensor) -> torch.Tensor:
     return (mask.cumsum(-1) - 1).clamp(min=0)
 
 
-class _RoomyLayer(DynamicLayer):
-    """A cache layer with room for the new tokens: each decode step writes in
-    place, where DynamicLayer copies the whole cache (torch.cat) every step."""
-
-    def __init__(self, keys: torch.Tensor, values: torch.Tensor):
-        super().__init__()
-        self.dtype, self.device, self.is_initialized = keys.dtype, keys.device, True
-        self._k, self._v, self._len = keys, values, 0
-
-    def _views(self) -> None:
-        self.keys, self.values = self._k[:, :, :self._len], self._v[:, :, :self._len]
-
-    def update(self, key_states, value_states, *args, **kwargs):
-        end = self._len + key_states.shape[-2]
-        self._k[:, :, self._len:end], self._v[:, :, self._len:end] = key_states, value_states
-        self._len = end
-        self._views()
-        return self.keys, self.values
-
-    def batch_select_indices(self, indices: torch.Tensor) -> None:
-        self._k, self._v = self._k[indices], self._v[indices]
-        self._views()
+def _cache_keyword(model) -> str:
+    """The forward keyword that takes the KV cache: `cache` in newer transformers,
+    `past_key_values` (deprecated there) in older ones."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a PEFT model passes it through
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
-def _merge_caches(parts: list[tuple[DynamicCache, torch.Tensor]], room: int) -> tuple[DynamicCache, torch.Tensor]:
+def _static_cache(model, layers: list[tuple[torch.Tensor, torch.Tensor]], room: int) -> StaticCache:
+    """A decode cache holding `layers` (per layer: keys and values, [rows, heads, length, dim])
+    with `room` free slots after them."""
+    cache = StaticCache(config=model.config, max_cache_len=layers[0][0].shape[-2] + room)
+    for i, (keys, values) in enumerate(layers):
+        cache.update(keys, values, i)
+    return cache
+
+
+def _merge_caches(model, parts: list[tuple[DynamicCache, torch.Tensor]], room: int) -> tuple[StaticCache, torch.Tensor]:
     """Stack the prefill chunks' caches into one decode batch.
 
     Each chunk is left-padded (masked zeros) to the longest chunk, and every layer
@@ -96,23 +94,24 @@ def _merge_caches(parts: list[tuple[DynamicCache, torch.Tensor]], room: int) -> 
     rows = sum(mask.shape[0] for _, mask in parts)
     layers = []
     for i, first in enumerate(parts[0][0].layers):
-        b, h, _, d = first.keys.shape
-        k = first.keys.new_zeros((rows, h, width + room, d))
+        _, h, _, d = first.keys.shape
+        k = first.keys.new_zeros((rows, h, width, d))
         v = torch.zeros_like(k)
         row = 0
         for cache, mask in parts:
             n, t = mask.shape
-            k[row:row + n, :, width - t:width] = cache.layers[i].keys
-            v[row:row + n, :, width - t:width] = cache.layers[i].values
+            k[row:row + n, :, width - t:] = cache.layers[i].keys
+            v[row:row + n, :, width - t:] = cache.layers[i].values
             row += n
-        layer = _RoomyLayer(k, v)
-        layer._len = width
-        layer._views()
-        layers.append(layer)
+        layers.append((k, v))
     masks = [torch.nn.functional.pad(mask, (width - mask.shape[1], 0)) for _, mask in parts]
-    cache = DynamicCache()
-    cache.layers = layers
-    return cache, torch.cat(masks)
+    return _static_cache(model, layers, room), torch.cat(masks)
+
+
+def _select_rows(model, cache: StaticCache, keep: torch.Tensor, length: int, room: int) -> StaticCache:
+    """The decode cache of the rows `keep` only: its first `length` slots, and `room` free ones."""
+    return _static_cache(model, [(layer.keys[keep, :, :length], layer.values[keep, :, :length])
+                                 for layer in cache.layers], room)
 
 
 def _next_tokens(logits: torch.Tensor, step: int, settings: GenerationSettings, eos: torch.Tensor) -> torch.Tensor:
@@ -130,6 +129,7 @@ def generate_group(model, prompts: Sequence[Sequence[int]], settings: Generation
     """Greedy-decode one group of prompts; returns the new tokens of each, EOS included."""
     device = model.device
     eos = torch.as_tensor(list(eos_token_ids), device=device)
+    keyword = _cache_keyword(model)
     parts, first = [], []
     for start in range(0, len(prompts), settings.prefill_batch_size):
         progress(f"prefill {start}/{len(prompts)}")
@@ -137,10 +137,11 @@ def generate_group(model, prompts: Sequence[Sequence[int]], settings: Generation
         ids, mask = ids.to(device), mask.to(device)
         cache = DynamicCache(config=model.config)
         out = model(input_ids=ids, attention_mask=mask, position_ids=positions(mask),
-                    past_key_values=cache, use_cache=True, logits_to_keep=1)
+                    use_cache=True, logits_to_keep=1, **{keyword: cache})
         first.append(_next_tokens(out.logits, 0, settings, eos))
         parts.append((cache, mask))
-    cache, mask = _merge_caches(parts, room=settings.max_new_tokens)
+    cache, mask = _merge_caches(model, parts, room=settings.max_new_tokens)
+    del parts  # the prefill caches, now copied into the decode cache
     token = torch.cat(first)
     rows = torch.arange(len(prompts), device=device)  # original prompt of each batch row
     done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
@@ -154,12 +155,12 @@ def generate_group(model, prompts: Sequence[Sequence[int]], settings: Generation
             break
         if done.sum() * 4 >= len(rows):  # a quarter finished: drop them, later steps cost less
             keep = (~done).nonzero().squeeze(-1)
-            cache.batch_select_indices(keep)
+            cache = _select_rows(model, cache, keep, mask.shape[1], settings.max_new_tokens - step + 1)
             rows, token, mask, done = rows[keep], token[keep], mask[keep], done[keep]
         progress(f"decode {step}/{settings.max_new_tokens}, {len(rows)} rows")
         mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=-1)
         out = model(input_ids=token[:, None], attention_mask=mask, position_ids=mask.sum(-1, keepdim=True) - 1,
-                    past_key_values=cache, use_cache=True)
+                    use_cache=True, **{keyword: cache})
         token = _next_tokens(out.logits, step, settings, eos)
     return outputs
 
