@@ -11,7 +11,10 @@ from keeptune.data.prompts import PROMPTS
 from keeptune.evaluate.engine import evaluate
 from keeptune.evaluate.generation import GenerationSettings
 from keeptune.evaluate.spec import SpecTask, load_spec, load_task_samples, resolve_data_path
-from keeptune.io import DataError
+from keeptune.io import DataError, check_output_dir, claim_output_dir
+
+# What an evaluation writes into its --out: a folder holding only these is one of its outputs.
+EVAL_OUTPUTS = ("predictions.jsonl", "metrics.json", "eval.json", ".lock")
 from keeptune.model.load import load_model, model_name
 
 
@@ -94,6 +97,7 @@ def eval_task(
     prefill_batch_size: int = 8,
     skip_bad: bool = False,
     out: Optional[Path] = None,
+    overwrite: bool = False,
     dtype: str = "auto",
     device: str = "auto",
 ) -> dict:
@@ -122,7 +126,8 @@ def eval_task(
         batch_size: rows decoded together (more is faster, needs more memory).
         prefill_batch_size: prompts prefilled together (small keeps padding low).
         skip_bad: leave out (and count) samples whose prompt does not fit the model's context.
-        out: output directory; default: runs/eval/TASK-MODEL.
+        out: output directory; default: runs/eval/TASK-MODEL[-ADAPTER].
+        overwrite: write into OUT even when it exists and keeptune did not make it (nothing there is deleted).
         dtype: float32, bfloat16 or float16; auto: float32 on CPU, bfloat16 on GPU.
         device: cpu, cuda, cuda:N; auto: CUDA when available.
     """
@@ -141,10 +146,13 @@ def eval_task(
     spec = compiled.spec
     path = resolve_data_path(spec)
     samples = load_task_samples(compiled, path)  # every record checked before the model loads
+    out, inputs = out or default_out(spec.name, model, adapter), (path, model, adapter)
+    check_output_dir(out, "eval", overwrite, inputs=inputs, outputs=EVAL_OUTPUTS)  # before minutes of loading
     net, tokenizer, identity = load_with_adapter(model, adapter, info, dtype, device)
     settings = GenerationSettings(spec.generation.max_new_tokens, spec.generation.min_new_tokens, batch_size,
                                   prefill_batch_size)
     spec_task = SpecTask(compiled, samples, tokenizer)
+    claim_output_dir(out, "eval", overwrite, inputs=inputs, outputs=EVAL_OUTPUTS)
     print(f"task {spec.name} ({spec.source}): {len(samples)} samples from {path}")
-    return evaluate(spec_task, net, tokenizer, out or default_out(spec.name, model, adapter), settings,
+    return evaluate(spec_task, net, tokenizer, out, settings,
                     identity, add_bos=spec_task.add_bos, skip_bad=skip_bad)

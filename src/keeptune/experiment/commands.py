@@ -48,5 +48,5 @@ def run(config: Optional[Path] = None, overrides: Optional[list[str]] = None) ->
 def main(argv: list[str]) -> None:
     """`keeptune run [CONFIG] [key=value ...]`."""
     config, overrides, _ = parse_words(argv, "keeptune run", run.__doc__.split("\n\n")[0], RUN_USAGE,
-                                       ExperimentConfig, resume=False)
+                                       ExperimentConfig, resume=False, overwrite=True)
     run(config, overrides)

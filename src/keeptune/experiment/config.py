@@ -129,3 +129,5 @@ class ExperimentConfig:
     """Run directory; null: runs/experiments/NAME."""
     skip_bad: bool = False
     """Leave out (and count) evaluation samples whose prompt does not fit the model's context."""
+    overwrite: bool = False
+    """Write into `out` even when it exists and keeptune did not make it (the same as --overwrite)."""

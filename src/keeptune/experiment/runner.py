@@ -18,6 +18,8 @@ evaluates (with FSDP it loads the base model again, unsharded, to evaluate).
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -38,7 +40,7 @@ from keeptune.evaluate.spec import Compiled, SpecTask, load_spec, load_task_samp
     prompt_template, resolve_data_path
 from keeptune.experiment import gate as rules
 from keeptune.experiment.config import ExperimentConfig
-from keeptune.io import DataError, atomic_write_json, iter_jsonl, write_jsonl
+from keeptune.io import DataError, atomic_write_json, claim_output_dir, iter_jsonl, write_jsonl
 from keeptune.model.load import load_model, model_name
 from keeptune.model.params import lora_accounting, source_config
 from keeptune.train import checkpoint
@@ -112,6 +114,9 @@ def plan_experiment(config: ExperimentConfig) -> Plan:
             raise fail(f"{where}.fraction", f"{fraction}; a fraction in (0, 1]")
         retention.append((compiled, rules.TaskGate(compiled.spec.name, metrics, fraction)))
         names.append(compiled.spec.name)
+    task = config.new_task
+    if task.train_data is None and task.prompt not in PROMPTS:
+        raise fail("new_task.prompt", f"{task.prompt!r}; the arithmetic recipe's prompts: {', '.join(PROMPTS)}")
     new = new_task_spec(config, None)
     names.append(new.spec.name)
     for name in names:
@@ -123,9 +128,6 @@ def plan_experiment(config: ExperimentConfig) -> Plan:
     if accuracy not in new.scalars():
         raise fail("new_task.accuracy", f"{accuracy!r} is not a scalar of task {new.spec.name}: "
                                         f"{', '.join(new.scalars())}")
-    task = config.new_task
-    if task.train_data is None and task.prompt not in PROMPTS:
-        raise fail("new_task.prompt", f"{task.prompt!r}; the arithmetic recipe's prompts: {', '.join(PROMPTS)}")
     for i, (compiled, _) in enumerate(retention):  # the samples are read now: a bad file fails before any work
         load_task_samples(compiled, resolve_data_path(compiled.spec))
     params = lora_accounting(source_config(config.model.source), config.lora)[1]
@@ -340,12 +342,39 @@ def judge_state(plan: Plan, scores: dict[str, dict], baseline: dict[str, dict]) 
 
 def run_experiment(config: ExperimentConfig, command: str) -> dict | None:
     """Run (or finish) the experiment; returns what RUN/results.json holds (None on ranks other than 0)."""
-    from keeptune.experiment.tracking import Tracker, tracking_history
-
     started = time.perf_counter()
     plan = plan_experiment(config)
     main = rank()[0] == 0
     run = run_dir(config)
+    inputs = (config.model.source, config.new_task.train_data, config.new_task.source, config.new_task.eval_data,
+              *(item.data for item in config.original))
+    with exclusive(run, config.overwrite, inputs) if main else contextlib.nullcontext():
+        return _run_experiment(config, command, plan, run, main, started)
+
+
+# What `keeptune run` writes into its run directory: a folder holding only these is one of its runs.
+RUN_OUTPUTS = ("data", "baseline", "train", "tracking", "checkpoints", "best", "plots", "results.json",
+               "report.md", "report.html", ".lock")
+
+
+@contextlib.contextmanager
+def exclusive(run: Path, overwrite: bool, inputs: tuple):
+    """Claim RUN (never a folder keeptune did not make, unless told) and hold RUN/.lock: a second
+    experiment into the same directory is refused, not interleaved."""
+    claim_output_dir(run, "run", overwrite, inputs=inputs, outputs=RUN_OUTPUTS)
+    with open(run / ".lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DataError(f"{run}: another keeptune run is working in this directory now; wait for it to "
+                            "finish, or give this one another name= or out=") from None
+        yield
+
+
+def _run_experiment(config: ExperimentConfig, command: str, plan: Plan, run: Path, main: bool,
+                    started: float) -> dict | None:
+    from keeptune.experiment.tracking import Tracker, tracking_history
+
     run.mkdir(parents=True, exist_ok=True)
     train_path, eval_path = prepare_data(config, run, plan)  # deterministic: every rank makes the same files
     plan.new = new_task_spec(config, eval_path)
