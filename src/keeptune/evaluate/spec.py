@@ -59,7 +59,7 @@ class DataSpec:
     id_field: Optional[str] = None
     """jsonl: the field holding each sample's unique id; null: numbered in file order."""
     dedup: bool = False
-    """jsonl: keep only the first of records with the same prompt and reference."""
+    """jsonl: keep only the first of records equal in every field the task reads."""
     limit: Optional[int] = None
     """Evaluate the first N samples only; null: all."""
 
@@ -92,8 +92,8 @@ class TaskSpec:
     add_bos: Optional[bool] = None
     """Put BOS before the prompt; null: only in the vicuna format."""
     adapter_prompt: bool = False
-    """Evaluated with an adapter, read the prompt in the prompt and format the adapter was trained with (its
-    keeptune.json): true for the task an adapter is trained on, false for a fixed protocol."""
+    """Evaluated with an adapter, use the prompt and sequence format the adapter was trained with (its
+    keeptune.json): true for the task an adapter learns, false for a fixed protocol."""
     reference: str = "answer"
     """The field holding the label."""
     references: Optional[str] = None
