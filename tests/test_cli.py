@@ -186,3 +186,16 @@ def test_eval_squad_end_to_end(tmp_path, capsys):
     assert "other settings" in errors[0] and str(out) in errors[0]
     assert (out / "predictions.jsonl").read_bytes() == predictions_before
     assert json.loads((out / "metrics.json").read_text(encoding="utf-8")) == again
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["eval", "squad", "--skip_bad", "--limit", "3"], ["eval", "squad", "--skip_bad=true", "--limit", "3"]),
+    (["eval", "squad", "--add_bos", "false"], ["eval", "squad", "--add_bos", "false"]),
+    (["eval", "squad", "--overwrite"], ["eval", "squad", "--overwrite=true"]),
+    (["merge", "a", "--overwrite", "--out", "x"], ["merge", "a", "--overwrite=true", "--out", "x"]),
+    (["eval", "squad", "--limit", "--skip_bad"], ["eval", "squad", "--limit", "--skip_bad=true"]),  # int: untouched
+])
+def test_a_bare_switch_means_true(argv, expected):
+    from keeptune.cli import _bare_switches
+
+    assert _bare_switches(argv) == expected

@@ -43,12 +43,38 @@ def _underscored(arg: str) -> str:
     return "--" + name[2:].replace("-", "_") + sep + value
 
 
+def _command(args: list[str]):
+    """The typed function `args` name (`eval`, `data stats`, ...), or None."""
+    target = COMMANDS.get(args[0]) if args else None
+    if isinstance(target, dict):
+        target = target.get(args[1]) if len(args) > 1 else None
+    return target
+
+
+def _bare_switches(args: list[str]) -> list[str]:
+    """`--overwrite` alone -> `--overwrite=true` for the command's boolean options (jsonargparse wants a value)."""
+    import inspect
+
+    function = _command(args)
+    if function is None:
+        return args
+    switches = {name for name, p in inspect.signature(function).parameters.items() if p.annotation in (bool, "bool", "Optional[bool]", "bool | None")}
+    out = []
+    for i, arg in enumerate(args):
+        following = args[i + 1].lower() if i + 1 < len(args) else None
+        if arg.startswith("--") and arg[2:] in switches and following not in ("true", "false", "yes", "no", "1", "0"):
+            arg += "=true"
+        out.append(arg)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     from jsonargparse import CLI
 
     from keeptune.errors import USER_ERRORS
 
     args = _positional_folder([_underscored(a) for a in (sys.argv[1:] if argv is None else argv)])
+    args = _bare_switches(args)
     try:
         if args and args[0] in WORD_COMMANDS:
             WORD_COMMANDS[args[0]](args[1:])

@@ -162,3 +162,32 @@ def test_a_max_new_tokens_shorter_than_the_answers_is_warned(tmp_path, capsys):
     # The vicuna sequence's answer starts with a space (SPEC section 2): one token more.
     warn_if_answers_do_not_fit(train, byte_tokenizer(), longest, "vicuna")
     assert f"longest training answer is {longest + 1} tokens" in capsys.readouterr().err
+
+
+def test_under_torchrun_every_rank_trains_and_rank_0_alone_evaluates(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    model = save_tiny(tmp_path / "tiny")
+    squad = tmp_path / "squad.json"
+    squad.write_text(json.dumps(SQUAD), encoding="utf-8")
+    words = [f"model.source={model}", f"original.data={squad}", f"out={tmp_path / 'run'}", "new_task.n=16",
+             "new_task.eval_n=4", "new_task.max_new_tokens=4", "new_task.seq_len=512", "train.max_steps=2",
+             "train.global_batch=4", "train.micro_batch=2", "train.checkpoints=1", "tracking.every=1",
+             "tracking.retention=2", "tracking.new_task=2", "batch_size=4", "lora.dropout=0"]
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                             "-m", "keeptune", "run", *words], cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "global batch 4 = micro-batch 2 x accumulation 1 x world 2" in result.stdout
+    assert result.stdout.count("== baseline") == 1 and result.stdout.count("best checkpoint") + \
+        result.stdout.count("no checkpoint passes the gate") == 1
+    run = tmp_path / "run"
+    for folder in (run / "baseline" / "squad-seed", run / "checkpoints" / "step-000002" / "math-worked",
+                   run / "tracking" / "step-000001" / "squad-seed"):
+        ids = [json.loads(line)["id"] for line in (folder / "predictions.jsonl").read_text().splitlines()]
+        assert len(ids) == len(set(ids)) > 0, folder  # written once, by rank 0 alone
+    assert [t["step"] for t in read(run / "results.json")["tracking"]] == [1, 2]

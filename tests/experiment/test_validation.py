@@ -21,6 +21,7 @@ from keeptune.cli import main
     ("name=a/b", "field 'name': 'a/b'"),
     ("gate=1.5", "field 'gate': 1.5"),
     ("lora.targets=[nothing_like_this]", "nothing_like_this"),
+    ("model.device=cuda:7", "cuda:7"),
 ])
 def test_a_wrong_setting_fails_before_any_work(tmp_path, capsys, word, words):
     out = tmp_path / "run"

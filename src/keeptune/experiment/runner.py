@@ -41,7 +41,7 @@ from keeptune.evaluate.spec import Compiled, SpecTask, load_spec, load_task_samp
 from keeptune.experiment import gate as rules
 from keeptune.experiment.config import ExperimentConfig
 from keeptune.io import DataError, atomic_write_json, claim_output_dir, iter_jsonl, write_jsonl
-from keeptune.model.load import load_model, model_name
+from keeptune.model.load import load_model, model_name, resolve_device
 from keeptune.model.params import lora_accounting, source_config
 from keeptune.train import checkpoint
 from keeptune.train.config import Config, ConfigError, DataConfig, to_dict
@@ -130,6 +130,7 @@ def plan_experiment(config: ExperimentConfig) -> Plan:
                                         f"{', '.join(new.scalars())}")
     for i, (compiled, _) in enumerate(retention):  # the samples are read now: a bad file fails before any work
         load_task_samples(compiled, resolve_data_path(compiled.spec))
+    resolve_device(config.model.device)  # a device this machine lacks fails now, not after the data is built
     params = lora_accounting(source_config(config.model.source), config.lora)[1]
     return Plan(retention, new, accuracy, params.ratio, params)
 
@@ -393,9 +394,10 @@ def _run_experiment(config: ExperimentConfig, command: str, plan: Plan, run: Pat
         baseline = evaluate_tasks(config, tasks, model, tokenizer, run / "baseline", {**identity, "state": "base"})
 
     print("== training")
-    tracker = Tracker(config, plan, run, tasks, baseline) if main and config.tracking.every else None
-    result = run_training(config, run, train_path, tracker.on_step if tracker else None,
-                          config.tracking.every or 1, model, tokenizer)
+    on_step = None
+    if config.tracking.every:  # rank 0 evaluates; the others take part in the loop's stop vote with nothing
+        on_step = Tracker(config, plan, run, tasks, baseline).on_step if main else (lambda step, model: {})
+    result = run_training(config, run, train_path, on_step, config.tracking.every or 1, model, tokenizer)
     if not main:
         return None
     checkpoints = checkpoint.complete_checkpoints(run / "train")
