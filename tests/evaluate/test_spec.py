@@ -137,3 +137,18 @@ def test_an_adapter_is_evaluated_in_its_training_prompt_and_format(tmp_path):
                  "--max-new-tokens", "2", "--format", "plain", "--prompt", "none"]) == 0
     again = json.loads((tmp_path / "o2" / "metrics.json").read_text())
     assert (again["prompt"], again["format"], again["generation"]["add_bos"]) == ("none", "plain", False)
+
+
+def test_a_prompt_longer_than_the_context_is_an_error_or_skipped(tmp_path, capsys):
+    """A 100 kB line (the tiny model's context is 1024 tokens, one per byte): an error naming the
+    file and line before anything is generated; with --skip-bad it is left out and counted."""
+    path = write(tmp_path, rows=[ROWS[0], {"question": "x" * 100_000, "answer": "y"}, ROWS[1]])
+    model = save_tiny(tmp_path / "tiny")
+    out = tmp_path / "out"
+    assert main(["eval", str(path), "--model", str(model), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"keeptune: error: {tmp_path / 'qa.jsonl'}:2: the prompt is 100006 tokens" in err
+    assert not (out / "predictions.jsonl").exists() and not (out / "eval.json").exists()
+    assert main(["eval", str(path), "--model", str(model), "--out", str(out), "--skip-bad"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (metrics["total_count"], metrics["skipped"]) == (2, 1)

@@ -122,18 +122,14 @@ def _evaluate(task, model, tokenizer, out: Path, settings: GenerationSettings, i
     print("generation config:", json.dumps(generation))
     resumable = {k: v for k, v in generation.items() if k not in ("batch_size", "prefill_batch_size")}
     described = task.describe() if hasattr(task, "describe") else {}
-    done = _resume(out, {"task": task.name, **described, **identity, "generation": resumable})
 
+    # Every prompt is encoded and measured before anything is written or generated.
     # BOS by id, as training puts it: not every tokenizer adds one with add_special_tokens.
     head = [tokenizer.bos_token_id] if add_bos else []
     if add_bos and tokenizer.bos_token_id is None:
         raise DataError("add_bos needs a BOS token, and this tokenizer has none")
-    room, skipped = context_length(model), []
-    samples, prompts = [], []
+    room, skipped, encoded = context_length(model), [], {}
     for s in task.samples:
-        if s.id in done:
-            samples.append(s)
-            continue
         ids = head + tokenizer(task.prompt(s), add_special_tokens=False).input_ids
         if room is not None and len(ids) + settings.max_new_tokens > room:
             if not skip_bad:
@@ -143,9 +139,12 @@ def _evaluate(task, model, tokenizer, out: Path, settings: GenerationSettings, i
                                 "(--skip-bad leaves such samples out and counts them)")
             skipped.append(s.id)
             continue
-        samples.append(s)
-        prompts.append(ids)
+        encoded[s.id] = ids
+    samples = [s for s in task.samples if s.id in encoded]
+
+    done = _resume(out, {"task": task.name, **described, **identity, "generation": resumable})
     todo = [s for s in samples if s.id not in done]
+    prompts = [encoded[s.id] for s in todo]
     if skipped:
         print(f"skipped {len(skipped)} samples whose prompt does not fit the model's context of {room} tokens")
     if done:
