@@ -13,7 +13,9 @@ replaces or writes into a folder it did not make, nor into its own input.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import fnmatch
 import json
 import os
@@ -341,3 +343,19 @@ def claim_output_dir(path: Path | str, kind: str, overwrite: bool = False, input
     except OSError as err:
         raise unwritable(path, err) from None
     return path
+
+
+@contextlib.contextmanager
+def locked(folder: Path | str, busy: str):
+    """Hold FOLDER/.lock while the body runs; DataError `FOLDER: BUSY` when another process holds it.
+
+    Two commands writing the same folder at once are refused, not interleaved; the lock
+    goes with the process, so a killed run leaves nothing to clean up."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DataError(f"{folder}: {busy}") from None
+        yield

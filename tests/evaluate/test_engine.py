@@ -108,3 +108,13 @@ def test_add_bos_puts_the_bos_id_before_the_prompt(tmp_path, model_and_tokenizer
         ids = torch.tensor([[tokenizer.bos_token_id, *tokenizer(sample.text, add_special_tokens=False).input_ids]])
         out = model.generate(ids, max_new_tokens=5, do_sample=False, eos_token_id=2, pad_token_id=3)
         assert raws[sample.id] == tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+
+
+def test_a_second_evaluation_into_the_same_folder_is_refused(tmp_path, model_and_tokenizer):
+    from keeptune.io import DataError, locked
+
+    with locked(tmp_path, "busy"):  # a first evaluation holds OUT/.lock
+        with pytest.raises(DataError, match="another evaluation is writing into this directory"):
+            run(EchoTask(3), tmp_path, model_and_tokenizer)
+        assert not (tmp_path / "predictions.jsonl").exists()
+    assert run(EchoTask(3), tmp_path, model_and_tokenizer)["total_count"] == 3  # free again

@@ -20,10 +20,8 @@ that check because they do not change greedy outputs.
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import time
-from contextlib import contextmanager
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -31,7 +29,7 @@ from typing import Any, Protocol
 from tqdm.auto import tqdm
 
 from keeptune.evaluate.generation import GenerationSettings, generate
-from keeptune.io import DataError, append_jsonl, atomic_write_json, read_jsonl_prefix
+from keeptune.io import DataError, append_jsonl, atomic_write_json, locked, read_jsonl_prefix
 
 
 class Task(Protocol):
@@ -84,19 +82,6 @@ def _resume(out: Path, identity: dict) -> dict[str, dict]:
     return {record["id"]: record for record in records}
 
 
-@contextmanager
-def exclusive(out: Path):
-    """Hold OUT/.lock for the evaluation: a second evaluation into OUT is refused, not interleaved."""
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / ".lock", "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise DataError(f"{out}: another evaluation is writing into this directory now; wait for it to "
-                            "finish or choose another --out") from None
-        yield
-
-
 def context_length(model) -> int | None:
     """The longest sequence the model's positions cover, when its config says."""
     return getattr(getattr(model, "config", None), "max_position_embeddings", None)
@@ -111,7 +96,8 @@ def evaluate(task: Task, model, tokenizer, out: Path, settings: GenerationSettin
     left out and counted (`skipped` in metrics.json).
     """
     out = Path(out)
-    with exclusive(out):
+    with locked(out, "another evaluation is writing into this directory now; wait for it to finish or choose "
+                     "another --out"):
         return _evaluate(task, model, tokenizer, out, settings, identity, add_bos, skip_bad)
 
 

@@ -19,7 +19,6 @@ evaluates (with FSDP it loads the base model again, unsharded, to evaluate).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -40,7 +39,7 @@ from keeptune.evaluate.spec import Compiled, SpecTask, load_spec, load_task_samp
     prompt_template, resolve_data_path
 from keeptune.experiment import gate as rules
 from keeptune.experiment.config import ExperimentConfig
-from keeptune.io import DataError, atomic_write_json, claim_output_dir, iter_jsonl, write_jsonl
+from keeptune.io import atomic_write_json, claim_output_dir, iter_jsonl, locked, write_jsonl
 from keeptune.model.load import load_model, model_name, resolve_device
 from keeptune.model.params import lora_accounting, source_config
 from keeptune.train import checkpoint
@@ -363,12 +362,8 @@ def exclusive(run: Path, overwrite: bool, inputs: tuple):
     """Claim RUN (never a folder keeptune did not make, unless told) and hold RUN/.lock: a second
     experiment into the same directory is refused, not interleaved."""
     claim_output_dir(run, "run", overwrite, inputs=inputs, outputs=RUN_OUTPUTS)
-    with open(run / ".lock", "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise DataError(f"{run}: another keeptune run is working in this directory now; wait for it to "
-                            "finish, or give this one another name= or out=") from None
+    with locked(run, "another keeptune run is working in this directory now; wait for it to finish, or give "
+                     "this one another name= or out="):
         yield
 
 
