@@ -222,7 +222,7 @@ def test_url_is_downloaded_once_into_the_cache(tmp_path, monkeypatch):
 
     first = resolve_data(url)
     assert calls == [url]
-    assert first == tmp_path / "cache" / "data" / "dev-v1.1.json"
+    assert first.name == "dev-v1.1.json" and first.parent.parent == tmp_path / "cache" / "data"
     assert first.read_bytes() == body
     assert [s.id for s in load_samples(first)] == ["p1", "p2"]
     assert not list(first.parent.glob("*.part"))
@@ -230,6 +230,8 @@ def test_url_is_downloaded_once_into_the_cache(tmp_path, monkeypatch):
     second = resolve_data(url)
     assert second == first
     assert calls == [url]  # served from the cache, no second download
+    other = resolve_data("https://elsewhere.invalid/dev-v1.1.json")  # the same name, another address
+    assert other != first and calls[-1] == "https://elsewhere.invalid/dev-v1.1.json"
 
 
 def test_failed_download_is_a_data_error_and_caches_nothing(tmp_path, monkeypatch):

@@ -7,6 +7,7 @@ keeptune as the default's data (CC BY-SA 4.0, see data/files/NOTICE), gives 54.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import urllib.request
 from dataclasses import dataclass
@@ -38,8 +39,12 @@ def default_data_path() -> Path:
 
 
 def fetch(url: str) -> Path:
-    """Download a SQuAD file once into keeptune's cache and return its path."""
-    target = cache_dir() / "data" / url.rstrip("/").rsplit("/", 1)[-1]
+    """Download a data file once into keeptune's cache and return its path.
+
+    The cache folder is named by a hash of the address, so two addresses that end in
+    the same file name never share a copy."""
+    digest = hashlib.sha256(url.encode("utf-8")).hexdigest()[:16]
+    target = cache_dir() / "data" / digest / url.rstrip("/").rsplit("/", 1)[-1]
     if not target.is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
         print(f"keeptune: downloading {url} -> {target}")
