@@ -4,7 +4,6 @@ in the prompt and format it was trained with; a changed data file is never serve
 from __future__ import annotations
 
 import json
-import textwrap
 
 import pytest
 

@@ -20,7 +20,7 @@ evaluation aggregates exactly as an uninterrupted one.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar
 
 from keeptune.data.math.templates import classify
 from keeptune.evaluate.metrics import emf1, math_judge, squad_v1
@@ -206,9 +206,3 @@ def make_metric(entry: Any) -> Metric:
 def units(metric: Metric) -> dict[str, str]:
     return {f"{metric.name}.{s}": metric.units for s in metric.scalars()}
 
-
-def unit_of(metrics: list[Metric], scalar: str) -> Optional[str]:
-    for metric in metrics:
-        if scalar in units(metric):
-            return metric.units
-    return None
