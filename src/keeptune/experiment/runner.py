@@ -340,8 +340,11 @@ def judge_state(plan: Plan, scores: dict[str, dict], baseline: dict[str, dict]) 
             "score": rules.score(accuracy, plan.ratio) if verdict["passes_gate"] else None}
 
 
-def run_experiment(config: ExperimentConfig, command: str) -> dict | None:
-    """Run (or finish) the experiment; returns what RUN/results.json holds (None on ranks other than 0)."""
+def run_experiment(config: ExperimentConfig, command: str, on_track=None) -> dict | None:
+    """Run (or finish) the experiment; returns what RUN/results.json holds (None on ranks other than 0).
+
+    `on_track(step, tracked)`, optional (keeptune sweep's pruning), sees each tracked record during training and
+    returns a reason to stop training, or None."""
     started = time.perf_counter()
     plan = plan_experiment(config)
     main = rank()[0] == 0
@@ -349,7 +352,7 @@ def run_experiment(config: ExperimentConfig, command: str) -> dict | None:
     inputs = (config.model.source, config.new_task.train_data, config.new_task.source, config.new_task.eval_data,
               *(item.data for item in config.original))
     with exclusive(run, config.overwrite, inputs) if main else contextlib.nullcontext():
-        return _run_experiment(config, command, plan, run, main, started)
+        return _run_experiment(config, command, plan, run, main, started, on_track)
 
 
 # What `keeptune run` writes into its run directory: a folder holding only these is one of its runs.
@@ -368,7 +371,7 @@ def exclusive(run: Path, overwrite: bool, inputs: tuple):
 
 
 def _run_experiment(config: ExperimentConfig, command: str, plan: Plan, run: Path, main: bool,
-                    started: float) -> dict | None:
+                    started: float, on_track=None) -> dict | None:
     from keeptune.experiment.tracking import Tracker, tracking_history
 
     run.mkdir(parents=True, exist_ok=True)
@@ -391,7 +394,7 @@ def _run_experiment(config: ExperimentConfig, command: str, plan: Plan, run: Pat
     print("== training")
     on_step = None
     if config.tracking.every:  # rank 0 evaluates; the others take part in the loop's stop vote with nothing
-        on_step = Tracker(config, plan, run, tasks, baseline).on_step if main else (lambda step, model: {})
+        on_step = Tracker(config, plan, run, tasks, baseline, on_track).on_step if main else (lambda step, model: {})
     result = run_training(config, run, train_path, on_step, config.tracking.every or 1, model, tokenizer)
     if not main:
         return None

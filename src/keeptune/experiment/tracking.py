@@ -23,8 +23,10 @@ KEY = "track"
 
 
 class Tracker:
-    def __init__(self, config: ExperimentConfig, plan, run: Path, tasks: list[SpecTask], baseline: dict):
-        self.config, self.plan, self.run = config, plan, run
+    def __init__(self, config: ExperimentConfig, plan, run: Path, tasks: list[SpecTask], baseline: dict,
+                 on_track=None):
+        """`on_track(step, record)`, optional, sees each tracked record and returns a reason to stop, or None."""
+        self.config, self.plan, self.run, self.on_track = config, plan, run, on_track
         sizes = {t.name: config.tracking.retention for t in tasks[:-1]} | {tasks[-1].name: config.tracking.new_task}
         self.tasks = [t.subset(sizes[t.name]) for t in tasks]
         self.baseline = {t.name: self._baseline_subset(t) for t in self.tasks}
@@ -54,6 +56,11 @@ class Tracker:
         if self.config.tracking.stop_below_gate and not verdict["passes_gate"]:
             failed = [name for name, passed in verdict["gate"].items() if not passed]
             print(f"step {step}: the tracked subset of {', '.join(failed)} fell below its gate; stopping")
+            record["stop"] = True
+        reason = self.on_track(step, record[KEY]) if self.on_track is not None else None
+        if reason:
+            print(f"step {step}: {reason}; stopping")
+            record[KEY]["stopped"] = reason
             record["stop"] = True
         return record
 
