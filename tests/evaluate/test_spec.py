@@ -146,8 +146,24 @@ def test_a_prompt_longer_than_the_context_is_an_error_or_skipped(tmp_path, capsy
     out = tmp_path / "out"
     assert main(["eval", str(path), "--model", str(model), "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert f"keeptune: error: {tmp_path / 'qa.jsonl'}:2: the prompt is 100006 tokens" in err
+    assert f"keeptune: error: {tmp_path / 'qa.jsonl'}:2: the prompt is 100006 characters, more than 1024 tokens" in err
     assert not (out / "predictions.jsonl").exists() and not (out / "eval.json").exists()
     assert main(["eval", str(path), "--model", str(model), "--out", str(out), "--skip-bad"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert (metrics["total_count"], metrics["skipped"]) == (2, 1)
+
+
+def test_skip_bad_leaves_out_and_counts_malformed_records(tmp_path, capsys):
+    path = write(tmp_path)
+    data = tmp_path / "qa.jsonl"
+    good = data.read_bytes()
+    data.write_bytes(good + '{"question": "caf\u00e9?", "answer": "x"}\n'.encode("cp1252") + b"[1]\n"
+                     + b'{"question": "no answer"}\n' + b'{"question": "3 + 3?", "answer": "6"}\n')
+    compiled = load_spec(path)
+    with pytest.raises(DataError, match=rf"{data}:3: not valid UTF-8 \(byte 0xe9"):
+        load_task_samples(compiled, data)
+    samples = load_task_samples(compiled, data, skip_bad=True)
+    assert [s.fields["question"] for s in samples] == ["2 + 2?", "Capital of France?", "3 + 3?"]
+    assert [s.where for s in samples][-1] == f"{data}:6"
+    printed = capsys.readouterr().out
+    assert f"skipped 3 malformed lines of {data}; the first: {data}:3: not valid UTF-8" in printed

@@ -125,7 +125,8 @@ def eval_task(
         add_bos: prepend the BOS token (default: the spec's; the seed protocol adds none).
         batch_size: rows decoded together (more is faster, needs more memory).
         prefill_batch_size: prompts prefilled together (small keeps padding low).
-        skip_bad: leave out (and count) samples whose prompt does not fit the model's context.
+        skip_bad: leave out (and count) malformed records and samples whose prompt does not fit the model's
+            context, instead of stopping at the first with an error naming its file and line.
         out: output directory; default: runs/eval/TASK-MODEL[-ADAPTER].
         overwrite: write into OUT even when it exists and keeptune did not make it (nothing there is deleted).
         dtype: float32, bfloat16 or float16; auto: float32 on CPU, bfloat16 on GPU.
@@ -145,7 +146,7 @@ def eval_task(
     compiled = load_spec(task, as_trained(changes, info, load_spec(task).spec.adapter_prompt))
     spec = compiled.spec
     path = resolve_data_path(spec)
-    samples = load_task_samples(compiled, path)  # every record checked before the model loads
+    samples = load_task_samples(compiled, path, skip_bad)  # every record checked before the model loads
     out, inputs = out or default_out(spec.name, model, adapter), (path, model, adapter)
     check_output_dir(out, "eval", overwrite, inputs=inputs, outputs=EVAL_OUTPUTS)  # before minutes of loading
     net, tokenizer, identity = load_with_adapter(model, adapter, info, dtype, device)

@@ -82,6 +82,12 @@ def _resume(out: Path, identity: dict) -> dict[str, dict]:
     return {record["id"]: record for record in records}
 
 
+def widest_token(tokenizer) -> int:
+    """The most characters one token stands for (vocabulary entries spell byte-level tokens with one
+    character per byte, so an entry is at least as long as the text it decodes to)."""
+    return max(len(token) for token in tokenizer.get_vocab())
+
+
 def context_length(model) -> int | None:
     """The longest sequence the model's positions cover, when its config says."""
     return getattr(getattr(model, "config", None), "max_position_embeddings", None)
@@ -115,12 +121,18 @@ def _evaluate(task, model, tokenizer, out: Path, settings: GenerationSettings, i
     if add_bos and tokenizer.bos_token_id is None:
         raise DataError("add_bos needs a BOS token, and this tokenizer has none")
     room, skipped, encoded = context_length(model), [], {}
+    widest = widest_token(tokenizer) if room is not None else None
     for s in task.samples:
-        ids = head + tokenizer(task.prompt(s), add_special_tokens=False).input_ids
-        if room is not None and len(ids) + settings.max_new_tokens > room:
+        text = task.prompt(s)
+        # No token holds more than `widest` characters, so a text longer than room x widest
+        # cannot fit: a 5 MB line is refused without tokenizing it.
+        too_long = room is not None and len(text) > room * widest
+        ids = [] if too_long else head + tokenizer(text, add_special_tokens=False).input_ids
+        if too_long or (room is not None and len(ids) + settings.max_new_tokens > room):
             if not skip_bad:
                 where = getattr(s, "where", f"sample {s.id}")
-                raise DataError(f"{where}: the prompt is {len(ids)} tokens; with max_new_tokens "
+                size = f"{len(text)} characters, more than {room} tokens" if too_long else f"{len(ids)} tokens"
+                raise DataError(f"{where}: the prompt is {size}; with max_new_tokens "
                                 f"{settings.max_new_tokens} it does not fit the model's context of {room} tokens "
                                 "(--skip-bad leaves such samples out and counts them)")
             skipped.append(s.id)

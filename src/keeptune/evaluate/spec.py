@@ -34,7 +34,7 @@ import yaml
 from keeptune.data.prompts import FORMATS, NAMED_PROMPTS, sequence_bos, sequence_prompt
 from keeptune.evaluate import steps as steps_module
 from keeptune.evaluate.metrics import registry
-from keeptune.io import DataError, MalformedLineError, json_line
+from keeptune.io import DataError, MalformedLineError, decode_line, json_line, read_lines
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "tasks"
 ALIASES = {"squad": "squad-seed", "math": "math-contest"}
@@ -338,8 +338,11 @@ def needed_fields(compiled: Compiled) -> list[str]:
     return list(dict.fromkeys(wanted))
 
 
-def load_task_samples(compiled: Compiled, path: Path) -> list[Sample]:
-    """Every sample of the task, each checked for the fields the spec reads (file, line, field)."""
+def load_task_samples(compiled: Compiled, path: Path, skip_bad: bool = False) -> list[Sample]:
+    """Every sample of the task, each checked for the fields the spec reads (file, line, field).
+
+    With `skip_bad`, a JSON-lines record that is not UTF-8, not JSON or lacks a field is left out
+    and counted instead (the first one is printed)."""
     spec = compiled.spec
     wanted = needed_fields(compiled)
     if spec.data.layout == "squad_v1":
@@ -353,32 +356,25 @@ def load_task_samples(compiled: Compiled, path: Path) -> list[Sample]:
             raise SpecError(f"{spec.source}: the squad_v1 layout has fields id, passage, question, label, answers; "
                             f"the spec reads {', '.join(map(repr, missing))}")
     else:
-        samples = _jsonl_samples(spec, path, wanted)
+        samples = _jsonl_samples(spec, path, wanted, skip_bad)
     if not samples:
         raise DataError(f"{path}: no samples")
     return samples[:spec.data.limit]
 
 
-def _jsonl_samples(spec: TaskSpec, path: Path, wanted: list[str]) -> list[Sample]:
-    samples, seen, ids = [], set(), set()
-    try:
-        lines = path.read_text(encoding="utf-8-sig").split("\n")
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
-    for number, text in enumerate(lines, start=1):
-        if not text.strip():
+def _jsonl_samples(spec: TaskSpec, path: Path, wanted: list[str], skip_bad: bool) -> list[Sample]:
+    samples, seen, ids, bad = [], set(), set(), []
+    for number, raw in read_lines(path):
+        try:
+            text = decode_line(raw, path, number)
+            if not text.strip():
+                continue
+            record = _check_record(spec, json_line(text, path, number), path, number, wanted)
+        except MalformedLineError as err:
+            if not skip_bad:
+                raise
+            bad.append(err)
             continue
-        record = json_line(text, path, number)
-        if not isinstance(record, dict):
-            raise MalformedLineError(path, number, None, f"not a JSON object ({type(record).__name__})")
-        for name in wanted + ([spec.data.id_field] if spec.data.id_field else []):
-            if name not in record:
-                raise MalformedLineError(path, number, name, f"missing (the task {spec.name} reads it)")
-        if spec.references and not (isinstance(record[spec.references], list)
-                                    and all(isinstance(a, str) for a in record[spec.references])):
-            raise MalformedLineError(path, number, spec.references, "not a list of strings")
-        if not isinstance(record[spec.reference], str):
-            raise MalformedLineError(path, number, spec.reference, "not a string")
         if spec.data.dedup:
             key = json.dumps([record[f] for f in wanted], ensure_ascii=False)
             if key in seen:
@@ -389,7 +385,23 @@ def _jsonl_samples(spec: TaskSpec, path: Path, wanted: list[str]) -> list[Sample
             raise MalformedLineError(path, number, spec.data.id_field, f"id {sample_id!r} repeats an earlier one")
         ids.add(sample_id)
         samples.append(Sample(sample_id, record, f"{path}:{number}"))
+    if bad:
+        print(f"skipped {len(bad)} malformed lines of {path}; the first: {bad[0]}")
     return samples
+
+
+def _check_record(spec: TaskSpec, record: Any, path: Path, number: int, wanted: list[str]) -> dict:
+    if not isinstance(record, dict):
+        raise MalformedLineError(path, number, None, f"not a JSON object ({type(record).__name__})")
+    for name in wanted + ([spec.data.id_field] if spec.data.id_field else []):
+        if name not in record:
+            raise MalformedLineError(path, number, name, f"missing (the task {spec.name} reads it)")
+    if spec.references and not (isinstance(record[spec.references], list)
+                                and all(isinstance(a, str) for a in record[spec.references])):
+        raise MalformedLineError(path, number, spec.references, "not a list of strings")
+    if not isinstance(record[spec.reference], str):
+        raise MalformedLineError(path, number, spec.reference, "not a string")
+    return record
 
 
 # --- the task the engine runs -------------------------------------------------------------

@@ -128,6 +128,6 @@ class ExperimentConfig:
     out: Optional[str] = None
     """Run directory; null: runs/experiments/NAME."""
     skip_bad: bool = False
-    """Leave out (and count) evaluation samples whose prompt does not fit the model's context."""
+    """Leave out (and count) malformed evaluation records and samples whose prompt does not fit the model's context."""
     overwrite: bool = False
     """Write into `out` even when it exists and keeptune did not make it (the same as --overwrite)."""

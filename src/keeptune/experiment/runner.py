@@ -128,7 +128,7 @@ def plan_experiment(config: ExperimentConfig) -> Plan:
         raise fail("new_task.accuracy", f"{accuracy!r} is not a scalar of task {new.spec.name}: "
                                         f"{', '.join(new.scalars())}")
     for i, (compiled, _) in enumerate(retention):  # the samples are read now: a bad file fails before any work
-        load_task_samples(compiled, resolve_data_path(compiled.spec))
+        load_task_samples(compiled, resolve_data_path(compiled.spec), config.skip_bad)
     resolve_device(config.model.device)  # a device this machine lacks fails now, not after the data is built
     params = lora_accounting(source_config(config.model.source), config.lora)[1]
     return Plan(retention, new, accuracy, params.ratio, params)
@@ -377,10 +377,10 @@ def _run_experiment(config: ExperimentConfig, command: str, plan: Plan, run: Pat
     run.mkdir(parents=True, exist_ok=True)
     train_path, eval_path = prepare_data(config, run, plan)  # deterministic: every rank makes the same files
     plan.new = new_task_spec(config, eval_path)
-    new_samples = load_task_samples(plan.new, resolve_data_path(plan.new.spec))
+    new_samples = load_task_samples(plan.new, resolve_data_path(plan.new.spec), config.skip_bad)
     source = config.model.source
     model, tokenizer = load_model(source, config.model.dtype, config.model.device)  # the one load of the run
-    tasks = [SpecTask(compiled, load_task_samples(compiled, resolve_data_path(compiled.spec)), tokenizer)
+    tasks = [SpecTask(compiled, load_task_samples(compiled, resolve_data_path(compiled.spec), config.skip_bad), tokenizer)
              for compiled, _ in plan.retention] + [SpecTask(plan.new, new_samples, tokenizer)]
     identity = {"model": model_name(source)}
     baseline = None
