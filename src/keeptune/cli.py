@@ -10,6 +10,7 @@ import sys
 from keeptune.data.math import commands as data_commands
 from keeptune.evaluate import commands as eval_commands
 from keeptune.experiment import commands as experiment_commands
+from keeptune.experiment import sweep as sweep_command
 from keeptune.model import commands as model_commands
 from keeptune.report import commands as report_commands
 from keeptune.train import commands as train_commands
@@ -25,7 +26,7 @@ COMMANDS = {
     "runs": report_commands.runs,
 }
 
-WORD_COMMANDS = {"run": experiment_commands.main, "train": train_commands.main}
+WORD_COMMANDS = {"run": experiment_commands.main, "train": train_commands.main, "sweep": sweep_command.main}
 
 
 def _positional_folder(args: list[str]) -> list[str]:

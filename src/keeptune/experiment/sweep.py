@@ -1,0 +1,866 @@
+"""`keeptune sweep`: the best recipe under the retention gate, found by search.
+
+A sweep file names a base experiment, fixed overrides and a search space over
+any experiment field (the `key=value` names of `keeptune run`). Optuna samples
+the space (TPE by default, seeded); every trial is an ordinary `keeptune run`
+directory, SWEEP/trials/trial-HASH, named by a hash of the trial's parameters,
+so its cache, report and resume work as for `keeptune run`.
+
+The objective is the score of the trial's best checkpoint that passes the gate.
+A trial with no passing checkpoint is *infeasible*: it gets Optuna's constraint
+`gate` > 0 (how far its closest checkpoint fell below the gate, as a fraction of
+the baseline), so the sampler learns where the gate fails instead of reading a
+misleading zero. `objective: pareto` searches the new task's accuracy against
+retention (the lowest gated scalar / baseline) and reports the Pareto front.
+
+Pruning: the in-training tracker shows each tracked record to the trial; a trial
+whose tracked subset fails the gate, or whose tracked accuracy lags the median
+of the other trials at the same step, stops training and is recorded as pruned,
+with the step and the reason.
+
+The study lives in SWEEP/study.journal (Optuna's JournalStorage: an append-only
+file, safe for several processes on one machine and against kill -9) or in an
+RDB given by `--storage URL` (many machines). Re-running the same command
+resumes: a trial whose worker died is failed, marked `killed`, and its
+parameters are queued again; the retry finds its run directory and resumes
+training from its last checkpoint. `--workers N` starts N worker processes on
+this machine that share the study (one per GPU when there are GPUs).
+
+Optuna is imported lazily: the rest of keeptune works without it.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
+import json
+import os
+import shlex
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+from keeptune.experiment import gate as rules
+from keeptune.experiment.config import ExperimentConfig
+from keeptune.train.config import ConfigError, build, load_config, read_yaml
+
+KINDS = ("log_uniform", "uniform", "int", "categorical")
+SAMPLERS = ("tpe", "random", "nsga2", "gp")
+# Experiment fields a sweep sets itself, per trial.
+RESERVED = ("name", "out", "overwrite")
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """Optuna's sampler."""
+
+    name: Literal["tpe", "random", "nsga2", "gp"] = "tpe"
+    """tpe (TPESampler, constraint-aware), random, nsga2 (NSGAIISampler) or gp (GPSampler, needs scipy)."""
+    seed: Optional[int] = 0
+    """The sampler's seed; null: unseeded."""
+    options: dict = field(default_factory=dict)
+    """More keyword arguments of the sampler's class, e.g. {n_startup_trials: 5} for tpe."""
+
+
+@dataclass(frozen=True)
+class PruningConfig:
+    """Stopping trials early from the in-training tracker (needs tracking.every > 0)."""
+
+    gate: bool = True
+    """Prune a trial as soon as its tracked subset falls below the gate."""
+    median: bool = True
+    """Prune a trial whose tracked accuracy is below the median of the earlier trials at the same step
+    (Optuna's MedianPruner; single objective only)."""
+    warmup_steps: int = 0
+    """No pruning before this training step."""
+    startup_trials: int = 2
+    """The median rule waits until this many trials have finished."""
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """A search over experiment settings under the retention gate."""
+
+    name: Optional[str] = None
+    """The study's name (in the storage); null: the sweep file's name without .yaml."""
+    base: Optional[str] = None
+    """The base experiment config (a `keeptune run` YAML, relative to the sweep file); null: the defaults."""
+    overrides: dict = field(default_factory=dict)
+    """Fixed experiment settings of every trial: {field: value} or a list of `field=value` words."""
+    space: dict = field(default_factory=dict)
+    """The search space: experiment field -> {type: log_uniform|uniform, low, high}, {type: int, low, high, step},
+    or {type: categorical, choices: [...]}; `when: {field: value}` makes a field conditional on another's choice."""
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    """Optuna's sampler and its seed."""
+    objective: Literal["score", "pareto"] = "score"
+    """score: maximise the best passing checkpoint's score; pareto: new-task accuracy against retention."""
+    trials: int = 20
+    """Trials in all (a killed trial's retry does not count twice); re-run with more to extend a sweep."""
+    pruning: PruningConfig = field(default_factory=PruningConfig)
+    """Early stopping from the tracker."""
+    storage: Optional[str] = None
+    """Optuna storage: null: SWEEP/study.journal; a file path: a journal file; an RDB URL
+    (postgresql://..., mysql://..., sqlite:///...) for workers on many machines."""
+    out: Optional[str] = None
+    """The sweep directory; null: runs/sweeps/NAME."""
+
+
+@dataclass(frozen=True)
+class Param:
+    """One searched field."""
+
+    key: str
+    kind: str
+    low: Any = None
+    high: Any = None
+    step: int = 1
+    choices: tuple = ()
+    when: dict = field(default_factory=dict)
+    where: str = ""
+
+    @property
+    def encoded(self) -> bool:
+        """Categorical choices that Optuna cannot store (lists, mappings) travel as JSON text."""
+        return self.kind == "categorical" and not all(c is None or isinstance(c, (bool, int, float, str))
+                                                      for c in self.choices)
+
+    def first(self) -> Any:
+        return self.choices[0] if self.kind == "categorical" else self.low
+
+    def last(self) -> Any:
+        return self.choices[-1] if self.kind == "categorical" else self.high
+
+
+@dataclass
+class Sweep:
+    """A validated sweep: its settings, the experiment words every trial shares and the space."""
+
+    config: SweepConfig
+    path: Path
+    name: str
+    base: Optional[Path]
+    overrides: list[str]
+    params: list[Param]
+    out: Path
+
+    def fingerprint(self) -> str:
+        """What a study is of: the same directory refuses another base, overrides, space or objective."""
+        text = json.dumps({"base": _digest(self.base), "overrides": self.overrides, "objective": self.config.objective,
+                           "space": [dataclasses.asdict(p) | {"where": None} for p in self.params]},
+                          sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _digest(path: Optional[Path]) -> Optional[str]:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path else None
+
+
+# --- reading and validating -------------------------------------------------------------
+
+def load_sweep(path: Path | str, words: list[str] = ()) -> Sweep:
+    """Read a sweep file and `key=value` words, and check every field before any trial starts: each searched
+    field is built into an experiment config at its lowest/first and highest/last value, the whole space at its
+    lowest and its highest, and the lowest trial's experiment is planned (tasks, gates, LoRA targets).
+    Errors name FILE:LINE and the field."""
+    path = Path(path)
+    tree, where = read_yaml(path)
+    sweep_fields = {f.name for f in dataclasses.fields(SweepConfig)}
+    extra: list[str] = []
+    for word in words:
+        key, sep, text = word.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"word {word!r} is not key=value (e.g. trials=10 or train.max_steps=50)")
+        key = key.strip()
+        head = key.split(".")[0]
+        if head == "space":
+            raise ConfigError(f"word {word!r}: change the search space in the sweep file")
+        if head == "overrides" or head not in sweep_fields:  # an experiment field: fixed for every trial
+            extra.append(f"{key.removeprefix('overrides.')}={text}")
+            continue
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            value = text
+        node = tree
+        for part in key.split(".")[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"word {word!r}: {part!r} is not a section")
+        node[key.split(".")[-1]] = value
+        where[key] = f"word {word!r}"
+    space, overrides = tree.pop("space", None), tree.pop("overrides", None)
+    config = build(SweepConfig, tree, where, "", str(path))
+    if config.trials < 1:
+        raise ConfigError(f"{where.get('trials', path)}: field 'trials' is {config.trials}; it must be at least 1")
+    if config.pruning.warmup_steps < 0 or config.pruning.startup_trials < 0:
+        raise ConfigError(f"{where.get('pruning', path)}: pruning.warmup_steps and startup_trials must be >= 0")
+    base = None
+    if config.base is not None:
+        base = Path(config.base).expanduser()
+        if not base.is_absolute() and not str(where.get("base", "")).startswith("word"):
+            base = path.parent / base
+        if not base.is_file():
+            raise ConfigError(f"{where.get('base', path)}: field 'base': {base} is not a file")
+    words_fixed = _override_words(overrides, where, path) + extra
+    params = _parse_space(space, where, path)
+    name = config.name or path.name.removesuffix(".yaml").removesuffix(".yml")
+    out = Path(config.out) if config.out else Path("runs") / "sweeps" / name
+    sweep = Sweep(config, path, name, base, words_fixed, params, out)
+    _check_against_experiment(sweep, where)
+    return sweep
+
+
+def _override_words(overrides: Any, where: dict, path: Path) -> list[str]:
+    if overrides is None:
+        return []
+    if isinstance(overrides, dict):
+        items = [(k, v) for k, v in overrides.items()]
+        words = [f"{k}={_yaml_value(v)}" for k, v in items]
+    elif isinstance(overrides, list) and all(isinstance(w, str) and "=" in w for w in overrides):
+        words = list(overrides)
+    else:
+        raise ConfigError(f"{where.get('overrides', path)}: field 'overrides' is a mapping {{field: value}} or a "
+                          f"list of field=value words, not {overrides!r}")
+    for word in words:
+        key = word.partition("=")[0].strip()
+        if key.split(".")[0] in RESERVED:
+            raise ConfigError(f"{where.get('overrides.' + key, where.get('overrides', path))}: field {key!r}: the "
+                              "sweep sets it for every trial (its run directory is SWEEP/trials/trial-HASH)")
+    return words
+
+
+def _yaml_value(value: Any) -> str:
+    """A value as the text of a `key=value` word (JSON is YAML)."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _parse_space(space: Any, where: dict, path: Path) -> list[Param]:
+    if not isinstance(space, dict) or not space:
+        raise ConfigError(f"{where.get('space', path)}: field 'space' must map one or more experiment fields "
+                          "(e.g. train.lr) to a distribution")
+    params = []
+    for key, spec in space.items():
+        at = where.get(f"space.{key}", str(path))
+        what = f"{at}: space field {key!r}"
+        if str(key).split(".")[0] in RESERVED:
+            raise ConfigError(f"{what}: the sweep sets it for every trial")
+        if not isinstance(spec, dict) or "type" not in spec:
+            raise ConfigError(f"{what}: give a mapping with a `type` ({', '.join(KINDS)})")
+        unknown = set(spec) - {"type", "low", "high", "step", "choices", "when"}
+        if unknown:
+            raise ConfigError(f"{what}: unknown keys {sorted(unknown)}; a distribution has type, low, high, step, "
+                              "choices, when")
+        kind = spec["type"]
+        if kind not in KINDS:
+            raise ConfigError(f"{what}: type {kind!r}; choose one of {', '.join(KINDS)}")
+        when = spec.get("when") or {}
+        if not isinstance(when, dict):
+            raise ConfigError(f"{what}: `when` is a mapping {{field: value}}, not {when!r}")
+        if kind == "categorical":
+            choices = spec.get("choices")
+            if not isinstance(choices, list) or not choices:
+                raise ConfigError(f"{what}: a categorical needs `choices: [...]` (one or more values)")
+            if set(spec) & {"low", "high", "step"}:
+                raise ConfigError(f"{what}: a categorical has `choices`, not low/high/step")
+            params.append(Param(str(key), kind, choices=tuple(choices), when=when, where=at))
+            continue
+        if "choices" in spec:
+            raise ConfigError(f"{what}: `choices` belongs to type categorical")
+        low, high = spec.get("low"), spec.get("high")
+        number = int if kind == "int" else (int, float)
+        if not isinstance(low, number) or not isinstance(high, number) or isinstance(low, bool) \
+                or isinstance(high, bool):
+            raise ConfigError(f"{what}: type {kind} needs numbers low and high"
+                              + (" (integers)" if kind == "int" else "") + f", got low={low!r} high={high!r}")
+        if not low < high if kind != "int" else not low <= high:
+            raise ConfigError(f"{what}: low ({low}) must be below high ({high})")
+        if kind == "log_uniform" and low <= 0:
+            raise ConfigError(f"{what}: a log_uniform needs low > 0, got {low}")
+        step = spec.get("step", 1)
+        if kind != "int" and "step" in spec:
+            raise ConfigError(f"{what}: `step` belongs to type int")
+        if not isinstance(step, int) or isinstance(step, bool) or step < 1:
+            raise ConfigError(f"{what}: step must be an integer >= 1, got {step!r}")
+        params.append(Param(str(key), kind, float(low) if kind != "int" else low,
+                            float(high) if kind != "int" else high, step, when=when, where=at))
+    by_key = {p.key: p for p in params}
+    for p in params:
+        for other, value in p.when.items():
+            what = f"{p.where}: space field {p.key!r}: when {other}"
+            if other not in by_key or by_key[other].kind != "categorical":
+                raise ConfigError(f"{what}: `when` names a categorical field of the space "
+                                  f"({', '.join(k for k, q in by_key.items() if q.kind == 'categorical') or 'none'})")
+            if value not in by_key[other].choices:
+                raise ConfigError(f"{what}={value!r}: not one of its choices {list(by_key[other].choices)}")
+    return _ordered(params)
+
+
+def _ordered(params: list[Param]) -> list[Param]:
+    """The space with every field after the fields its `when` names; a cycle is an error."""
+    done: list[Param] = []
+    pending = list(params)
+    while pending:
+        ready = [p for p in pending if all(k in {d.key for d in done} for k in p.when)]
+        if not ready:
+            raise ConfigError(f"{pending[0].where}: space field {pending[0].key!r}: its `when` conditions form a "
+                              "cycle")
+        done += ready
+        pending = [p for p in pending if p not in ready]
+    return done
+
+
+def trial_words(sweep: Sweep, values: dict[str, Any]) -> list[str]:
+    return [*sweep.overrides, *(f"{k}={_yaml_value(v)}" for k, v in values.items())]
+
+
+def trial_name(values: dict[str, Any]) -> str:
+    """trial-HASH: the same parameters, the same run directory (a retried trial finds its checkpoints)."""
+    return "trial-" + hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def trial_config(sweep: Sweep, values: dict[str, Any]) -> ExperimentConfig:
+    name = trial_name(values)
+    return load_config(sweep.base, [*trial_words(sweep, values), f"name={name}",
+                                    f"out={sweep.out / 'trials' / name}"], root=ExperimentConfig)
+
+
+def _check_against_experiment(sweep: Sweep, where: dict) -> None:
+    from keeptune.experiment.runner import plan_experiment
+
+    for i, word in enumerate(sweep.overrides):  # each fixed override alone, then together
+        key = word.partition("=")[0].strip()
+        at = where.get(f"overrides.{key}") or where.get(f"overrides[{i}]") or f"word {word!r}"
+        try:
+            load_config(sweep.base, [word], root=ExperimentConfig)
+        except ConfigError as err:
+            raise ConfigError(f"{at}: overrides field {key!r}: {err}") from None
+    try:
+        load_config(sweep.base, sweep.overrides, root=ExperimentConfig)
+    except ConfigError as err:
+        raise ConfigError(f"{where.get('overrides', sweep.path)}: overrides: {err}") from None
+    fixed = {w.partition("=")[0].strip() for w in sweep.overrides}
+    for p in sweep.params:
+        if p.key in fixed:
+            raise ConfigError(f"{p.where}: space field {p.key!r} is also fixed in overrides; keep one")
+        values = list(p.choices) if p.kind == "categorical" else [p.low, p.high]
+        for value in values:
+            try:
+                trial_config(sweep, {p.key: value})
+            except ConfigError as err:
+                raise ConfigError(f"{p.where}: space field {p.key!r} = {value!r}: {err}") from None
+    for pick, label in ((Param.first, "lowest/first"), (Param.last, "highest/last")):
+        values = _resolve(sweep.params, pick)
+        try:
+            config = trial_config(sweep, values)
+            if pick is Param.first:
+                plan_experiment(config)  # task specs, gates, LoRA targets: checked, nothing loaded
+        except ConfigError as err:
+            raise ConfigError(f"{sweep.path}: the space at its {label} values ({_params_text(values)}): {err}") \
+                from None
+
+
+def _resolve(params: list[Param], choose) -> dict[str, Any]:
+    """Values of the active fields (those whose `when` holds), in dependency order; `choose(param)` picks."""
+    values: dict[str, Any] = {}
+    for p in params:
+        if all(values.get(k, _MISSING) == v for k, v in p.when.items()):
+            values[p.key] = choose(p)
+    return values
+
+
+_MISSING = object()
+
+
+# --- Optuna: storage, study, suggestions ---------------------------------------------------
+
+def open_storage(sweep: Sweep, url: Optional[str]):
+    """The study's storage: a journal file (default SWEEP/study.journal) or an RDB URL with heartbeats, whose
+    stale trials (a dead worker on another machine) are queued again with the same parameters."""
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    url = url or sweep.config.storage
+    if url and "://" in url:
+        from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+        with _quiet():
+            return RDBStorage(url, heartbeat_interval=60, grace_period=180,
+                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback())
+    journal = Path(url) if url else sweep.out / "study.journal"
+    journal.parent.mkdir(parents=True, exist_ok=True)
+    return JournalStorage(JournalFileBackend(str(journal)))
+
+
+@contextlib.contextmanager
+def _quiet():
+    import warnings
+
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        yield
+
+
+def make_sampler(sweep: Sweep, offset: int = 0):
+    """The configured sampler, seeded with seed + offset: a worker reseeds it with the number of trials before
+    each one, so that trial N is drawn with seed + N whichever worker draws it (parallel workers do not repeat
+    each other's first draws, and a resumed sweep does not repeat its first trials)."""
+    import optuna
+
+    sampler = sweep.config.sampler
+    classes = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
+               "nsga2": optuna.samplers.NSGAIISampler, "gp": optuna.samplers.GPSampler}
+    try:
+        with _quiet():
+            return classes[sampler.name](seed=None if sampler.seed is None else sampler.seed + offset,
+                                         **sampler.options)
+    except TypeError as err:
+        raise ConfigError(f"{sweep.path}: sampler.options for {sampler.name}: {err}") from None
+
+
+def open_study(sweep: Sweep, url: Optional[str] = None):
+    """Create the study, or load it; a study of other settings in the same storage and name is refused."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    pruning = sweep.config.pruning
+    pruner = (optuna.pruners.MedianPruner(n_startup_trials=pruning.startup_trials,
+                                          n_warmup_steps=pruning.warmup_steps)
+              if pruning.median and sweep.config.objective == "score" else optuna.pruners.NopPruner())
+    directions = ["maximize"] if sweep.config.objective == "score" else ["maximize", "maximize"]
+    study = optuna.create_study(study_name=sweep.name, storage=open_storage(sweep, url), sampler=make_sampler(sweep),
+                                pruner=pruner, directions=directions, load_if_exists=True)
+    print_ = study.user_attrs.get("fingerprint")
+    if print_ is None:
+        study.set_user_attr("fingerprint", sweep.fingerprint())
+        study.set_user_attr("objective", sweep.config.objective)
+    elif print_ != sweep.fingerprint():
+        raise ConfigError(f"{sweep.out}: the study {sweep.name!r} there was made with another base, overrides, "
+                          "space or objective; give this sweep another out= (or name=), or restore its settings")
+    return study
+
+
+def suggest(trial, params: list[Param]) -> dict[str, Any]:
+    """The trial's values of the active fields (conditional ones only when their `when` holds)."""
+    values: dict[str, Any] = {}
+    for p in params:
+        if not all(values.get(k, _MISSING) == v for k, v in p.when.items()):
+            continue
+        if p.kind == "log_uniform":
+            values[p.key] = trial.suggest_float(p.key, p.low, p.high, log=True)
+        elif p.kind == "uniform":
+            values[p.key] = trial.suggest_float(p.key, p.low, p.high)
+        elif p.kind == "int":
+            values[p.key] = trial.suggest_int(p.key, p.low, p.high, step=p.step)
+        elif p.encoded:
+            values[p.key] = json.loads(trial.suggest_categorical(p.key, [_encode(c) for c in p.choices]))
+        else:
+            values[p.key] = trial.suggest_categorical(p.key, list(p.choices))
+    return values
+
+
+def _encode(choice: Any) -> str:
+    return json.dumps(choice, sort_keys=True, ensure_ascii=False)
+
+
+# --- one trial ------------------------------------------------------------------------------
+
+def retention_of(entry: dict) -> float:
+    """The lowest gated scalar / baseline of a checkpoint (1.0 when every baseline is 0)."""
+    ratios = [r for task in entry["retention"].values() for r in task.values() if r is not None]
+    return min(ratios) if ratios else 1.0
+
+
+def violation(entry: dict, results: dict) -> float:
+    """How far a checkpoint is below the gate: the largest (fraction - scalar / baseline) over the gated scalars,
+    0 when it passes (Optuna's constraint: <= 0 is feasible)."""
+    if entry["passes_gate"]:
+        return 0.0
+    fractions = {t["name"]: t["gate"]["fraction"] for t in results["tasks"] if t["role"] == "retention"}
+    gaps = [fractions[task] - r for task, ratios in entry["retention"].items() for r in ratios.values()
+            if r is not None]
+    return max([g for g in gaps if g > 0] or [1e-9])
+
+
+def trial_outcome(results: dict, objective: str) -> dict:
+    """What a finished run gives the study: values, the gate constraint and the numbers of its table row."""
+    entries, best = results["checkpoints"], results["best"]
+    ratio = results["params"]["ratio"]
+    if best is not None:
+        chosen, constraint = best, 0.0
+    elif entries:  # infeasible: the checkpoint closest to the gate
+        chosen = min(entries, key=lambda e: (violation(e, results), -e["accuracy"]))
+        constraint = violation(chosen, results)
+    else:
+        chosen, constraint = None, 1.0
+    accuracy = chosen["accuracy"] if chosen else 0.0
+    retention = retention_of(chosen) if chosen else 0.0
+    values = [rules.score(accuracy, ratio)] if objective == "score" else [accuracy, retention]
+    return {"values": values, "constraint": constraint, "feasible": best is not None,
+            "score": best["score"] if best else None, "accuracy": accuracy, "retention": retention,
+            "step": chosen["step"] if chosen else None, "wall_seconds": results.get("wall_seconds")}
+
+
+class Pruning:
+    """The tracker's hook for one trial: reports tracked accuracy to Optuna and asks to stop when the tracked
+    subset fails the gate or the median rule prunes."""
+
+    def __init__(self, sweep: Sweep, trial, new_task: str, accuracy: str):
+        self.config, self.trial, self.new_task, self.accuracy = sweep.config, trial, new_task, accuracy
+        self.pruned: Optional[dict] = None
+
+    def __call__(self, step: int, track: dict) -> Optional[str]:
+        pruning = self.config.pruning
+        accuracy = track["tasks"][self.new_task]["scores"][self.accuracy]
+        median = pruning.median and self.config.objective == "score"
+        if median:
+            self.trial.report(accuracy, step)
+        if step < pruning.warmup_steps:
+            return None
+        reason = None
+        if pruning.gate and not track["passes_gate"]:
+            failed = [task for task, passed in track["gate"].items() if not passed]
+            lowest = min((r for task in failed for r in track["retention"][task].values() if r is not None),
+                         default=None)
+            reason = (f"tracked retention of {', '.join(failed)} below the gate"
+                      + (f" ({lowest:.3f} of the baseline)" if lowest is not None else ""))
+        elif median and self.trial.should_prune():
+            reason = f"tracked accuracy {accuracy:.3f} below the median of the other trials at step {step}"
+        if reason:
+            self.pruned = {"step": step, "reason": reason}
+        return reason
+
+
+class AskLock:
+    """SWEEP/.ask.lock: held from the budget check through the trial's start, so that on one machine no two
+    workers overshoot the budget and a trial being started is never mistaken for a killed one."""
+
+    def __init__(self, folder: Path):
+        self.path, self.handle = folder / ".ask.lock", None
+
+    def acquire(self) -> None:
+        self.handle = open(self.path, "w")
+        fcntl.flock(self.handle, fcntl.LOCK_EX)
+
+    def release(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+            self.handle = None
+
+
+def _trial_lock(sweep: Sweep, number: int, take: bool):
+    """SWEEP/running/N.lock, held by the worker running trial N; free (or absent) when that worker died."""
+    folder = sweep.out / "running"
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = open(folder / f"{number}.lock", "a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    if take:
+        return handle
+    handle.close()
+    return True
+
+
+@contextlib.contextmanager
+def _run_lock(sweep: Sweep, name: str):
+    """SWEEP/running/NAME.lock, waited for: two trials that drew the same parameters share one run directory;
+    the second waits for the first and then finds every step cached."""
+    folder = sweep.out / "running"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"{name}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def retried_numbers(trials) -> set[int]:
+    """Trials that were queued again (killed, interrupted, or stale in an RDB)."""
+    retried = set()
+    for t in trials:
+        origin = t.user_attrs.get("retry_of", t.system_attrs.get("failed_trial"))
+        if origin is not None:
+            retried.add(origin)
+    return retried
+
+
+def recover(study, sweep: Sweep) -> None:
+    """Fail the RUNNING trials whose worker on this machine died (kill -9) and queue every killed or
+    interrupted trial again with its parameters: the retry resumes its run directory."""
+    from optuna.trial import TrialState
+
+    host = socket.gethostname()
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = t.user_attrs.get("worker", "")
+        journal = not isinstance(study._storage, _rdb_class())
+        if (journal or worker.startswith(host + ":")) and _trial_lock(sweep, t.number, take=False):
+            study._storage.set_trial_user_attr(t._trial_id, "interrupted", "killed")
+            study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+            print(f"trial {t.number}: its worker died; it is queued again")
+    trials = study.get_trials(deepcopy=False)
+    retried = retried_numbers(trials)
+    for t in trials:
+        if t.state == TrialState.FAIL and t.user_attrs.get("interrupted") and t.number not in retried:
+            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+
+
+def _rdb_class():
+    from optuna.storages import RDBStorage
+
+    return RDBStorage
+
+
+def work(sweep: Sweep, storage: Optional[str] = None) -> None:
+    """One worker: run trials of the shared study until the budget is spent."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from keeptune.experiment.runner import plan_experiment, run_dir, run_experiment
+    from keeptune.report import build_report
+
+    study = open_study(sweep, storage)
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    lock = AskLock(sweep.out)
+    plan = plan_experiment(trial_config(sweep, _resolve(sweep.params, Param.first)))
+    new_task, accuracy_key = plan.new.spec.name, plan.accuracy
+    held: list = []
+
+    def objective(trial):
+        handle = _trial_lock(sweep, trial.number, take=True)
+        held.append(handle)
+        trial.set_user_attr("worker", worker)
+        values = suggest(trial, sweep.params)
+        lock.release()
+        config = trial_config(sweep, values)
+        trial.set_user_attr("run_dir", str(run_dir(config)))
+        command = shlex.join(["keeptune", "run", *([str(sweep.base)] if sweep.base else []),
+                              *trial_words(sweep, values), f"name={config.name}", f"out={config.out}"])
+        print(f"== sweep {sweep.name}: trial {trial.number} ({worker}): {_params_text(values)} -> {config.out}")
+        hook = Pruning(sweep, trial, new_task, accuracy_key)
+        try:
+            with _run_lock(sweep, config.name):  # a trial of the same parameters elsewhere: wait, then reuse it
+                results = run_experiment(config, command, on_track=hook)
+                build_report(run_dir(config))
+        except KeyboardInterrupt:
+            trial.set_user_attr("interrupted", "interrupted")
+            raise
+        except Exception as err:
+            trial.set_user_attr("error", f"{type(err).__name__}: {err}"[:500])
+            raise
+        outcome = trial_outcome(results, sweep.config.objective)
+        for key in ("score", "accuracy", "retention", "step", "wall_seconds", "feasible"):
+            trial.set_user_attr(key, outcome[key])
+        trial.set_constraint("gate", outcome["constraint"])
+        if hook.pruned:
+            trial.set_user_attr("pruned_step", hook.pruned["step"])
+            trial.set_user_attr("pruned_reason", hook.pruned["reason"])
+            raise optuna.TrialPruned(f"step {hook.pruned['step']}: {hook.pruned['reason']}")
+        return outcome["values"][0] if len(outcome["values"]) == 1 else outcome["values"]
+
+    while True:
+        lock.acquire()
+        try:
+            recover(study, sweep)
+            trials = study.get_trials(deepcopy=False)
+            retried = retried_numbers(trials)
+            waiting = any(t.state == TrialState.WAITING for t in trials)
+            counted = sum(1 for t in trials if t.number not in retried)
+            if not waiting and counted >= sweep.config.trials:
+                return
+            study.sampler = make_sampler(sweep, len(trials))
+            study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
+        finally:
+            lock.release()
+            while held:
+                handle = held.pop()
+                if handle:
+                    handle.close()
+
+
+def _params_text(values: dict) -> str:
+    return ", ".join(f"{k}={_yaml_value(v)}" for k, v in values.items())
+
+
+# --- the table ------------------------------------------------------------------------------
+
+def state_text(t, retried_as: dict[int, int]) -> str:
+    from optuna.trial import TrialState
+
+    if t.state == TrialState.COMPLETE:
+        if t.user_attrs.get("feasible"):
+            return "complete"
+        return f"infeasible (gate short by {t.constraints.get('gate', 0):.3f})"
+    if t.state == TrialState.PRUNED:
+        return f"pruned at step {t.user_attrs.get('pruned_step')}: {t.user_attrs.get('pruned_reason')}"
+    if t.state == TrialState.FAIL:
+        if t.user_attrs.get("interrupted"):
+            again = retried_as.get(t.number)
+            return f"{t.user_attrs['interrupted']}" + (f", retried as #{again}" if again is not None else "")
+        return f"failed: {t.user_attrs.get('error', 'see the worker output')}"
+    return t.state.name.lower()
+
+
+def _number(value, digits: int = 4) -> str:
+    return "" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def summary(study, sweep: Sweep, wall_seconds: Optional[float] = None) -> str:
+    """sweep.md: every trial, the best feasible one, and the Pareto front for `objective: pareto`."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    retried_as = {}
+    for t in trials:
+        origin = t.user_attrs.get("retry_of", t.system_attrs.get("failed_trial"))
+        if origin is not None:
+            retried_as[origin] = t.number
+    lines = [f"# Sweep {sweep.name}", "", f"Sweep file: `{sweep.path}`; objective: {sweep.config.objective}; sampler: "
+             f"{sweep.config.sampler.name} (seed {sweep.config.sampler.seed}); budget: {sweep.config.trials} trials.",
+             "", "| # | params | state | score | accuracy | retention | step | wall s | run |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for t in trials:
+        a = t.user_attrs
+        params = ", ".join(f"{k}={_short(v)}" for k, v in t.params.items())
+        lines.append(f"| {t.number} | {params} | {state_text(t, retried_as)} | {_number(a.get('score'))} | "
+                     f"{_number(a.get('accuracy'))} | {_number(a.get('retention'))} | {_number(a.get('step'))} | "
+                     f"{_number(a.get('wall_seconds'), 0)} | {a.get('run_dir', '')} |")
+    states = [t.state for t in trials]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    feasible = [t for t in complete if t.user_attrs.get("feasible")]
+    lines += ["", f"Trials: {len(trials)}: {len(feasible)} feasible, {len(complete) - len(feasible)} infeasible, "
+              f"{states.count(TrialState.PRUNED)} pruned, {states.count(TrialState.FAIL)} failed or killed, "
+              f"{states.count(TrialState.RUNNING)} running, {states.count(TrialState.WAITING)} waiting."]
+    if wall_seconds is not None:
+        lines.append(f"Wall time of this invocation: {wall_seconds:.0f} s.")
+    if feasible:
+        best = max(feasible, key=lambda t: (t.user_attrs["score"], -t.number))
+        lines += ["", f"**Best feasible trial: #{best.number}**, score {best.user_attrs['score']:.6f} "
+                  f"(accuracy {_number(best.user_attrs['accuracy'])}, retention {_number(best.user_attrs['retention'])}"
+                  f", step {best.user_attrs['step']}): {_params_text(_decoded(best.params, sweep))}",
+                  f"Its run: `{best.user_attrs['run_dir']}`."]
+    else:
+        lines += ["", "**No feasible trial**: no trial has a checkpoint that passes the gate."]
+    if sweep.config.objective == "pareto":
+        front = sorted(study.best_trials, key=lambda t: t.values[0])
+        lines += ["", "Pareto front (new-task accuracy against retention, feasible trials):", ""]
+        lines += [f"- #{t.number}: accuracy {t.values[0]:.4f}, retention {t.values[1]:.4f} "
+                  f"({_params_text(_decoded(t.params, sweep))})" for t in front] or ["- (none)"]
+    return "\n".join(lines) + "\n"
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value).replace("|", "\\|")
+
+
+def _decoded(params: dict, sweep: Sweep) -> dict:
+    encoded = {p.key for p in sweep.params if p.encoded}
+    return {k: json.loads(v) if k in encoded else v for k, v in params.items()}
+
+
+# --- the command ----------------------------------------------------------------------------
+
+SWEEP_USAGE = """\
+examples:
+  keeptune sweep configs/sweeps/default.yaml                     # TPE over lr, rank, epochs, data mix
+  keeptune sweep configs/sweeps/default.yaml trials=40 --workers 4  # 4 processes on this machine (one per GPU)
+  keeptune sweep s.yaml --storage postgresql://user@host/db       # on each machine: one study, many workers
+  keeptune sweep s.yaml train.max_steps=50                       # an experiment field: fixed for every trial
+Re-running the same command resumes: finished trials are kept, a killed trial resumes from its run directory.
+"""
+
+
+def sweep(path: Path, words: list[str] = (), workers: int = 1, storage: Optional[str] = None,
+          worker: bool = False) -> Path:
+    """Search experiment settings for the best recipe under the retention gate (Optuna).
+
+    Each trial is a `keeptune run` directory under SWEEP/trials; prints the table and writes SWEEP/sweep.md;
+    returns SWEEP."""
+    started = time.perf_counter()
+    spec = load_sweep(path, list(words))
+    spec.out.mkdir(parents=True, exist_ok=True)
+    if worker or workers <= 1:
+        work(spec, storage)
+    else:
+        open_study(spec, storage)  # created (or checked) once, before the workers start
+        run_workers(path, list(words), workers, storage)
+    if worker:
+        return spec.out
+    text = summary(open_study(spec, storage), spec, time.perf_counter() - started)
+    (spec.out / "sweep.md").write_text(text, encoding="utf-8")
+    print(text, end="")
+    print(f"wrote {spec.out / 'sweep.md'}")
+    return spec.out
+
+
+def run_workers(path: Path, words: list[str], workers: int, storage: Optional[str]) -> None:
+    """N worker processes sharing the study: each pinned to one GPU when there are GPUs, else a share of the
+    CPU threads."""
+    gpus = _gpu_count()
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    processes = []
+    for i in range(workers):
+        env = dict(os.environ)
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = str(i % gpus)
+        else:
+            env["OMP_NUM_THREADS"] = str(threads)
+        command = [sys.executable, "-m", "keeptune", "sweep", str(path), *words, "--worker",
+                   *(["--storage", storage] if storage else [])]
+        processes.append(subprocess.Popen(command, env=env))
+    failed = [p.args for p in processes if p.wait() != 0]
+    if failed:
+        print(f"keeptune sweep: {len(failed)} of {workers} workers failed", file=sys.stderr)
+
+
+def _gpu_count() -> int:
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip()])
+    try:
+        import torch
+
+        return torch.cuda.device_count()
+    except Exception:  # noqa: BLE001 - no usable CUDA: CPU workers
+        return 0
+
+
+def main(argv: list[str]) -> None:
+    """`keeptune sweep SWEEP.yaml [key=value ...] [--workers N] [--storage URL]`."""
+    from keeptune.train.config import parse_words
+
+    rest, workers, storage, worker = [], 1, None, False
+    args = iter(argv)
+    for arg in args:
+        name, sep, value = arg.partition("=")
+        if name in ("--workers", "--storage"):
+            value = value if sep else next(args, None)
+            if value is None:
+                raise ConfigError(f"{name} needs a value")
+            if name == "--workers":
+                if not value.isdigit() or int(value) < 1:
+                    raise ConfigError(f"--workers is {value!r}; a number >= 1")
+                workers = int(value)
+            else:
+                storage = value
+        elif arg == "--worker":
+            worker = True
+        else:
+            rest.append(arg)
+    usage = SWEEP_USAGE + ("\noptions:\n  --workers N      worker processes on this machine sharing the study "
+                           "(default 1)\n  --storage URL    an Optuna RDB URL (many machines) or a journal file\n")
+    config, words, _ = parse_words(rest, "keeptune sweep", sweep.__doc__.split("\n\n")[0], usage, SweepConfig,
+                                   resume=False)
+    if config is None:
+        raise ConfigError("keeptune sweep needs a sweep file: keeptune sweep SWEEP.yaml (see docs/sweep.md)")
+    sweep(Path(config), words, workers, storage, worker)
+
+
+__all__ = ["SweepConfig", "load_sweep", "sweep", "main"]
