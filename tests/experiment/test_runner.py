@@ -191,3 +191,28 @@ def test_under_torchrun_every_rank_trains_and_rank_0_alone_evaluates(tmp_path):
         ids = [json.loads(line)["id"] for line in (folder / "predictions.jsonl").read_text().splitlines()]
         assert len(ids) == len(set(ids)) > 0, folder  # written once, by rank 0 alone
     assert [t["step"] for t in read(run / "results.json")["tracking"]] == [1, 2]
+
+
+def test_the_base_model_is_loaded_once_per_run(tmp_path, monkeypatch):
+    """Baseline, training and both checkpoints' evaluations share one load of the base model."""
+    from keeptune.experiment import runner
+    from keeptune.model import load
+    from keeptune.train import loop
+
+    loads = []
+
+    def counting(*args, **kwargs):
+        loads.append(args[0] if args else kwargs.get("source"))
+        return load.load_model(*args, **kwargs)
+
+    for module in (runner, loop):
+        monkeypatch.setattr(module, "load_model", counting)
+    model = save_tiny(tmp_path / "tiny")
+    squad = tmp_path / "squad.json"
+    squad.write_text(json.dumps(SQUAD), encoding="utf-8")
+    assert main(["run", f"model.source={model}", f"original.data={squad}", f"out={tmp_path / 'run'}",
+                 "new_task.n=8", "new_task.eval_n=2", "new_task.max_new_tokens=2", "new_task.seq_len=512",
+                 "train.max_steps=2", "train.global_batch=4", "train.micro_batch=2", "train.checkpoints=2",
+                 "tracking.every=1", "batch_size=4"]) == 0
+    assert loads == [str(model)]
+    assert len(read(tmp_path / "run" / "results.json")["checkpoints"]) == 2
