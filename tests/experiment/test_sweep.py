@@ -120,6 +120,10 @@ def test_unknown_override_and_a_word_are_named(setup, tmp_path):
     path.write_text(text.replace("  train.lrate: 0.1\n", ""), encoding="utf-8")
     with pytest.raises(ConfigError, match="field 'trials' is 0"):
         load_sweep(path, ["trials=0"])
+    with pytest.raises(ConfigError, match=rf"{path}:6: start\[0\]: 'lora.rank' is not a field of the space"):
+        path.write_text(text.replace("  train.lrate: 0.1\n", "") + "start:\n  - {lora.rank: 4}\n", encoding="utf-8")
+        load_sweep(path)
+    path.write_text(text.replace("  train.lrate: 0.1\n", ""), encoding="utf-8")
     sweep = load_sweep(path, ["trials=7", "train.max_steps=3"])  # a sweep field, and an experiment field
     assert sweep.config.trials == 7 and sweep.overrides[-1] == "train.max_steps=3"
 
@@ -206,11 +210,12 @@ def test_sweep_end_to_end_both_sides_of_the_gate(setup, tmp_path):
     out = tmp_path / "sweep"
     path = write_sweep(tmp_path / "gate.yaml", overrides, {"train.lr": {"type": "categorical", "choices": [LOW, HIGH]}},
                        trials=3, out=str(out), sampler={"name": "random", "seed": 1},
-                       pruning={"gate": False, "median": False})
+                       pruning={"gate": False, "median": False}, start=[{"train.lr": LOW}])
     assert main(["sweep", str(path)]) == 0
     study = study_of(out, "gate")
     trials = study.get_trials()
     assert len(trials) == 3 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert trials[0].params == {"train.lr": LOW}  # the `start` trial runs first
     assert {t.params["train.lr"] for t in trials} == {LOW, HIGH}  # both sides seen (seeded)
     for t in trials:
         run = Path(t.user_attrs["run_dir"])

@@ -110,6 +110,9 @@ class SweepConfig:
     (postgresql://..., mysql://..., sqlite:///...) for workers on many machines."""
     out: Optional[str] = None
     """The sweep directory; null: runs/sweeps/NAME."""
+    start: list = field(default_factory=list)
+    """Trials queued first, each a mapping {field: value} over the space's fields (e.g. the hand-tuned default,
+    so that the sweep measures it under the same budget); queued once, when the study is created."""
 
 
 @dataclass(frozen=True)
@@ -213,8 +216,35 @@ def load_sweep(path: Path | str, words: list[str] = ()) -> Sweep:
     name = config.name or path.name.removesuffix(".yaml").removesuffix(".yml")
     out = Path(config.out) if config.out else Path("runs") / "sweeps" / name
     sweep = Sweep(config, path, name, base, words_fixed, params, out)
+    _check_start(sweep, where)
     _check_against_experiment(sweep, where)
     return sweep
+
+
+def _check_start(sweep: Sweep, where: dict) -> None:
+    by_key = {p.key: p for p in sweep.params}
+    for i, values in enumerate(sweep.config.start):
+        at = where.get(f"start[{i}]", where.get("start", str(sweep.path)))
+        if not isinstance(values, dict):
+            raise ConfigError(f"{at}: start[{i}] is a mapping {{field: value}}, not {values!r}")
+        for key, value in values.items():
+            p = by_key.get(key)
+            if p is None:
+                raise ConfigError(f"{at}: start[{i}]: {key!r} is not a field of the space ({', '.join(by_key)})")
+            inside = value in p.choices if p.kind == "categorical" else (
+                isinstance(value, (int, float)) and p.low <= value <= p.high)
+            if not inside:
+                raise ConfigError(f"{at}: start[{i}]: {key}={value!r} is outside the space")
+        try:
+            trial_config(sweep, values)
+        except ConfigError as err:
+            raise ConfigError(f"{at}: start[{i}]: {err}") from None
+
+
+def _start_params(sweep: Sweep, values: dict) -> dict:
+    """A `start` mapping as Optuna's parameters (JSON text for list and mapping choices)."""
+    encoded = {p.key for p in sweep.params if p.encoded}
+    return {k: _encode(v) if k in encoded else v for k, v in values.items()}
 
 
 def _override_words(overrides: Any, where: dict, path: Path) -> list[str]:
@@ -439,6 +469,8 @@ def open_study(sweep: Sweep, url: Optional[str] = None):
                                 pruner=pruner, directions=directions, load_if_exists=True)
     print_ = study.user_attrs.get("fingerprint")
     if print_ is None:
+        for values in sweep.config.start:
+            study.enqueue_trial(_start_params(sweep, values), skip_if_exists=True)
         study.set_user_attr("fingerprint", sweep.fingerprint())
         study.set_user_attr("objective", sweep.config.objective)
     elif print_ != sweep.fingerprint():
