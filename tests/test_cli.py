@@ -194,6 +194,7 @@ def test_eval_squad_end_to_end(tmp_path, capsys):
     (["eval", "squad", "--overwrite"], ["eval", "squad", "--overwrite=true"]),
     (["merge", "a", "--overwrite", "--out", "x"], ["merge", "a", "--overwrite=true", "--out", "x"]),
     (["eval", "squad", "--limit", "--skip_bad"], ["eval", "squad", "--limit", "--skip_bad=true"]),  # int: untouched
+    (["train", "c.yaml", "--resume"], ["train", "c.yaml", "--resume"]),  # its own parser takes the bare flag
 ])
 def test_a_bare_switch_means_true(argv, expected):
     from keeptune.cli import _bare_switches

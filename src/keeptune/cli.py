@@ -57,7 +57,7 @@ def _bare_switches(args: list[str]) -> list[str]:
     import inspect
 
     function = _command(args)
-    if function is None:
+    if function is None or args[0] in WORD_COMMANDS:  # run and train parse their own words (--resume, --overwrite)
         return args
     switches = {name for name, p in inspect.signature(function).parameters.items() if p.annotation in (bool, "bool", "Optional[bool]", "bool | None")}
     out = []
