@@ -816,6 +816,10 @@ def sweep(path: Path, words: list[str] = (), workers: int = 1, storage: Optional
     Each trial is a `keeptune run` directory under SWEEP/trials; prints the table and writes SWEEP/sweep.md;
     returns SWEEP."""
     started = time.perf_counter()
+    try:
+        import optuna  # noqa: F401 - the engine; only this command needs it
+    except ImportError:
+        raise ConfigError("keeptune sweep needs Optuna: pip install 'optuna>=5.0'") from None
     spec = load_sweep(path, list(words))
     spec.out.mkdir(parents=True, exist_ok=True)
     if worker or workers <= 1:
