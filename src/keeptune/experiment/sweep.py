@@ -45,11 +45,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-import yaml
 
 from keeptune.experiment import gate as rules
 from keeptune.experiment.config import ExperimentConfig
-from keeptune.train.config import ConfigError, build, load_config, read_yaml
+from keeptune.train.config import ConfigError, build, load_config, read_yaml, set_word
 
 KINDS = ("log_uniform", "uniform", "int", "categorical")
 SAMPLERS = ("tpe", "random", "nsga2", "gp")
@@ -187,17 +186,7 @@ def load_sweep(path: Path | str, words: list[str] = ()) -> Sweep:
         if head == "overrides" or head not in sweep_fields:  # an experiment field: fixed for every trial
             extra.append(f"{key.removeprefix('overrides.')}={text}")
             continue
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError:
-            value = text
-        node = tree
-        for part in key.split(".")[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"word {word!r}: {part!r} is not a section")
-        node[key.split(".")[-1]] = value
-        where[key] = f"word {word!r}"
+        set_word(tree, where, key, text, f"word {word!r}")
     space, overrides = tree.pop("space", None), tree.pop("overrides", None)
     config = build(SweepConfig, tree, where, "", str(path))
     if config.trials < 1:

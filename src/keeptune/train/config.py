@@ -153,19 +153,23 @@ def load_config(path: Path | str | None = None, overrides: Sequence[str] = (), r
         key, sep, text = word.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"override {word!r} is not key=value (e.g. train.lr=1e-3)")
-        key = key.strip()
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError:
-            value = text
-        node = tree
-        for part in key.split(".")[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {word!r}: {part!r} is not a section")
-        node[key.split(".")[-1]] = value
-        where[key] = f"override {word!r}"
+        set_word(tree, where, key.strip(), text, f"override {word!r}")
     return validate(build(root, tree, where, "", str(path) if path else "defaults"), where)
+
+
+def set_word(tree: dict, where: dict[str, str], key: str, text: str, origin: str) -> None:
+    """Put the value of a `key=text` word (read as YAML) at the dotted `key` of `tree`; `where` notes `origin`."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = text
+    node = tree
+    for part in key.split(".")[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{origin}: {part!r} is not a section")
+    node[key.split(".")[-1]] = value
+    where[key] = origin
 
 
 # Fields that must be at least 1 (max_steps when set).
