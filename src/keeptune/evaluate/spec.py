@@ -224,6 +224,12 @@ def prompt_template(prompt: str) -> str:
     return NAMED_PROMPTS.get(prompt, prompt)
 
 
+def render_prompt(spec: TaskSpec, fields: dict) -> str:
+    """The spec's prompt over a sample's fields (before any sequence format wraps it)."""
+    template = prompt_template(spec.prompt)
+    return template.format_map({name: fields[name] for name in prompt_fields(template)})
+
+
 def prompt_fields(template: str) -> list[str]:
     """The fields a format string reads; SpecError for anything but plain names."""
     names = []
@@ -430,9 +436,7 @@ class SpecTask:
         return SpecTask(self.compiled, self.samples[:n], self.tokenizer)
 
     def prompt(self, sample: Sample) -> str:
-        text = prompt_template(self.spec.prompt).format_map({k: sample.fields[k] for k in
-                                                               prompt_fields(prompt_template(self.spec.prompt))})
-        return sequence_prompt(text, self.spec.format, self.tokenizer)
+        return sequence_prompt(render_prompt(self.spec, sample.fields), self.spec.format, self.tokenizer)
 
     def label(self, sample: Sample) -> str:
         label = sample.fields[self.spec.reference]

@@ -35,8 +35,8 @@ from keeptune.data.math.generate import generate_pairs
 from keeptune.data.prompts import PROMPTS, unwrap_prompt
 from keeptune.evaluate.engine import ResumeMismatchError, evaluate
 from keeptune.evaluate.generation import GenerationSettings
-from keeptune.evaluate.spec import Compiled, SpecTask, load_spec, load_task_samples, prompt_fields, \
-    prompt_template, resolve_data_path
+from keeptune.evaluate.spec import Compiled, SpecTask, load_spec, load_task_samples, render_prompt, \
+    resolve_data_path
 from keeptune.experiment import gate as rules
 from keeptune.experiment.config import ExperimentConfig
 from keeptune.io import atomic_write_json, claim_output_dir, iter_jsonl, locked, write_jsonl
@@ -67,6 +67,7 @@ def rank() -> tuple[int, int]:
 @dataclass
 class Plan:
     retention: list[tuple[Compiled, rules.TaskGate]]
+    samples: list[list]  # each retention task's samples, read (and checked) by the plan
     new: Compiled  # data.path is set once the data is prepared
     accuracy: str
     ratio: float
@@ -82,8 +83,9 @@ def fail(field: str, message: str) -> ConfigError:
 
 
 def plan_experiment(config: ExperimentConfig) -> Plan:
-    """Load and cross-check every task spec, gate, name and choice; count the LoRA parameters on the meta
-    device (so targets that match nothing fail here). Nothing is built, downloaded or loaded."""
+    """Load and cross-check every task spec, gate, name and choice, read the retention tasks' samples
+    (downloading an address once) and count the LoRA parameters on the meta device (so targets that
+    match nothing fail here). No data is built and no model is loaded."""
     if not SAFE_NAME.match(config.name):
         raise fail("name", f"{config.name!r}: use letters, digits, '.', '_' and '-' (it names a folder)")
     if not 0 < config.gate <= 1:
@@ -127,11 +129,11 @@ def plan_experiment(config: ExperimentConfig) -> Plan:
     if accuracy not in new.scalars():
         raise fail("new_task.accuracy", f"{accuracy!r} is not a scalar of task {new.spec.name}: "
                                         f"{', '.join(new.scalars())}")
-    for i, (compiled, _) in enumerate(retention):  # the samples are read now: a bad file fails before any work
-        load_task_samples(compiled, resolve_data_path(compiled.spec), config.skip_bad)
+    samples = [load_task_samples(compiled, resolve_data_path(compiled.spec), config.skip_bad)
+               for compiled, _ in retention]  # read now: a bad file fails before any work
     resolve_device(config.model.device)  # a device this machine lacks fails now, not after the data is built
     params = lora_accounting(source_config(config.model.source), config.lora)[1]
-    return Plan(retention, new, accuracy, params.ratio, params)
+    return Plan(retention, samples, new, accuracy, params.ratio, params)
 
 
 def _local(path: str | None) -> str | None:
@@ -202,13 +204,9 @@ def conversations_from(path: Path, new: Compiled) -> list[dict]:
         return [{"id": str(i), "conversations": [{"from": "human", "value": c.prompt},
                                                   {"from": "gpt", "value": c.answer}]}
                 for i, c in enumerate(read_conversations(path), 1)]
-    template = prompt_template(new.spec.prompt)
-    records = []
-    for i, sample in enumerate(load_task_samples(new, path), 1):
-        prompt = template.format_map({k: sample.fields[k] for k in prompt_fields(template)})
-        records.append({"id": str(i), "conversations": [{"from": "human", "value": prompt},
-                                                         {"from": "gpt", "value": sample.fields[new.spec.reference]}]})
-    return records
+    return [{"id": str(i), "conversations": [{"from": "human", "value": render_prompt(new.spec, sample.fields)},
+                                             {"from": "gpt", "value": sample.fields[new.spec.reference]}]}
+            for i, sample in enumerate(load_task_samples(new, path), 1)]
 
 
 def training_templates_and_problems(train_path: Path) -> tuple[list[str], set[str]]:
@@ -239,9 +237,7 @@ def warn_if_answers_do_not_fit(train_path: Path, tokenizer, max_new_tokens: int,
 
 def warn_if_overlapping(train_path: Path, new_task: SpecTask) -> None:
     trained = {c.prompt for c in read_conversations(train_path)}
-    template = prompt_template(new_task.spec.prompt)
-    shared = sum(template.format_map({k: s.fields[k] for k in prompt_fields(template)}) in trained
-                 for s in new_task.samples)
+    shared = sum(render_prompt(new_task.spec, s.fields) in trained for s in new_task.samples)
     if shared:
         print(f"warning: {shared} of the new task's {len(new_task.samples)} evaluation samples are also in its "
               "training set", file=sys.stderr)
@@ -380,8 +376,8 @@ def _run_experiment(config: ExperimentConfig, command: str, plan: Plan, run: Pat
     new_samples = load_task_samples(plan.new, resolve_data_path(plan.new.spec), config.skip_bad)
     source = config.model.source
     model, tokenizer = load_model(source, config.model.dtype, config.model.device)  # the one load of the run
-    tasks = [SpecTask(compiled, load_task_samples(compiled, resolve_data_path(compiled.spec), config.skip_bad), tokenizer)
-             for compiled, _ in plan.retention] + [SpecTask(plan.new, new_samples, tokenizer)]
+    tasks = [SpecTask(compiled, samples, tokenizer) for (compiled, _), samples in zip(plan.retention, plan.samples)]
+    tasks.append(SpecTask(plan.new, new_samples, tokenizer))
     identity = {"model": model_name(source)}
     baseline = None
     if main:
@@ -456,6 +452,8 @@ def settings_summary(config: ExperimentConfig, plan: Plan, steps: int | None) ->
             mix = " (" + ", ".join(f"{name} {count}" for name, count in task.counts.items()) + ")"
         recipe = f"{source} {task.strategy}{mix}{f' x{task.n}' if task.n else ''}{', cot' if task.cot else ''}"
     new = plan.new.spec
+    evaluated = task.eval_data or (f"{task.eval_n} generated held-out problems" if task.train_data is None
+                                   else Path(new.data.path or "").name)
     return {"model": model_name(config.model.source), "data_recipe": recipe,
             "prompt": task.prompt if task.train_data is None else new.prompt,
             "format": task.format, "targets": list(config.lora.targets), "rank": config.lora.rank,
@@ -463,6 +461,6 @@ def settings_summary(config: ExperimentConfig, plan: Plan, steps: int | None) ->
             "epochs": config.train.epochs, "steps": steps,
             "global_batch": config.train.global_batch, "seq_len": task.seq_len,
             "retention_tasks": [f"{c.spec.name} ({Path(c.spec.data.path or '').name})" for c, _ in plan.retention],
-            "new_task": f"{new.name} ({task.eval_data or (f'{task.eval_n} generated held-out problems' if task.train_data is None else Path(new.data.path or '').name)})",
+            "new_task": f"{new.name} ({evaluated})",
             "max_new_tokens": new.generation.max_new_tokens,
             "postprocess": json.dumps(list(new.postprocess))}
