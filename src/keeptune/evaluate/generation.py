@@ -75,43 +75,41 @@ def _cache_keyword(model) -> str:
     return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
-def _static_cache(model, layers: list[tuple[torch.Tensor, torch.Tensor]], room: int) -> StaticCache:
-    """A decode cache holding `layers` (per layer: keys and values, [rows, heads, length, dim])
-    with `room` free slots after them."""
-    cache = StaticCache(config=model.config, max_cache_len=layers[0][0].shape[-2] + room)
-    for i, (keys, values) in enumerate(layers):
-        cache.update(keys, values, i)
-    return cache
-
-
 def _merge_caches(model, parts: list[tuple[DynamicCache, torch.Tensor]], room: int) -> tuple[StaticCache, torch.Tensor]:
     """Stack the prefill chunks' caches into one decode batch.
 
     Each chunk is left-padded (masked zeros) to the longest chunk, and every layer
-    gets `room` free slots for the tokens still to come.
+    gets `room` free slots for the tokens still to come. Each prefill layer is released
+    as soon as it is copied, so the two caches are never held whole at once.
     """
     width = max(mask.shape[1] for _, mask in parts)
     rows = sum(mask.shape[0] for _, mask in parts)
-    layers = []
-    for i, first in enumerate(parts[0][0].layers):
-        _, h, _, d = first.keys.shape
-        k = first.keys.new_zeros((rows, h, width, d))
+    cache = StaticCache(config=model.config, max_cache_len=width + room)
+    for i in range(len(parts[0][0].layers)):
+        _, h, _, d = parts[0][0].layers[i].keys.shape
+        k = parts[0][0].layers[i].keys.new_zeros((rows, h, width, d))
         v = torch.zeros_like(k)
         row = 0
-        for cache, mask in parts:
+        for part, mask in parts:
             n, t = mask.shape
-            k[row:row + n, :, width - t:] = cache.layers[i].keys
-            v[row:row + n, :, width - t:] = cache.layers[i].values
+            k[row:row + n, :, width - t:] = part.layers[i].keys
+            v[row:row + n, :, width - t:] = part.layers[i].values
+            part.layers[i].keys = part.layers[i].values = None  # copied: release it
             row += n
-        layers.append((k, v))
+        cache.update(k, v, i)
     masks = [torch.nn.functional.pad(mask, (width - mask.shape[1], 0)) for _, mask in parts]
-    return _static_cache(model, layers, room), torch.cat(masks)
+    return cache, torch.cat(masks)
 
 
 def _select_rows(model, cache: StaticCache, keep: torch.Tensor, length: int, room: int) -> StaticCache:
-    """The decode cache of the rows `keep` only: its first `length` slots, and `room` free ones."""
-    return _static_cache(model, [(layer.keys[keep, :, :length], layer.values[keep, :, :length])
-                                 for layer in cache.layers], room)
+    """The decode cache of the rows `keep` only: its first `length` slots, and `room` free ones.
+    Each old layer is released once its rows are copied (peak: the old cache and one new layer)."""
+    selected = StaticCache(config=model.config, max_cache_len=length + room)
+    for i, layer in enumerate(cache.layers):
+        keys, values = layer.keys[keep, :, :length], layer.values[keep, :, :length]
+        layer.keys = layer.values = None
+        selected.update(keys, values, i)
+    return selected
 
 
 def _next_tokens(logits: torch.Tensor, step: int, settings: GenerationSettings, eos: torch.Tensor) -> torch.Tensor:
