@@ -1,8 +1,6 @@
 """`keeptune eval TASK`: any task spec, on a model or on a PEFT adapter over its base."""
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from pathlib import Path
 from typing import Any, Optional
@@ -10,12 +8,13 @@ from typing import Any, Optional
 from keeptune.data.prompts import PROMPTS
 from keeptune.evaluate.engine import evaluate
 from keeptune.evaluate.generation import GenerationSettings
-from keeptune.evaluate.spec import SpecTask, load_spec, load_task_samples, resolve_data_path
+from keeptune.evaluate.spec import SpecTask, given_path, load_spec, load_task_samples, resolve_data_path
 from keeptune.io import DataError, check_output_dir, claim_output_dir
+from keeptune.model.load import load_model, model_name
+from keeptune.train.checkpoint import adapter_digest, adapter_info
 
 # What an evaluation writes into its --out: a folder holding only these is one of its outputs.
 EVAL_OUTPUTS = ("predictions.jsonl", "metrics.json", "eval.json", ".lock")
-from keeptune.model.load import load_model, model_name
 
 
 def default_out(task: str, model: Optional[str], adapter: Optional[Path] = None) -> Path:
@@ -26,23 +25,6 @@ def default_out(task: str, model: Optional[str], adapter: Optional[Path] = None)
     return Path("runs") / "eval" / f"{task}-{re.sub(r'[^A-Za-z0-9._-]+', '-', slug).lower()}"
 
 
-def adapter_info(adapter: Path) -> dict:
-    """The adapter's keeptune.json: base model, prompt, sequence format, BOS (written by keeptune train)."""
-    adapter = Path(adapter)
-    if not (adapter / "adapter_config.json").is_file():
-        raise DataError(f"{adapter} is not a PEFT adapter directory: it has no adapter_config.json")
-    path = adapter / "keeptune.json"
-    if not path.is_file():
-        return {}
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DataError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(info, dict):
-        raise DataError(f"{path}: not a JSON object")
-    return info
-
-
 def as_trained(changes: dict, info: dict, adapter_prompt: bool) -> dict:
     """The prompt and sequence format an adapter was trained with, where the user named none.
 
@@ -50,7 +32,7 @@ def as_trained(changes: dict, info: dict, adapter_prompt: bool) -> dict:
     as squad-seed keeps its own. A recorded prompt of `none` means the training prompts were the
     task's own text, so the spec's prompt stays.
     """
-    if not adapter_prompt or not info:
+    if not adapter_prompt:
         return changes
     trained = dict(changes)
     if "prompt" not in changes and info.get("prompt") in PROMPTS and info["prompt"] != "none":
@@ -71,8 +53,7 @@ def load_with_adapter(model: Optional[str], adapter: Optional[Path], info: dict,
         from peft import PeftModel
 
         net = PeftModel.from_pretrained(net, str(adapter)).eval()
-        weights = Path(adapter) / "adapter_model.safetensors"
-        identity["adapter"] = f"{Path(adapter).resolve()} {hashlib.sha256(weights.read_bytes()).hexdigest()[:16]}"
+        identity["adapter"] = f"{Path(adapter).resolve()} {adapter_digest(adapter)}"
     return net, tokenizer, identity
 
 
@@ -142,8 +123,10 @@ def eval_task(
     if extraction is not None:
         changes["extraction"] = extraction
     if data is not None:
-        changes["data.path"] = data if str(data).startswith(("http://", "https://")) else str(Path(data).resolve())
-    compiled = load_spec(task, as_trained(changes, info, load_spec(task).spec.adapter_prompt))
+        changes["data.path"] = given_path(str(data))
+    if info:  # the spec says whether an adapter's own prompt and format apply to it
+        changes = as_trained(changes, info, load_spec(task).spec.adapter_prompt)
+    compiled = load_spec(task, changes)
     spec = compiled.spec
     path = resolve_data_path(spec)
     samples = load_task_samples(compiled, path, skip_bad)  # every record checked before the model loads

@@ -313,6 +313,14 @@ class Sample:
     where: str  # FILE:LINE (or FILE: data[a].paragraphs[p]) for error messages
 
 
+def given_path(path: str | None) -> str | None:
+    """A path given on the command line or in a config, made absolute against the working directory
+    (a spec's own `data.path` is relative to the spec); an http(s) address as it is."""
+    if path is None or path.startswith(("http://", "https://")):
+        return path
+    return str(Path(path).expanduser().resolve())
+
+
 def resolve_data_path(spec: TaskSpec) -> Path:
     """The local file of the spec's data (downloaded once when it is an address)."""
     from keeptune.data.shared import PACKAGED_DIR, shared_file

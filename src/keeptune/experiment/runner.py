@@ -35,8 +35,8 @@ from keeptune.data.math.generate import generate_pairs
 from keeptune.data.prompts import PROMPTS, unwrap_prompt
 from keeptune.evaluate.engine import ResumeMismatchError, evaluate
 from keeptune.evaluate.generation import GenerationSettings
-from keeptune.evaluate.spec import Compiled, SpecTask, load_spec, load_task_samples, render_prompt, \
-    resolve_data_path
+from keeptune.evaluate.spec import Compiled, SpecTask, given_path, load_spec, load_task_samples, \
+    render_prompt, resolve_data_path
 from keeptune.experiment import gate as rules
 from keeptune.experiment.config import ExperimentConfig
 from keeptune.io import atomic_write_json, claim_output_dir, iter_jsonl, locked, write_jsonl
@@ -101,7 +101,7 @@ def plan_experiment(config: ExperimentConfig) -> Plan:
     retention, names = [], []
     for i, item in enumerate(config.original):
         where = f"original[{i}]"
-        changes = {k: v for k, v in (("data.path", _local(item.data)), ("data.limit", item.limit)) if v is not None}
+        changes = {k: v for k, v in (("data.path", given_path(item.data)), ("data.limit", item.limit)) if v is not None}
         if item.name is not None:
             changes["name"] = item.name
         compiled = load_spec(item.task, changes)
@@ -136,13 +136,6 @@ def plan_experiment(config: ExperimentConfig) -> Plan:
     return Plan(retention, samples, new, accuracy, params.ratio, params)
 
 
-def _local(path: str | None) -> str | None:
-    """A path given on the command line or in a config is relative to the working directory."""
-    if path is None or path.startswith(("http://", "https://")):
-        return path
-    return str(Path(path).expanduser().resolve())
-
-
 def new_task_spec(config: ExperimentConfig, eval_path: Path | None) -> Compiled:
     """The new task's evaluation task as training shapes it: the recipe's prompt, the training format."""
     task = config.new_task
@@ -152,7 +145,7 @@ def new_task_spec(config: ExperimentConfig, eval_path: Path | None) -> Compiled:
     if eval_path is not None:
         changes["data.path"] = str(eval_path)
     elif task.eval_data is not None:
-        changes["data.path"] = _local(task.eval_data)
+        changes["data.path"] = given_path(task.eval_data)
     if task.max_new_tokens is not None:
         changes["generation.max_new_tokens"] = task.max_new_tokens
     if task.extraction is not None:
@@ -175,7 +168,7 @@ def prepare_data(config: ExperimentConfig, run: Path, plan: Plan) -> tuple[Path,
     stamp = folder / "data.json"
     train_path, eval_path = folder / "train.jsonl", folder / "eval.jsonl"
     recipe = {k: v for k, v in to_dict(task).items() if k in DATA_FIELDS}
-    recipe["sha256"] = {k: file_digest(_local(getattr(task, k))) for k in ("train_data", "source", "eval_data")}
+    recipe["sha256"] = {k: file_digest(given_path(getattr(task, k))) for k in ("train_data", "source", "eval_data")}
     if task.train_data is not None:  # the task's own samples, or a file the spec names
         eval_path = resolve_data_path(new_task_spec(config, None).spec)
         recipe["sha256"]["eval"] = file_digest(str(eval_path))
@@ -183,7 +176,7 @@ def prepare_data(config: ExperimentConfig, run: Path, plan: Plan) -> tuple[Path,
         return train_path, eval_path
     folder.mkdir(parents=True, exist_ok=True)
     if task.train_data is not None:
-        write_jsonl(train_path, conversations_from(Path(_local(task.train_data)), plan.new))
+        write_jsonl(train_path, conversations_from(Path(given_path(task.train_data)), plan.new))
     else:
         build_training_set(source=Path(task.source) if task.source else None, strategy=task.strategy, n=task.n,
                            cot=task.cot, prompt=task.prompt, seed=task.seed, out=train_path, counts=task.counts)
@@ -286,10 +279,6 @@ def evaluate_tasks(config: ExperimentConfig, tasks: list[SpecTask], model, token
         results[task.name] = {"total_count": metrics["total_count"], "scores": metrics["scores"],
                               "breakdown": metrics["breakdowns"].get(task.spec.breakdown)}
     return results
-
-
-def adapter_identity(path: Path) -> str:
-    return hashlib.sha256((path / "adapter_model.safetensors").read_bytes()).hexdigest()[:16]
 
 
 # --- the experiment --------------------------------------------------------------------
@@ -408,7 +397,7 @@ def _run_experiment(config: ExperimentConfig, command: str, plan: Plan, run: Pat
         checkpoint.load_adapter_weights(ckpt, peft_model)
         peft_model.eval()
         scores = evaluate_tasks(config, tasks, peft_model, tokenizer, run / "checkpoints" / ckpt.name,
-                                {**identity, "state": f"{ckpt.name} {adapter_identity(ckpt)}"})
+                                {**identity, "state": f"{ckpt.name} {checkpoint.adapter_digest(ckpt)}"})
         entries.append({"step": checkpoint.step_of(ckpt), "loss": losses.get(checkpoint.step_of(ckpt)),
                         "adapter": str(ckpt), "tasks": scores, **judge_state(plan, scores, baseline)})
 

@@ -19,6 +19,7 @@ state-dict API, so the same code serves a plain model, DDP and FSDP.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -36,6 +37,30 @@ from keeptune.train.distributed import Dist, barrier
 CHECKPOINTS = "checkpoints"
 STEP_DIR = re.compile(r"step-(\d+)")
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "keeptune.json")
+
+
+def adapter_info(adapter: Path) -> dict:
+    """An adapter directory's keeptune.json (base model, prompt, format, BOS); {} when it has none.
+
+    ModelLoadError when the directory is no PEFT adapter or its keeptune.json is not a JSON object."""
+    from keeptune.model.load import ModelLoadError
+
+    adapter = Path(adapter)
+    if not (adapter / "adapter_config.json").is_file():
+        raise ModelLoadError(f"{adapter} is not a PEFT adapter directory: it has no adapter_config.json")
+    record = adapter / "keeptune.json"
+    try:
+        info = json.loads(record.read_text(encoding="utf-8")) if record.is_file() else {}
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ModelLoadError(f"{record}: not valid JSON ({err})") from None
+    if not isinstance(info, dict):
+        raise ModelLoadError(f"{record}: not a JSON object")
+    return info
+
+
+def adapter_digest(adapter: Path) -> str:
+    """A short hash of an adapter's weights: what an evaluation of it is keyed on."""
+    return hashlib.sha256((Path(adapter) / "adapter_model.safetensors").read_bytes()).hexdigest()[:16]
 
 
 def checkpoint_steps(total: int, count: int) -> list[int]:

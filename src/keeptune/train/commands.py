@@ -6,7 +6,6 @@ the CLI hands its arguments to `main` (argparse) before jsonargparse sees them.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 from pathlib import Path
@@ -72,18 +71,10 @@ def merge(adapter: Path, out: Optional[Path] = None, model: Optional[str] = None
     """
     from peft import PeftModel
 
-    from keeptune.train.checkpoint import replace_dir, staging_dir
+    from keeptune.train.checkpoint import adapter_info, replace_dir, staging_dir
 
     adapter = Path(adapter)
-    if not (adapter / "adapter_config.json").is_file():
-        raise ModelLoadError(f"{adapter} is not a PEFT adapter directory: it has no adapter_config.json")
-    record = adapter / "keeptune.json"
-    try:
-        info = json.loads(record.read_text(encoding="utf-8")) if record.is_file() else {}
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ModelLoadError(f"{record}: not valid JSON ({err})") from None
-    if not isinstance(info, dict):
-        raise ModelLoadError(f"{record}: not a JSON object")
+    info = adapter_info(adapter)
     source = model if model is not None else info.get("base_model")
     out = Path(out) if out is not None else adapter.with_name(adapter.name + "-merged")
     inputs = (adapter, source)
