@@ -20,6 +20,7 @@ that check because they do not change greedy outputs.
 """
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Sequence
@@ -82,6 +83,7 @@ def _resume(out: Path, identity: dict) -> dict[str, dict]:
     return {record["id"]: record for record in records}
 
 
+@functools.lru_cache(maxsize=4)  # per tokenizer: every tracked step evaluates with the same one
 def widest_token(tokenizer) -> int:
     """The most characters one token stands for (vocabulary entries spell byte-level tokens with one
     character per byte, so an entry is at least as long as the text it decodes to)."""

@@ -453,13 +453,12 @@ class SpecTask:
         return label
 
     def content_hash(self) -> str:
-        """Of every prompt and reference: resuming keys on what is evaluated, not on a file's path."""
+        """Of every sample's id and the fields the task reads (prompt, references, metrics' own): resuming
+        keys on what is evaluated, not on a file's path. The prompt template and format are in `describe`."""
+        fields = needed_fields(self.compiled)
         digest = hashlib.sha256()
         for s in self.samples:
-            references = s.fields.get(self.spec.references) if self.spec.references else None
-            digest.update(json.dumps([s.id, self.prompt(s), s.fields[self.spec.reference], references,
-                                      [s.fields.get(f) for f in needed_fields(self.compiled)]],
-                                     ensure_ascii=False).encode())
+            digest.update(json.dumps([s.id, [s.fields[f] for f in fields]], ensure_ascii=False).encode())
         return digest.hexdigest()
 
     def score(self, sample: Sample, raw: str) -> dict:
