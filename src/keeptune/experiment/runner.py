@@ -169,9 +169,10 @@ def prepare_data(config: ExperimentConfig, run: Path, plan: Plan) -> tuple[Path,
     train_path, eval_path = folder / "train.jsonl", folder / "eval.jsonl"
     recipe = {k: v for k, v in to_dict(task).items() if k in DATA_FIELDS}
     recipe["sha256"] = {k: file_digest(given_path(getattr(task, k))) for k in ("train_data", "source", "eval_data")}
-    if task.train_data is not None:  # the task's own samples, or a file the spec names
-        eval_path = resolve_data_path(new_task_spec(config, None).spec)
-        recipe["sha256"]["eval"] = file_digest(str(eval_path))
+    if task.train_data is not None:  # evaluated on eval_data (hashed above) or the file the spec names
+        eval_path = resolve_data_path(plan.new.spec)
+        if task.eval_data is None:
+            recipe["sha256"]["eval"] = file_digest(str(eval_path))
     if stamp.is_file() and json.loads(stamp.read_text()) == recipe:
         return train_path, eval_path
     folder.mkdir(parents=True, exist_ok=True)
