@@ -7,7 +7,6 @@ from typing import Any, Optional
 
 from keeptune.data.prompts import PROMPTS
 from keeptune.evaluate.engine import evaluate
-from keeptune.evaluate.generation import GenerationSettings
 from keeptune.evaluate.spec import SpecTask, given_path, load_spec, load_task_samples, resolve_data_path
 from keeptune.io import DataError, check_output_dir, claim_output_dir
 from keeptune.model.load import load_model, model_name
@@ -133,10 +132,8 @@ def eval_task(
     out, inputs = out or default_out(spec.name, model, adapter), (path, model, adapter)
     check_output_dir(out, "eval", overwrite, inputs=inputs, outputs=EVAL_OUTPUTS)  # before minutes of loading
     net, tokenizer, identity = load_with_adapter(model, adapter, info, dtype, device)
-    settings = GenerationSettings(spec.generation.max_new_tokens, spec.generation.min_new_tokens, batch_size,
-                                  prefill_batch_size)
     spec_task = SpecTask(compiled, samples, tokenizer)
     claim_output_dir(out, "eval", overwrite, inputs=inputs, outputs=EVAL_OUTPUTS)
     print(f"task {spec.name} ({spec.source}): {len(samples)} samples from {path}")
-    return evaluate(spec_task, net, tokenizer, out, settings,
+    return evaluate(spec_task, net, tokenizer, out, spec_task.settings(batch_size, prefill_batch_size),
                     identity, add_bos=spec_task.add_bos, skip_bad=skip_bad)

@@ -33,6 +33,7 @@ import yaml
 
 from keeptune.data.prompts import FORMATS, NAMED_PROMPTS, sequence_bos, sequence_prompt
 from keeptune.evaluate import steps as steps_module
+from keeptune.evaluate.generation import GenerationSettings
 from keeptune.evaluate.metrics import registry
 from keeptune.io import DataError, MalformedLineError, decode_line, json_line, read_lines
 
@@ -439,6 +440,11 @@ class SpecTask:
     @property
     def add_bos(self) -> bool:
         return sequence_bos(self.spec.format, self.spec.add_bos)
+
+    def settings(self, batch_size: int = 64, prefill_batch_size: int = 8) -> GenerationSettings:
+        """The spec's greedy decoding, in batches of this size."""
+        generation = self.spec.generation
+        return GenerationSettings(generation.max_new_tokens, generation.min_new_tokens, batch_size, prefill_batch_size)
 
     def subset(self, n: int) -> "SpecTask":
         return SpecTask(self.compiled, self.samples[:n], self.tokenizer)

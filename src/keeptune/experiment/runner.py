@@ -273,10 +273,8 @@ def evaluate_tasks(config: ExperimentConfig, tasks: list[SpecTask], model, token
     """Every task on one model state: {task: {"total_count", "scores", "breakdown"}}."""
     results = {}
     for task in tasks:
-        settings = GenerationSettings(task.spec.generation.max_new_tokens, task.spec.generation.min_new_tokens,
-                                      batch_size=config.batch_size)
-        metrics = evaluate_fresh(task, model, tokenizer, out / task.name, settings, identity, task.add_bos,
-                                 config.skip_bad)
+        metrics = evaluate_fresh(task, model, tokenizer, out / task.name, task.settings(config.batch_size), identity,
+                                 task.add_bos, config.skip_bad)
         results[task.name] = {"total_count": metrics["total_count"], "scores": metrics["scores"],
                               "breakdown": metrics["breakdowns"].get(task.spec.breakdown)}
     return results

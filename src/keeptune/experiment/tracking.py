@@ -13,8 +13,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from keeptune.evaluate.engine import evaluate
-from keeptune.evaluate.generation import GenerationSettings
 from keeptune.evaluate.spec import SpecTask
 from keeptune.experiment import gate as rules
 from keeptune.experiment.config import ExperimentConfig
@@ -41,13 +39,11 @@ class Tracker:
         """Evaluate the subsets; the returned keys are logged, `stop` ends training."""
         model.eval()
         out = self.run / "tracking" / f"step-{step:06d}"
-        scores = {}
-        for task in self.tasks:
-            settings = GenerationSettings(task.spec.generation.max_new_tokens, task.spec.generation.min_new_tokens,
-                                          batch_size=self.config.batch_size)
-            metrics = evaluate(task, model, task.tokenizer, out / task.name, settings,
-                               {"state": f"training step {step}"}, task.add_bos, self.config.skip_bad)
-            scores[task.name] = metrics["scores"]
+        from keeptune.experiment.runner import evaluate_tasks
+
+        results = evaluate_tasks(self.config, self.tasks, model, self.tasks[0].tokenizer, out,
+                                 {"state": f"training step {step}"})
+        scores = {name: result["scores"] for name, result in results.items()}
         verdict = rules.judge(self.plan.gates, scores, self.baseline)
         record = {KEY: {"tasks": {name: {"scores": s} for name, s in scores.items()},
                         "retention": verdict["retention"], "gate": verdict["gate"],
