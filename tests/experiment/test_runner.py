@@ -15,16 +15,22 @@ SQUAD = {"version": "1.1", "data": [{"title": "t", "paragraphs": [
     for i, name in enumerate(["Ada", "Bob", "Cy"])]}]}
 
 
-@pytest.fixture(scope="module")
-def experiment(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("experiment")
+def tiny_experiment(tmp, *words: str) -> list[str]:
+    """The words of a small experiment on a tiny model and a 3-paragraph SQuAD file written into `tmp`;
+    `words` change or add settings."""
     model = save_tiny(tmp / "tiny")
     squad = tmp / "squad.json"
     squad.write_text(json.dumps(SQUAD), encoding="utf-8")
-    words = [f"model.source={model}", f"original.data={squad}", f"out={tmp / 'run'}", "name=tiny",
-             "new_task.n=16", "new_task.eval_n=6", "new_task.max_new_tokens=6", "new_task.seq_len=512",
-             "train.max_steps=4", "train.global_batch=4", "train.micro_batch=2", "train.checkpoints=2",
-             "train.lr=1e-2", "tracking.every=2", "tracking.retention=2", "tracking.new_task=2", "batch_size=4"]
+    return [f"model.source={model}", f"original.data={squad}", f"out={tmp / 'run'}", "new_task.n=16",
+            "new_task.seq_len=512", "train.global_batch=4", "train.micro_batch=2", "batch_size=4", *words]
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("experiment")
+    words = tiny_experiment(tmp, "name=tiny", "new_task.eval_n=6", "new_task.max_new_tokens=6",
+                            "train.max_steps=4", "train.checkpoints=2", "train.lr=1e-2", "tracking.every=2",
+                            "tracking.retention=2", "tracking.new_task=2")
     assert main(["run", *words]) == 0
     return tmp / "run", words
 
@@ -171,13 +177,9 @@ def test_under_torchrun_every_rank_trains_and_rank_0_alone_evaluates(tmp_path):
 
     from tests.conftest import REPO
 
-    model = save_tiny(tmp_path / "tiny")
-    squad = tmp_path / "squad.json"
-    squad.write_text(json.dumps(SQUAD), encoding="utf-8")
-    words = [f"model.source={model}", f"original.data={squad}", f"out={tmp_path / 'run'}", "new_task.n=16",
-             "new_task.eval_n=4", "new_task.max_new_tokens=4", "new_task.seq_len=512", "train.max_steps=2",
-             "train.global_batch=4", "train.micro_batch=2", "train.checkpoints=1", "tracking.every=1",
-             "tracking.retention=2", "tracking.new_task=2", "batch_size=4", "lora.dropout=0"]
+    words = tiny_experiment(tmp_path, "new_task.eval_n=4", "new_task.max_new_tokens=4", "train.max_steps=2",
+                            "train.checkpoints=1", "tracking.every=1", "tracking.retention=2", "tracking.new_task=2",
+                            "lora.dropout=0")
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                              "-m", "keeptune", "run", *words], cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"},
                             capture_output=True, text=True, timeout=300)
@@ -207,12 +209,9 @@ def test_the_base_model_is_loaded_once_per_run(tmp_path, monkeypatch):
 
     for module in (runner, loop):
         monkeypatch.setattr(module, "load_model", counting)
-    model = save_tiny(tmp_path / "tiny")
-    squad = tmp_path / "squad.json"
-    squad.write_text(json.dumps(SQUAD), encoding="utf-8")
-    assert main(["run", f"model.source={model}", f"original.data={squad}", f"out={tmp_path / 'run'}",
-                 "new_task.n=8", "new_task.eval_n=2", "new_task.max_new_tokens=2", "new_task.seq_len=512",
-                 "train.max_steps=2", "train.global_batch=4", "train.micro_batch=2", "train.checkpoints=2",
-                 "tracking.every=1", "batch_size=4"]) == 0
+    words = tiny_experiment(tmp_path, "new_task.n=8", "new_task.eval_n=2", "new_task.max_new_tokens=2",
+                            "train.max_steps=2", "train.checkpoints=2", "tracking.every=1")
+    assert main(["run", *words]) == 0
+    model = tmp_path / "tiny"
     assert loads == [str(model)]
     assert len(read(tmp_path / "run" / "results.json")["checkpoints"]) == 2
