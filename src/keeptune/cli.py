@@ -19,6 +19,8 @@ COMMANDS = {
     "eval": eval_commands.eval_task,  # eval TASK: a built-in name (squad, math, ...) or a task spec file
     "data": {"generate": data_commands.generate, "build": data_commands.build, "stats": data_commands.stats},
     "params": model_commands.params,
+    "import": model_commands.import_checkpoint,  # a MindFormers .ckpt -> a Hugging Face model or a PEFT adapter
+    "export": model_commands.export,  # an adapter or a model -> a MindFormers .ckpt
     "run": experiment_commands.run,  # run and train take key=value words: parsed by their own `main`
     "train": train_commands.train,
     "merge": train_commands.merge,
@@ -69,6 +71,28 @@ def _bare_switches(args: list[str]) -> list[str]:
     return out
 
 
+def _run_with_own_parser(args: list[str]) -> bool:
+    """Run a command whose function has a parameter named `config` with a parser of its own; False for others.
+
+    jsonargparse's CLI drops such a parameter's value (4.53: `_run_component` pops
+    "config" from every command's arguments), so `keeptune import --config X` parses
+    here, with the same function-signature parser the CLI builds."""
+    import inspect
+    import textwrap
+
+    from jsonargparse import ArgumentParser
+
+    function = _command(args)
+    if function is None or args[0] in WORD_COMMANDS or "config" not in inspect.signature(function).parameters:
+        return False
+    depth = 2 if isinstance(COMMANDS[args[0]], dict) else 1
+    description = textwrap.dedent(function.__doc__ or "").split("\n    Args:")[0].strip()
+    parser = ArgumentParser(prog="keeptune " + " ".join(args[:depth]), description=description)
+    parser.add_function_arguments(function, as_group=False, as_positional=True)
+    function(**parser.parse_args(args[depth:]).as_dict())
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     from jsonargparse import CLI
 
@@ -79,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args and args[0] in WORD_COMMANDS:
             WORD_COMMANDS[args[0]](args[1:])
-        else:
+        elif not _run_with_own_parser(args):
             CLI(COMMANDS, args=args)
     except USER_ERRORS as err:
         print(f"keeptune: error: {err}", file=sys.stderr)

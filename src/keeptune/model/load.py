@@ -393,6 +393,9 @@ def resolve_model_dir(source: str | Path | None) -> Path:
     if path.is_file():
         if path.suffix == ".gguf":
             return gguf_to_model_dir(path)
+        if path.suffix == ".ckpt":
+            raise ModelLoadError(f"{path}: keeptune loads safetensors or GGUF models; a MindSpore/MindFormers "
+                                 f"checkpoint becomes one with `keeptune import {path} --out DIR`")
         if path.suffix in PICKLE_SUFFIXES:
             raise ModelLoadError(f"{path} is a pickle checkpoint; keeptune loads safetensors or GGUF only")
         raise ModelLoadError(f"{path} is a file but not GGUF; pass a GGUF file or a model directory")
