@@ -10,7 +10,7 @@ NEWEST_TORCH ?= torch==2.13.0+cpu
 PIP_COMPILE_FLAGS := --allow-unsafe --extra=test --generate-hashes --no-emit-find-links \
 	--no-emit-index-url --strip-extras
 
-.PHONY: run test test-slow bench clean lock test-newest test-lower
+.PHONY: run test test-slow test-mindspore bench clean lock test-newest test-lower
 $(STAMP): pyproject.toml scripts/setup.sh requirements/lock.txt requirements/model.txt
 	bash scripts/setup.sh
 	touch $@
@@ -23,6 +23,11 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(VENV)/bin/python -m pytest -q -m slow $(ARGS)
+
+# keeptune's MindSpore interop against the real MindSpore 2.10, mindpet and MindFormers 2.1.0,
+# in a venv of its own (.venv-mindspore: MindSpore is an 800 MB wheel); see the script.
+test-mindspore:
+	bash scripts/test-mindspore.sh $(ARGS)
 
 bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/eval_squad.py $(ARGS)
@@ -52,4 +57,4 @@ test-lower:
 	bash scripts/test-in-venv.sh lower "$$(grep '^torch==' requirements/lower-bounds.txt)" $(ARGS)
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) .venv-mindspore runs

@@ -150,6 +150,18 @@ def test_a_training_checkpoint_imports_its_weights_and_skips_the_rest(tmp_path, 
     assert torch.equal(logits(tmp_path / "hf"), logits(tiny))
 
 
+def test_llama3_8b_shapes_get_its_published_configuration(tmp_path, capsys):
+    from transformers import LlamaConfig
+
+    from keeptune.model.mindformers import LLAMA3_8B, expected_shapes, infer_config
+
+    shapes = expected_shapes(architecture_config("llama3-8b"))  # as the weights of its checkpoint give them
+    config = infer_config(shapes, tmp_path / "llama3_8b.ckpt")
+    assert isinstance(config, LlamaConfig) and config.to_dict() == LlamaConfig(**LLAMA3_8B).to_dict()
+    assert (config.num_attention_heads, config.num_key_value_heads, config.rms_norm_eps) == (32, 8, 1e-5)
+    assert config.rope_parameters["rope_theta"] == 500000.0 and config.tie_word_embeddings is False
+
+
 def test_without_a_config_only_llama3_8b_shapes_are_recognized(tmp_path, tiny, capsys):
     assert main(["export", str(tiny), "--out", str(tmp_path / "m.ckpt")]) == 0
     assert main(["import", str(tmp_path / "m.ckpt"), "--out", str(tmp_path / "hf")]) == 2
