@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -25,12 +26,14 @@ def log_of(run):
     return [(r["step"], r["loss"], r["lr"]) for r in map(json.loads, (run / "log.jsonl").read_text().splitlines())]
 
 
-def test_killed_run_resumes_to_the_identical_adapter(tiny_dir, tiny_data, tmp_path):
-    reference = train(tiny_config(tiny_dir, tiny_data, tmp_path / "reference", *RUN))
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_killed_run_resumes_to_the_identical_adapter(tiny_dir, tiny_data, tmp_path, precision):
+    run = (*RUN, f"train.precision={precision}")
+    reference = train(tiny_config(tiny_dir, tiny_data, tmp_path / "reference", *run))
 
     out = tmp_path / "killed"
     with open(tmp_path / "stderr.txt", "w") as stderr:
-        command = [sys.executable, "-m", "keeptune", "train", *tiny_words(tiny_dir, tiny_data, out, *RUN)]
+        command = [sys.executable, "-m", "keeptune", "train", *tiny_words(tiny_dir, tiny_data, out, *run)]
         process = subprocess.Popen(command, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"},
                                    stdout=subprocess.DEVNULL, stderr=stderr)
         deadline = time.monotonic() + 300
@@ -47,7 +50,7 @@ def test_killed_run_resumes_to_the_identical_adapter(tiny_dir, tiny_data, tmp_pa
     with open(out / "log.jsonl", "a") as log:
         log.write('{"step": 99, "lo')
 
-    resumed = train(dataclasses.replace(tiny_config(tiny_dir, tiny_data, out, *RUN), resume=True))
+    resumed = train(dataclasses.replace(tiny_config(tiny_dir, tiny_data, out, *run), resume=True))
     assert resumed.step == reference.step == 60
     expected, actual = load_file(reference.adapter / "adapter_model.safetensors"), \
         load_file(resumed.adapter / "adapter_model.safetensors")

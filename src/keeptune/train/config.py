@@ -97,7 +97,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     """Clip the global gradient norm to this; 0: no clipping."""
     precision: Literal["auto", "bf16", "fp32"] = "auto"
-    """Compute: bf16 autocast or float32; auto: bf16 on GPU, fp32 on CPU."""
+    """Compute: bf16 (autocast; LoRA weights stay float32) or fp32; auto: bf16 on GPUs and CPUs with native bf16."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass: less memory, about a third more time."""
     seed: int = 0

@@ -41,7 +41,7 @@ from keeptune.io import (DataError, append_jsonl, atomic_write_text, check_outpu
 from keeptune.model.load import load_model, model_name
 from keeptune.model.lora import apply_lora, print_parameter_groups
 from keeptune.model.params import check_targets
-from keeptune.train import checkpoint, distributed
+from keeptune.train import checkpoint, distributed, precision
 from keeptune.train.config import Config, ConfigError, to_dict, to_yaml
 from keeptune.train.data import (IGNORE, collate, detect_prompt, encode, epoch_batches, label_count,
                                  micro_batches, read_conversations, special_ids)
@@ -101,7 +101,10 @@ def train(config: Config, on_step: Optional[OnStep] = None, every: int = 1, mode
     d = distributed.setup(config.model.device, config.distributed.backend)
     try:
         run = setup(config, d, model, tokenizer)
-        return loop(run, on_step, every)
+        # bf16 on a CPU: the frozen base in bfloat16 while the loop runs (keeptune.train.precision)
+        cast = run.bf16 and d.device.type == "cpu" and not (d.world > 1 and config.distributed.strategy == "fsdp")
+        with precision.frozen_in_bf16(run.peft_model, cast):
+            return loop(run, on_step, every)
     finally:
         distributed.cleanup(d)
 
@@ -125,7 +128,9 @@ def setup(config: Config, d: Dist, model=None, tokenizer=None) -> Run:
     path = Path(config.data.path)
     conversations = read_conversations(path)
     check_targets(config.model.source, config.lora.targets)  # on the meta device: before any weights load
-    identity = {**to_dict(config), "data_sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    bf16 = precision.use_bf16(t.precision, d.device)
+    identity = {**to_dict(config), "data_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                "compute": "bf16" if bf16 else "fp32"}  # what precision=auto chose on this machine
     if prior is not None:
         check_resumable(prior, identity)
 
@@ -143,7 +148,6 @@ def setup(config: Config, d: Dist, model=None, tokenizer=None) -> Run:
                         f"(train.global_batch={t.global_batch})")
     total = t.epochs * steps_per_epoch if t.max_steps is None else min(t.epochs * steps_per_epoch, t.max_steps)
     warmup = math.ceil(t.warmup_ratio * total)
-    bf16 = t.precision == "bf16" or (t.precision == "auto" and d.device.type == "cuda")
     head, _ = special_ids(tokenizer, config.data.format, config.data.add_bos)
     info = {"base_model": config.model.source, "base_model_name": model_name(config.model.source),
             "prompt": config.data.prompt or detect_prompt(conversations), "format": config.data.format,

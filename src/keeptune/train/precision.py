@@ -1,0 +1,91 @@
+"""Training's compute precision: bfloat16 where the processor computes it natively.
+
+    precision: auto | bf16 | fp32   (train.precision)
+
+auto is bf16 on a GPU, and on a CPU with native bfloat16 arithmetic (x86 AVX512-BF16
+or AMX, Arm's BF16 extension); float32 on other CPUs, where bfloat16 would be emulated
+and slower.
+
+On a CPU, bf16 training stores the frozen base weights in bfloat16 for the length
+of the loop and computes under autocast; LoRA's A/B matrices, their gradients and
+AdamW's state stay float32. Measured on SmolLM2-135M (benchmarks/train_lora.py): with
+float32 base weights autocast re-casts every frozen matrix at every forward, which
+cost a third of the step; stored in bfloat16 they are cast once. The float32 weights
+are kept aside and put back when training ends, so the evaluation of checkpoints
+after training still runs on the float32 base (exact against batch-1 `generate`).
+"""
+from __future__ import annotations
+
+import contextlib
+import platform
+from pathlib import Path
+
+import torch
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes bfloat16 natively (every CUDA GPU keeptune supports does)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    machine = platform.machine().lower()
+    if machine in ("x86_64", "amd64"):
+        cpu = torch.cpu  # torch's own cpuinfo probe; private names, so looked up with a fallback
+        probes = [getattr(cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+        if any(probe is not None for probe in probes):
+            return any(probe() for probe in probes if probe is not None)
+        return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+    if machine in ("aarch64", "arm64"):
+        return "bf16" in cpu_flags() or _sysctl_flag("hw.optional.arm.FEAT_BF16")
+    return False
+
+
+def cpu_flags() -> set[str]:
+    """The flags (x86) or features (Arm) of the first processor in /proc/cpuinfo; empty elsewhere."""
+    path = Path("/proc/cpuinfo")
+    if not path.is_file():
+        return set()
+    for line in path.read_text(errors="replace").splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return set(value.split())
+    return set()
+
+
+def _sysctl_flag(name: str) -> bool:
+    """A macOS sysctl boolean (Apple silicon's FEAT_BF16); False where there is no sysctl."""
+    import subprocess
+
+    try:
+        done = subprocess.run(["sysctl", "-n", name], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return done.stdout.strip() == "1"
+
+
+def use_bf16(precision: str, device: torch.device) -> bool:
+    """Whether training computes in bfloat16: forced by bf16/fp32, chosen by the device for auto."""
+    if precision not in ("auto", "bf16", "fp32"):
+        raise ValueError(f"unknown precision {precision!r}; choose auto, bf16 or fp32")
+    return precision == "bf16" or (precision == "auto" and native_bf16(device))
+
+
+@contextlib.contextmanager
+def frozen_in_bf16(model: torch.nn.Module, enabled: bool = True):
+    """Inside: every frozen float32 parameter of `model` held in bfloat16; after: the float32 tensors back.
+
+    Trainable parameters (LoRA) are left alone. Tied weights are one Parameter, cast once.
+    The float32 tensors are kept, not re-made from bfloat16 (that would lose 16 bits each).
+    """
+    kept = []
+    if enabled:
+        for param in model.parameters():
+            if not param.requires_grad and param.dtype == torch.float32:
+                kept.append((param, param.data))
+                param.data = param.data.to(torch.bfloat16)
+    try:
+        yield len(kept)
+    finally:
+        for param, data in kept:
+            param.data = data

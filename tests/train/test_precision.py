@@ -1,0 +1,68 @@
+"""bf16 compute on a CPU: when auto picks it, what the loop holds in bfloat16, and what comes back."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from keeptune.model.load import load_model
+from keeptune.train import precision
+from keeptune.train.loop import train
+from tests.train.conftest import tiny_config
+
+CPU = torch.device("cpu")
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_follows_the_processor_and_forced_values_do_not(monkeypatch, native):
+    monkeypatch.setattr(precision, "native_bf16", lambda device: native)
+    assert precision.use_bf16("auto", CPU) is native
+    assert precision.use_bf16("bf16", CPU) is True
+    assert precision.use_bf16("fp32", CPU) is False
+    with pytest.raises(ValueError, match="fp16"):
+        precision.use_bf16("fp16", CPU)
+
+
+def test_the_cpu_probe_agrees_with_proc_cpuinfo():
+    """On x86 Linux torch's cpuinfo probe and the kernel's flags say the same thing."""
+    flags = precision.cpu_flags()
+    if not flags or "avx2" not in flags:
+        pytest.skip("not an x86 Linux machine: nothing to compare the probe with")
+    assert precision.native_bf16(CPU) == bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def test_frozen_weights_are_bf16_inside_and_the_same_float32_tensors_after(tiny_dir):
+    model, _ = load_model(tiny_dir)
+    model.requires_grad_(False)  # as PEFT leaves the base
+    model.model.norm.weight.requires_grad_(True)  # stands for a trainable (LoRA) parameter: left alone
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    with precision.frozen_in_bf16(model) as cast:
+        dtypes = {name: p.dtype for name, p in model.named_parameters()}
+    assert cast == sum(1 for p in model.parameters() if not p.requires_grad)
+    assert dtypes["model.norm.weight"] == torch.float32
+    assert {d for n, d in dtypes.items() if n != "model.norm.weight"} == {torch.bfloat16}
+    after = dict(model.named_parameters())
+    assert all(after[n].dtype == torch.float32 and torch.equal(after[n], before[n]) for n in before)
+
+
+def test_bf16_training_returns_the_float32_base_and_records_its_compute(tiny_dir, tiny_data, tmp_path):
+    model, tokenizer = load_model(tiny_dir)
+    base = {name: p.detach().clone() for name, p in model.named_parameters()}
+    seen = []
+
+    def on_step(step, peft_model):  # what the tracker evaluates during training
+        seen.append(peft_model.get_base_model().model.layers[0].mlp.up_proj.weight.dtype)
+
+    result = train(tiny_config(tiny_dir, tiny_data, tmp_path / "run", "train.max_steps=2", "train.checkpoints=1",
+                               "train.precision=bf16"), on_step=on_step, model=model, tokenizer=tokenizer)
+    assert seen == [torch.bfloat16, torch.bfloat16]
+    trained = result.model.get_base_model()
+    for name, p in trained.named_parameters():
+        if "lora_" in name:
+            assert p.dtype == torch.float32
+        else:
+            original = name.replace(".base_layer", "")
+            assert p.dtype == torch.float32 and torch.equal(p, base[original]), name
+    info = json.loads((result.run / "checkpoints" / "step-000002" / "keeptune.json").read_text())
+    assert info["config"]["compute"] == "bf16"
