@@ -62,6 +62,25 @@ def test_every_step_leaves_its_output(experiment):
     assert results["settings"]["data_recipe"] == "generated custom (mass 70, fraction 30, area 300) x16, cot"
 
 
+def test_the_timing_table_accounts_for_every_phase_in_order(experiment):
+    """results.json's timing: each phase once per task and checkpoint, in run order, training apart from
+    the tracking done during it; within the wall time; the report shows the table with the report's row."""
+    run, _ = experiment
+    results = read(run / "results.json")
+    rows = results["timing"]
+    tasks = ["squad-seed", "math-worked"]
+    assert [(r["phase"], r["task"]) for r in rows] == [
+        ("data", None), ("model load", None), *(("baseline", t) for t in tasks), ("training", None),
+        ("tracking", None), *(("checkpoint 2", t) for t in tasks), *(("checkpoint 4", t) for t in tasks),
+        ("export", None), ("report", None)]
+    assert rows[4]["steps"] == 4 and rows[5]["evaluations"] == 2
+    assert all(r["seconds"] >= 0 for r in rows)
+    assert sum(r["seconds"] for r in rows if r["phase"] != "report") <= results["wall_seconds"]
+    report = (run / "report.md").read_text(encoding="utf-8")
+    assert "## Where the time went" in report
+    assert "| tracking" in report and "2 evaluations" in report and "4 steps" in report and "| report" in report
+
+
 def test_eval_set_is_held_out_from_training(experiment):
     run, _ = experiment
     trained = {json.loads(line)["conversations"][0]["value"] for line in open(run / "data" / "train.jsonl")}

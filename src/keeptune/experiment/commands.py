@@ -35,7 +35,7 @@ def run(config: Optional[Path] = None, overrides: Optional[list[str]] = None) ->
     results = run_experiment(settings, command)
     if results is None:  # a torchrun rank other than 0: it trained; rank 0 evaluates and reports
         return run_dir(settings)
-    markdown, html = build_report(run_dir(settings))
+    markdown, html = build_report(run_dir(settings), record_time=True)
     best = results["best"]
     if best:
         print(f"best checkpoint: step {best['step']}, score {best['score']:.6f}, adapter {best['adapter']}")

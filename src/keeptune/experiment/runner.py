@@ -39,6 +39,7 @@ from keeptune.evaluate.spec import Compiled, SpecTask, given_path, load_spec, lo
     render_prompt, resolve_data_path
 from keeptune.experiment import gate as rules
 from keeptune.experiment.config import ExperimentConfig
+from keeptune.experiment.timing import Timing
 from keeptune.io import atomic_write_json, claim_output_dir, iter_jsonl, locked, write_jsonl
 from keeptune.model.load import load_model, model_name, resolve_device
 from keeptune.model.params import lora_accounting, source_config
@@ -269,12 +270,14 @@ def evaluate_fresh(task, model, tokenizer, out: Path, settings: GenerationSettin
 
 
 def evaluate_tasks(config: ExperimentConfig, tasks: list[SpecTask], model, tokenizer, out: Path,
-                   identity: dict) -> dict[str, dict]:
-    """Every task on one model state: {task: {"total_count", "scores", "breakdown"}}."""
+                   identity: dict, timing: Timing | None = None, phase: str = "") -> dict[str, dict]:
+    """Every task on one model state: {task: {"total_count", "scores", "breakdown"}}; each task's
+    seconds go to `timing` under `phase` when given."""
     results = {}
     for task in tasks:
-        metrics = evaluate_fresh(task, model, tokenizer, out / task.name, task.settings(config.batch_size), identity,
-                                 task.add_bos, config.skip_bad)
+        with timing.phase(phase, task.name) if timing else contextlib.nullcontext():
+            metrics = evaluate_fresh(task, model, tokenizer, out / task.name, task.settings(config.batch_size),
+                                     identity, task.add_bos, config.skip_bad)
         results[task.name] = {"total_count": metrics["total_count"], "scores": metrics["scores"],
                               "breakdown": metrics["breakdowns"].get(task.spec.breakdown)}
     return results
@@ -359,11 +362,14 @@ def _run_experiment(config: ExperimentConfig, command: str, plan: Plan, run: Pat
     from keeptune.experiment.tracking import Tracker, tracking_history
 
     run.mkdir(parents=True, exist_ok=True)
-    train_path, eval_path = prepare_data(config, run, plan)  # deterministic: every rank makes the same files
-    plan.new = new_task_spec(config, eval_path)
-    new_samples = load_task_samples(plan.new, resolve_data_path(plan.new.spec), config.skip_bad)
+    timing = Timing()
+    with timing.phase("data"):
+        train_path, eval_path = prepare_data(config, run, plan)  # deterministic: every rank makes the same files
+        plan.new = new_task_spec(config, eval_path)
+        new_samples = load_task_samples(plan.new, resolve_data_path(plan.new.spec), config.skip_bad)
     source = config.model.source
-    model, tokenizer = load_model(source, config.model.dtype, config.model.device)  # the one load of the run
+    with timing.phase("model load"):
+        model, tokenizer = load_model(source, config.model.dtype, config.model.device)  # the one load of the run
     tasks = [SpecTask(compiled, samples, tokenizer) for (compiled, _), samples in zip(plan.retention, plan.samples)]
     tasks.append(SpecTask(plan.new, new_samples, tokenizer))
     identity = {"model": model_name(source)}
@@ -373,13 +379,20 @@ def _run_experiment(config: ExperimentConfig, command: str, plan: Plan, run: Pat
                                    config.new_task.format)
         warn_if_overlapping(train_path, tasks[-1])
         print("== baseline: the base model on every task")
-        baseline = evaluate_tasks(config, tasks, model, tokenizer, run / "baseline", {**identity, "state": "base"})
+        baseline = evaluate_tasks(config, tasks, model, tokenizer, run / "baseline", {**identity, "state": "base"},
+                                  timing, "baseline")
 
     print("== training")
-    on_step = None
+    on_step, tracker = None, None
     if config.tracking.every:  # rank 0 evaluates; the others take part in the loop's stop vote with nothing
-        on_step = Tracker(config, plan, run, tasks, baseline, on_track).on_step if main else (lambda step, model: {})
+        tracker = Tracker(config, plan, run, tasks, baseline, on_track) if main else None
+        on_step = tracker.on_step if main else (lambda step, model: {})
+    started_training = time.perf_counter()
     result = run_training(config, run, train_path, on_step, config.tracking.every or 1, model, tokenizer)
+    tracked = tracker.seconds if tracker else 0.0
+    timing.add("training", time.perf_counter() - started_training - tracked, steps=result.step)
+    if tracker and tracker.count:
+        timing.add("tracking", tracked, evaluations=tracker.count)
     if not main:
         return None
     checkpoints = checkpoint.complete_checkpoints(run / "train")
@@ -396,11 +409,13 @@ def _run_experiment(config: ExperimentConfig, command: str, plan: Plan, run: Pat
         checkpoint.load_adapter_weights(ckpt, peft_model)
         peft_model.eval()
         scores = evaluate_tasks(config, tasks, peft_model, tokenizer, run / "checkpoints" / ckpt.name,
-                                {**identity, "state": f"{ckpt.name} {checkpoint.adapter_digest(ckpt)}"})
+                                {**identity, "state": f"{ckpt.name} {checkpoint.adapter_digest(ckpt)}"},
+                                timing, f"checkpoint {checkpoint.step_of(ckpt)}")
         entries.append({"step": checkpoint.step_of(ckpt), "loss": losses.get(checkpoint.step_of(ckpt)),
                         "adapter": str(ckpt), "tasks": scores, **judge_state(plan, scores, baseline)})
 
-    best = export_best(config, run, entries)
+    with timing.phase("export"):
+        best = export_best(config, run, entries)
     results = {
         "name": config.name, "command": command, "wall_seconds": time.perf_counter() - started,
         "settings": settings_summary(config, plan, checkpoint.step_of(checkpoints[-1]) if checkpoints else None),
@@ -408,7 +423,7 @@ def _run_experiment(config: ExperimentConfig, command: str, plan: Plan, run: Pat
         "gate_rule": rules.GATE_RULE, "score_rule": f"{rules.SCORE_RULE}; accuracy = {plan.new.spec.name} "
                                                     f"{plan.accuracy}",
         "tasks": task_entries(plan, baseline), "baseline": {"tasks": baseline},
-        "checkpoints": entries, "best": best, "tracking": tracking_history(run),
+        "checkpoints": entries, "best": best, "tracking": tracking_history(run), "timing": timing.rows,
     }
     atomic_write_json(run / "results.json", results)
     return results

@@ -11,6 +11,7 @@ baseline's own predictions: no extra evaluation of the base model.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from keeptune.evaluate.spec import SpecTask
@@ -25,6 +26,7 @@ class Tracker:
                  on_track=None):
         """`on_track(step, record)`, optional, sees each tracked record and returns a reason to stop, or None."""
         self.config, self.plan, self.run, self.on_track = config, plan, run, on_track
+        self.seconds, self.count = 0.0, 0  # spent evaluating, and how often: the run's timing table
         sizes = {t.name: config.tracking.retention for t in tasks[:-1]} | {tasks[-1].name: config.tracking.new_task}
         self.tasks = [t.subset(sizes[t.name]) for t in tasks]
         self.baseline = {t.name: self._baseline_subset(t) for t in self.tasks}
@@ -37,6 +39,14 @@ class Tracker:
 
     def on_step(self, step: int, model) -> dict:
         """Evaluate the subsets; the returned keys are logged, `stop` ends training."""
+        started = time.perf_counter()
+        try:
+            return self._track(step, model)
+        finally:
+            self.seconds += time.perf_counter() - started
+            self.count += 1
+
+    def _track(self, step: int, model) -> dict:
         model.eval()
         out = self.run / "tracking" / f"step-{step:06d}"
         from keeptune.experiment.runner import evaluate_tasks

@@ -9,27 +9,36 @@ documents.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
-from keeptune.io import atomic_write_text
+from keeptune.io import atomic_write_json, atomic_write_text
 from keeptune.report import fmt
 from keeptune.report.document import Block, Code, Heading, Image, Items, Table, Text, to_html, to_markdown
 from keeptune.report.plots import group_names, make_plots
 from keeptune.report.results import (
-    NEW, Task, breakdown, evaluation, load_results, new_task, read_log, retention, retention_tasks, score, task_gate,
-    tasks,
+    NEW, RESULTS, Task, breakdown, evaluation, load_results, new_task, read_log, retention, retention_tasks, score,
+    task_gate, tasks,
 )
 
 
-def build_report(run: Path, dpi: int = 110) -> tuple[Path, Path]:
+def build_report(run: Path, dpi: int = 110, record_time: bool = False) -> tuple[Path, Path]:
     """Write RUN/report.md, RUN/report.html (self-contained) and RUN/plots/*.png; returns both report paths.
+
+    `record_time` (what `keeptune run` asks): the report's own seconds (reading, plotting) become the
+    `report` row of results.json's timing before the documents are written, so they show it too.
 
     Raises:
         DataError: RUN/results.json is missing or lacks a field the report needs.
     """
+    started = time.perf_counter()
     run = Path(run)
     results = load_results(run)
     plots = make_plots(results, read_log(run), run / "plots", dpi=dpi)
+    if record_time:
+        timing = [row for row in results.get("timing") or [] if row["phase"] != "report"]
+        results["timing"] = timing + [{"phase": "report", "task": None, "seconds": time.perf_counter() - started}]
+        atomic_write_json(run / RESULTS, results)
     blocks = report_blocks(results, [(title, path.relative_to(run)) for title, path in plots])
     md_path, html_path = run / "report.md", run / "report.html"
     atomic_write_text(md_path, to_markdown(blocks))
@@ -55,6 +64,8 @@ def report_blocks(results: dict, plots: list[tuple[str, Path]]) -> list[Block]:
     ]
     if new.breakdown is not None:
         blocks += [Heading(breakdown_heading(new)), breakdown_table(results)]
+    if results.get("timing"):
+        blocks += [Heading("Where the time went"), Text(TIMING_LEGEND), timing_table(results)]
     return blocks + [
         Heading("Plots"), *([Image(t, p) for t, p in plots] or [Text("No data to plot.")]),
         Heading("Reproduce"), Code(results["command"], lang="sh"),
@@ -182,6 +193,32 @@ def retained(results: dict, entry: dict, task: Task, metric: str) -> str:
 
 def verdict(passed: bool | None) -> str:
     return fmt.MISSING if passed is None else "PASS" if passed else "FAIL"
+
+
+TIMING_LEGEND = ("Seconds of this invocation of `keeptune run`, in the order the phases ran (work a resumed run "
+                 "found done costs about nothing). Training excludes the tracking evaluations made during it; "
+                 "`other` is the rest of the wall time (planning, checks, results).")
+
+
+def timing_table(results: dict) -> Table:
+    """Phase, task, seconds, share of the wall time, and a per-unit figure where there is one."""
+    rows, wall = results["timing"], results.get("wall_seconds")
+    total = wall if wall is not None else sum(r["seconds"] for r in rows)
+    total += sum(r["seconds"] for r in rows if r["phase"] == "report")  # written after wall_seconds was taken
+    table = []
+    for row in rows:
+        detail = ""
+        if row.get("steps"):
+            detail = f"{row['steps']} steps, {row['seconds'] / row['steps']:.2f} s/step"
+        elif row.get("evaluations"):
+            detail = f"{row['evaluations']} evaluations, {row['seconds'] / row['evaluations']:.1f} s each"
+        table.append([row["phase"], row.get("task") or "", f"{row['seconds']:.1f}",
+                      fmt.percent(row["seconds"] / total) if total else fmt.MISSING, detail])
+    if wall is not None:
+        other = total - sum(r["seconds"] for r in rows)
+        table.append(["other", "", f"{other:.1f}", fmt.percent(other / total) if total else fmt.MISSING, ""])
+        table.append(["total", "", f"{total:.1f}", fmt.percent(1.0), fmt.duration(total)])
+    return Table(["phase", "task", "seconds", "share", "detail"], table, left=2)
 
 
 def breakdown_heading(task: Task) -> str:

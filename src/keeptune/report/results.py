@@ -28,7 +28,9 @@ file, so a new task or a new metric needs no change here. The schema::
       "best": null | CHECKPOINT + {"merged": str | null},
       "tracking": [{"step": int, "tasks": {TASK: {"scores": {metric: float}}},
                     "retention": {TASK: {metric: float | null}}, "passes_gate": bool,
-                    "subset": {TASK: int}}]
+                    "subset": {TASK: int}}],
+      "timing": [{"phase": str, "task": str | null, "seconds": float,   # optional: where the time went,
+                  "steps": int, "evaluations": int}]                   # in order; steps/evaluations optional
     }
     EVAL = {"total_count": int, "scores": {metric: float},     # every scalar of the task
             "breakdown": {group: [correct, total]} | null}     # for the task's "breakdown" metric
@@ -136,6 +138,12 @@ def check_results(data: Any, path: Path) -> None:
         _check_checkpoint(checkpoint, specs, f"checkpoints[{i}]", path)
     if data.get("best") is not None:
         _check_checkpoint(data["best"], specs, "best", path)
+    timing = data.get("timing") or []
+    if not isinstance(timing, list):
+        raise DataError(f"{path}: timing is not a list")
+    for i, row in enumerate(timing):
+        _require(row, ("phase", "seconds"), f"timing[{i}]", path)
+        _number(row["seconds"], f"timing[{i}].seconds", path)
     tracking = data.get("tracking") or []
     if not isinstance(tracking, list):
         raise DataError(f"{path}: tracking is not a list")
