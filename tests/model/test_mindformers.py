@@ -180,6 +180,20 @@ def test_a_config_that_does_not_fit_is_refused(tmp_path, tiny, capsys):
     assert not (tmp_path / "hf").exists()
 
 
+def test_asking_for_what_the_file_does_not_hold_says_so(tmp_path, tiny, capsys):
+    adapter = make_adapter(tiny, tmp_path / "adapter")
+    assert main(["export", str(adapter), "--out", str(tmp_path / "a.ckpt")]) == 0
+    assert main(["export", str(tiny), "--out", str(tmp_path / "m.ckpt")]) == 0
+    assert main(["import", str(tmp_path / "a.ckpt"), "--what", "model"]) == 2
+    assert "holds no MindFormers Llama weights" in capsys.readouterr().err
+    assert main(["import", str(tmp_path / "m.ckpt"), "--what", "adapter"]) == 2
+    assert "no mindpet LoRA parameters" in capsys.readouterr().err
+    write_checkpoint(tmp_path / "other.ckpt", [("global_step", torch.tensor(3))])
+    assert main(["import", str(tmp_path / "other.ckpt")]) == 2
+    err = capsys.readouterr().err
+    assert "neither MindFormers Llama weights" in err and "it holds global_step" in err
+
+
 def test_qkv_concat_checkpoints_are_named_as_such(tmp_path, capsys):
     write_checkpoint(tmp_path / "c.ckpt", [("model.tok_embeddings.embedding_weight", torch.ones(4, 2)),
                                            ("model.layers.0.attention.w_qkv.weight", torch.ones(6, 2))])

@@ -32,7 +32,7 @@ from transformers import AutoModelForCausalLM  # noqa: E402
 from keeptune.cli import main  # noqa: E402
 from keeptune.model import mindspore_ckpt  # noqa: E402
 from keeptune.model.mindformers import mindformers_weight_name  # noqa: E402
-from tests.model.test_mindformers import make_adapter, mindformers_yaml  # noqa: E402
+from tests.model.test_mindformers import _isolated, make_adapter, mindformers_yaml  # noqa: E402,F401 (autouse)
 from tests.model.test_mindspore_ckpt import MINDSPORE_FILE  # noqa: E402
 from tests.tiny import save_tiny  # noqa: E402
 
@@ -46,12 +46,6 @@ IDS = np.array([[1, 5, 9, 33, 100, 7, 250, 42]], dtype=np.int32)
 @pytest.fixture(autouse=True, scope="module")
 def _cpu():
     ms.set_context(mode=ms.PYNATIVE_MODE, device_target="CPU")
-
-
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("KEEPTUNE_CACHE", str(tmp_path / "cache"))
-    monkeypatch.chdir(tmp_path)
 
 
 @pytest.fixture(scope="module")

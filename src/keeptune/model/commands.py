@@ -95,7 +95,8 @@ def import_checkpoint(
     with CheckpointFile(ckpt) as file:  # the record framing and every name are read here
         kind = checkpoint_kind(file) if what == "auto" else what
         out = Path(out) if out is not None else ckpt.with_name(ckpt.stem + ("-hf" if kind == "model" else "-adapter"))
-        own = claim_output(out, "import", overwrite, inputs=(ckpt, config, tokenizer, model))
+        inputs = [p for p in (ckpt, config, tokenizer, model) if p is not None and Path(p).exists()]  # not llama3-8b
+        own = claim_output(out, "import", overwrite, inputs=inputs)
         target = Path(os.path.abspath(out))
         tmp = staging_dir(target)
         try:

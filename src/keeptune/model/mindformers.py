@@ -300,6 +300,10 @@ def import_model(ckpt: CheckpointFile, folder: Path, config_source=None, dtype: 
     Tensor by tensor: names mapped, layouts kept, dtypes kept unless `dtype` is given.
     With a configuration every tensor is checked against it as it arrives; without
     one, the shapes must be Llama-3-8B's. Returns the LlamaConfig."""
+    if not any(hf_weight_name(n) for n in ckpt.names()):
+        raise CheckpointError(f"{ckpt.path}: holds no MindFormers Llama weights (model.tok_embeddings.embedding_weight, "
+                              "model.layers.N.attention.wq.weight, ...); mindpet LoRA parameters import with "
+                              "--what adapter")
     config, _ = read_config(config_source)
     skipped = check_model_names(ckpt)
     lora = [n for n in ckpt.names() if MINDPET.fullmatch(n)]
@@ -383,12 +387,6 @@ def import_adapter(ckpt: CheckpointFile, folder: Path, config_source=None, model
     from peft import LoraConfig
     from safetensors.torch import save_file
 
-    _, pet = read_config(config_source)
-    alpha = alpha if alpha is not None else pet.get("lora_alpha")
-    if alpha is None:
-        raise ModelLoadError(f"{ckpt.path}: a mindpet checkpoint does not record lora_alpha: pass --alpha (the seed's "
-                             "baseline: 16) or --config with the MindFormers YAML whose pet_config trained it")
-    dropout = dropout if dropout is not None else float(pet.get("lora_dropout", 0.0))
     modules = {}
     for name in ckpt.names():
         if MINDPET.fullmatch(name):
@@ -401,6 +399,12 @@ def import_adapter(ckpt: CheckpointFile, folder: Path, config_source=None, model
     if unpaired or not modules:
         raise CheckpointError(f"{ckpt.path}: " + ("; ".join(unpaired[:5]) if unpaired else
                                                   "no mindpet LoRA parameters (...wq.mindpet_delta_lora_a/_b)"))
+    _, pet = read_config(config_source)
+    alpha = alpha if alpha is not None else pet.get("lora_alpha")
+    if alpha is None:
+        raise ModelLoadError(f"{ckpt.path}: a mindpet checkpoint does not record lora_alpha: pass --alpha (the seed's "
+                             "baseline: 16) or --config with the MindFormers YAML whose pet_config trained it")
+    dropout = dropout if dropout is not None else float(pet.get("lora_dropout", 0.0))
     wanted = {name for pair in modules.values() for name in pair.values()}
     cast = resolve_dtype(dtype, torch.device("cpu")) if dtype else None
     tensors = {name: _cast(t, cast) for name, t in ckpt.tensors(wanted=wanted.__contains__)}
