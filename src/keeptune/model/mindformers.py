@@ -42,7 +42,7 @@ import torch
 from keeptune.model.load import ModelLoadError, check_config_json, check_model_dir, check_safetensors, \
     resolve_dtype, resolve_model_dir
 from keeptune.model.lora import MINDFORMERS_BLOCK, MINDFORMERS_TO_HF, mindformers_lora_name, mindformers_name
-from keeptune.model.mindspore_ckpt import CheckpointError, CheckpointFile, write_checkpoint
+from keeptune.model.mindspore_ckpt import CheckpointError, CheckpointFile
 from keeptune.model.params import ARCHITECTURES, meta_model, source_config
 
 # Names outside the decoder layers, and the layers' norms (convert_weight.py, name_replace).

@@ -28,8 +28,11 @@ after the other; a tensor larger than 512 MiB is split over several consecutive 
 with the same tag (each with the full dims), and `load_checkpoint` joins the bytes of
 consecutive equal tags. Serialized messages of one type concatenate into their merge, so
 the file is `Checkpoint` as a whole; keeptune walks it record by record (field 1,
-length-delimited) instead of parsing it at once: a record is parsed only when its
-tensor is wanted, so memory holds one tensor and one record, never the file. With
+length-delimited) instead of parsing it at once. Opening the file reads only each
+record's framing and name (the `tag` field, first in each record, parsed alone); a record
+is parsed whole only when its tensor is wanted, and its bytes go straight into that
+tensor, so memory holds the tensor being built and one record of at most 512 MiB (and
+protobuf's copy of it), never the file. Writing is the same, one record at a time. With
 `crc_check=True` MindSpore appends `b"crc_num"` and the CRC-32 of everything before it
 as 10 big-endian bytes; keeptune verifies it. An encrypted checkpoint (`enc_key`) is
 refused: it is not protobuf. A scalar has no dims (older writers: dims [0]); a string
