@@ -21,7 +21,7 @@ skip() { echo "test-mindspore: SKIPPED: $*"; exit 0; }
 PY=
 for candidate in ${PYTHON:-} python3 python3.11 python3.12 python3.10 python3.9; do
   if command -v "$candidate" >/dev/null 2>&1 &&
-     "$candidate" -c 'import sys; sys.exit(not (3, 9) <= sys.version_info[:2] <= (3, 12))' 2>/dev/null; then
+     "$candidate" -c 'import sys; sys.exit(not (3, 9) <= sys.version_info[:2] <= (3, 12))' >/dev/null 2>&1; then
     PY=$candidate
     break
   fi
