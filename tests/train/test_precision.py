@@ -50,14 +50,18 @@ def test_bf16_training_returns_the_float32_base_and_records_its_compute(tiny_dir
     model, tokenizer = load_model(tiny_dir)
     base = {name: p.detach().clone() for name, p in model.named_parameters()}
     seen = []
+    attention = model.config._attn_implementation
+    assert attention != "eager"
 
     def on_step(step, peft_model):  # what the tracker evaluates during training
-        seen.append(peft_model.get_base_model().model.layers[0].mlp.up_proj.weight.dtype)
+        base = peft_model.get_base_model()
+        seen.append((base.model.layers[0].mlp.up_proj.weight.dtype, base.config._attn_implementation))
 
     result = train(tiny_config(tiny_dir, tiny_data, tmp_path / "run", "train.max_steps=2", "train.checkpoints=1",
                                "train.precision=bf16"), on_step=on_step, model=model, tokenizer=tokenizer)
-    assert seen == [torch.bfloat16, torch.bfloat16]
+    assert seen == [(torch.bfloat16, "eager")] * 2
     trained = result.model.get_base_model()
+    assert trained.config._attn_implementation == attention
     for name, p in trained.named_parameters():
         if "lora_" in name:
             assert p.dtype == torch.float32

@@ -101,9 +101,9 @@ def train(config: Config, on_step: Optional[OnStep] = None, every: int = 1, mode
     d = distributed.setup(config.model.device, config.distributed.backend)
     try:
         run = setup(config, d, model, tokenizer)
-        # bf16 on a CPU: the frozen base in bfloat16 while the loop runs (keeptune.train.precision)
+        # bf16 on a CPU: the frozen base in bfloat16 and eager attention while the loop runs (keeptune.train.precision)
         cast = run.bf16 and d.device.type == "cpu" and not (d.world > 1 and config.distributed.strategy == "fsdp")
-        with precision.frozen_in_bf16(run.peft_model, cast):
+        with precision.cpu_bf16(run.peft_model, cast):
             return loop(run, on_step, every)
     finally:
         distributed.cleanup(d)
