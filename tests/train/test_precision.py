@@ -37,9 +37,14 @@ def test_frozen_weights_are_bf16_inside_and_the_same_float32_tensors_after(tiny_
     model.requires_grad_(False)  # as PEFT leaves the base
     model.model.norm.weight.requires_grad_(True)  # stands for a trainable (LoRA) parameter: left alone
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
-    with precision.frozen_in_bf16(model) as cast:
+    with precision.CpuBf16(model) as compute:
         dtypes = {name: p.dtype for name, p in model.named_parameters()}
-    assert cast == sum(1 for p in model.parameters() if not p.requires_grad)
+        attention = model.config._attn_implementation
+        with compute.paused():
+            paused = {name: p.dtype for name, p in model.named_parameters()}, model.config._attn_implementation
+        again = {name: p.detach().clone() for name, p in model.named_parameters()}
+    assert attention == "eager" and paused[1] != "eager" and set(paused[0].values()) == {torch.float32}
+    assert all(torch.equal(again[n], before[n].to(again[n].dtype)) for n in before)  # the same bf16 values
     assert dtypes["model.norm.weight"] == torch.float32
     assert {d for n, d in dtypes.items() if n != "model.norm.weight"} == {torch.bfloat16}
     after = dict(model.named_parameters())
@@ -52,14 +57,16 @@ def test_bf16_training_returns_the_float32_base_and_records_its_compute(tiny_dir
     seen = []
     attention = model.config._attn_implementation
     assert attention != "eager"
+    weight = base["model.layers.0.mlp.up_proj.weight"]
 
-    def on_step(step, peft_model):  # what the tracker evaluates during training
+    def on_step(step, peft_model):  # what the tracker evaluates during training: the float32 model
         base = peft_model.get_base_model()
         seen.append((base.model.layers[0].mlp.up_proj.weight.dtype, base.config._attn_implementation))
+        assert torch.equal(base.model.layers[0].mlp.up_proj.weight, weight)
 
     result = train(tiny_config(tiny_dir, tiny_data, tmp_path / "run", "train.max_steps=2", "train.checkpoints=1",
                                "train.precision=bf16"), on_step=on_step, model=model, tokenizer=tokenizer)
-    assert seen == [(torch.bfloat16, "eager")] * 2
+    assert seen == [(torch.float32, attention)] * 2
     trained = result.model.get_base_model()
     assert trained.config._attn_implementation == attention
     for name, p in trained.named_parameters():

@@ -17,11 +17,12 @@ RNG states restored, a resumed run on CPU ends bit for bit where an
 uninterrupted one does.
 
 `on_step(step, model)`, called every `every` optimizer steps on every rank with
-the PEFT model, may return metrics, logged beside the loss; `{"stop": True}`
+the PEFT model (in float32 on a CPU even when training computes in bf16), may return metrics, logged beside the loss; `{"stop": True}`
 ends training after a checkpoint at that step.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -103,8 +104,8 @@ def train(config: Config, on_step: Optional[OnStep] = None, every: int = 1, mode
         run = setup(config, d, model, tokenizer)
         # bf16 on a CPU: the frozen base in bfloat16 and eager attention while the loop runs (keeptune.train.precision)
         cast = run.bf16 and d.device.type == "cpu" and not (d.world > 1 and config.distributed.strategy == "fsdp")
-        with precision.cpu_bf16(run.peft_model, cast):
-            return loop(run, on_step, every)
+        with precision.CpuBf16(run.peft_model, cast) as compute:
+            return loop(run, on_step, every, compute.paused)
     finally:
         distributed.cleanup(d)
 
@@ -221,7 +222,8 @@ def flatten(tree: dict, prefix: str = "") -> dict:
 
 # --- the loop --------------------------------------------------------------------------
 
-def loop(run: Run, on_step: Optional[OnStep], every: int) -> Result:
+def loop(run: Run, on_step: Optional[OnStep], every: int, float32=contextlib.nullcontext) -> Result:
+    """The steps; `on_step` runs inside `float32()` (the model's float32 weights, when CPU bf16 held them)."""
     c, d, t = run.config, run.d, run.config.train
     log, writer = open_logs(run) if d.main else (None, None)
     bar = tqdm(total=run.total, initial=run.start, unit="step", dynamic_ncols=True, disable=not d.main)
@@ -260,7 +262,8 @@ def loop(run: Run, on_step: Optional[OnStep], every: int) -> Result:
             record = {"step": step, "epoch": step / run.steps_per_epoch, "loss": loss, "lr": lr,
                       "grad_norm": grad_norm, "tokens": tokens, "tokens_per_s": tokens / seconds}
             if on_step is not None and step % every == 0:
-                extra = dict(on_step(step, run.peft_model) or {})
+                with float32():
+                    extra = dict(on_step(step, run.peft_model) or {})
                 run.peft_model.train()
                 stopped = distributed.all_reduce_sum(d, [float(bool(extra.pop("stop", False)))])[0] > 0
                 record.update(extra)

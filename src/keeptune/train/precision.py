@@ -16,7 +16,10 @@ SDPA 0.73 s, of which SDPA's CPU flash-attention backward took a quarter (slower
 bf16 than in float32); with eager attention (its matrix products run on AMX) 0.59 s.
 The float32 weights and the attention implementation are put back when training
 ends, so the evaluation of checkpoints after training runs on the float32 base,
-exactly as before (batch-1 `generate` equivalence).
+exactly as before (batch-1 `generate` equivalence), and while the tracker evaluates
+during training: measured on the default experiment, tracking on the bf16 model was
+no faster (132 s against 123 s for ten evaluations) and its generations differ from
+float32's (benchmarks/eval_bf16.py; docs/experiments.md, "bf16 on a CPU").
 """
 from __future__ import annotations
 
@@ -75,40 +78,56 @@ def use_bf16(precision: str, device: torch.device) -> bool:
     return precision == "bf16" or (precision == "auto" and native_bf16(device))
 
 
-@contextlib.contextmanager
-def cpu_bf16(peft_model: torch.nn.Module, enabled: bool = True):
-    """Inside: the frozen base in bfloat16 and eager attention (see the module's measurements)."""
-    if not enabled:
-        yield
-        return
-    base = peft_model.get_base_model() if hasattr(peft_model, "get_base_model") else peft_model
-    attention = getattr(base.config, "_attn_implementation", None)
-    switch = attention not in (None, "eager") and hasattr(base, "set_attn_implementation")
-    with frozen_in_bf16(peft_model):
-        if switch:
-            base.set_attn_implementation("eager")
+class CpuBf16:
+    """Context: the frozen base of `peft_model` held in bfloat16 and eager attention while inside.
+
+    Trainable parameters (LoRA) are left alone; tied weights are one Parameter, cast once.
+    The float32 tensors are kept, not re-made from bfloat16 (that would lose 16 bits each),
+    and `paused()` puts them back for a while (the tracker evaluates in float32): casting
+    them again gives the same bfloat16 values, so a pause changes nothing in training.
+    """
+
+    def __init__(self, peft_model: torch.nn.Module, enabled: bool = True):
+        self.model, self.enabled = peft_model, enabled
+        self.base = peft_model.get_base_model() if hasattr(peft_model, "get_base_model") else peft_model
+        self.attention = getattr(self.base.config, "_attn_implementation", None)
+        self.kept: list[tuple[torch.nn.Parameter, torch.Tensor]] = []
+
+    def __enter__(self) -> CpuBf16:
+        if self.enabled:
+            self._apply()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.enabled:
+            self._restore()
+
+    @contextlib.contextmanager
+    def paused(self):
+        """Inside: the float32 weights and the model's own attention again."""
+        if not self.enabled:
+            yield
+            return
+        self._restore()
         try:
             yield
         finally:
-            if switch:
-                base.set_attn_implementation(attention)
+            self._apply()
 
-
-@contextlib.contextmanager
-def frozen_in_bf16(model: torch.nn.Module, enabled: bool = True):
-    """Inside: every frozen float32 parameter of `model` held in bfloat16; after: the float32 tensors back.
-
-    Trainable parameters (LoRA) are left alone. Tied weights are one Parameter, cast once.
-    The float32 tensors are kept, not re-made from bfloat16 (that would lose 16 bits each).
-    """
-    kept = []
-    if enabled:
-        for param in model.parameters():
+    def _apply(self) -> None:
+        for param in self.model.parameters():
             if not param.requires_grad and param.dtype == torch.float32:
-                kept.append((param, param.data))
+                self.kept.append((param, param.data))
                 param.data = param.data.to(torch.bfloat16)
-    try:
-        yield len(kept)
-    finally:
-        for param, data in kept:
+        if self._switches():
+            self.base.set_attn_implementation("eager")
+
+    def _restore(self) -> None:
+        for param, data in self.kept:
             param.data = data
+        self.kept = []
+        if self._switches():
+            self.base.set_attn_implementation(self.attention)
+
+    def _switches(self) -> bool:
+        return self.attention not in (None, "eager") and hasattr(self.base, "set_attn_implementation")
