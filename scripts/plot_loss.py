@@ -27,13 +27,14 @@ def main() -> None:
     if len(labels) != len(args.runs):
         parser.error("give one label per run")
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    for run, label in zip(args.runs, labels):
+    for i, (run, label) in enumerate(zip(args.runs, labels)):
         log = [json.loads(line) for line in (run / "train" / "log.jsonl").open(encoding="utf-8")]
         steps, loss = [r["step"] for r in log], [r["loss"] for r in log]
         line, = ax.plot(steps, loss, alpha=0.3, linewidth=0.8)
         w = args.window
         smooth = [sum(loss[max(0, i - w + 1):i + 1]) / len(loss[max(0, i - w + 1):i + 1]) for i in range(len(loss))]
-        ax.plot(steps, smooth, color=line.get_color(), linewidth=2, label=f"{label} ({w}-step mean)")
+        ax.plot(steps, smooth, color=line.get_color(), linewidth=2, linestyle=("-", "--", ":")[i % 3],
+                zorder=3 + i, label=f"{label} ({w}-step mean)")  # dashed over solid: equal curves both show
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("training loss (answer tokens)")
     ax.set_yscale("log")

@@ -21,8 +21,9 @@ COMMANDS = {
     "params": model_commands.params,
     "import": model_commands.import_checkpoint,  # a MindFormers .ckpt -> a Hugging Face model or a PEFT adapter
     "export": model_commands.export,  # an adapter or a model -> a MindFormers .ckpt
-    "run": experiment_commands.run,  # run and train take key=value words: parsed by their own `main`
+    "run": experiment_commands.run,  # run, train and sweep take key=value words: parsed by their own `main`
     "train": train_commands.train,
+    "sweep": sweep_command.sweep,  # listed in --help; WORD_COMMANDS parses it
     "merge": train_commands.merge,
     "report": report_commands.report,
     "runs": report_commands.runs,

@@ -37,11 +37,11 @@ def test_experiment_configs_state_their_run_command(name):
 
 
 def test_overriding_one_key_keeps_the_experiments_own_section_defaults():
-    # ExperimentConfig trains at lr 3e-4 for 5 epochs, not TrainConfig's lr 1e-3 and 300 steps.
+    # ExperimentConfig trains at lr 5e-4 for 5 epochs, not TrainConfig's lr 1e-3 and 300 steps.
     config = load_config(None, ["train.epochs=2", "new_task.counts={mass: 10}"], root=ExperimentConfig)
     default = ExperimentConfig()
     assert config.train.epochs == 2
-    assert (config.train.lr, config.train.max_steps) == (default.train.lr, default.train.max_steps) == (3e-4, None)
+    assert (config.train.lr, config.train.max_steps) == (default.train.lr, default.train.max_steps) == (5e-4, None)
     assert config.new_task.counts == {"mass": 10} and config.new_task.strategy == "custom"
 
 

@@ -77,3 +77,18 @@ def test_bf16_training_returns_the_float32_base_and_records_its_compute(tiny_dir
             assert p.dtype == torch.float32 and torch.equal(p, base[original]), name
     info = json.loads((result.run / "checkpoints" / "step-000002" / "keeptune.json").read_text())
     assert info["config"]["compute"] == "bf16"
+
+
+def test_evaluating_during_bf16_training_changes_nothing_in_it(tiny_dir, tiny_data, tmp_path):
+    """The tracker's float32 pauses (weights put back, then cast again) leave training bit for bit as it was."""
+    from safetensors.torch import load_file
+
+    def generate(step, peft_model):  # what the tracker does: greedy decoding, no randomness
+        peft_model.eval()
+        peft_model.generate(input_ids=torch.tensor([[1, 5, 9]]), max_new_tokens=4, do_sample=False)
+
+    words = ("train.max_steps=6", "train.checkpoints=1", "train.precision=bf16")
+    plain = train(tiny_config(tiny_dir, tiny_data, tmp_path / "plain", *words))
+    tracked = train(tiny_config(tiny_dir, tiny_data, tmp_path / "tracked", *words), on_step=generate, every=2)
+    a, b = (load_file(r.adapter / "adapter_model.safetensors") for r in (plain, tracked))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

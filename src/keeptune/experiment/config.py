@@ -86,7 +86,7 @@ class NewTaskConfig:
 class TrackingConfig:
     """Retention measured during training, on small fixed subsets of both tasks."""
 
-    every: int = 25
+    every: int = 50
     """Evaluate every K optimizer steps; 0: off."""
     retention: int = 16
     """Samples of each retention task's subset (its first N)."""
@@ -112,7 +112,7 @@ class ExperimentConfig:
     """The new task (the skill to add)."""
     lora: LoraConfig = field(default_factory=LoraConfig)
     """LoRA adapter settings."""
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=5, max_steps=None, lr=3e-4))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=5, max_steps=None, lr=5e-4))
     """Optimisation, schedule, batching and checkpoints."""
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     """Multi-device settings (under torchrun)."""
