@@ -56,4 +56,4 @@ def test_run_help_shows_the_defaults_a_bare_run_uses():
         key, _, rest = line.partition("=")
         default = rest.split("  ", 1)[0]
         assert load_config(None, [f"{key}={default}"], root=ExperimentConfig) == ExperimentConfig(), line
-    assert "train.lr=0.0003" in [line.split("  ")[0] for line in lines]
+    assert "train.lr=0.0005" in [line.split("  ")[0] for line in lines]
