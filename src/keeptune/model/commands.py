@@ -87,9 +87,9 @@ def import_checkpoint(
         overwrite: write into an existing directory keeptune did not make (its files of the same names are replaced).
     """
     from keeptune.io import atomic_write_json
-    from keeptune.model.mindformers import checkpoint_kind, claim_output, import_adapter, import_model, publish_dir
+    from keeptune.model.mindformers import checkpoint_kind, import_adapter, import_model
     from keeptune.model.mindspore_ckpt import CheckpointFile
-    from keeptune.train.checkpoint import staging_dir
+    from keeptune.train.checkpoint import claim_output, publish_dir, staging_dir
 
     ckpt = Path(ckpt)
     with CheckpointFile(ckpt) as file:  # the record framing and every name are read here

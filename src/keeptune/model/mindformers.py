@@ -31,7 +31,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -612,34 +611,3 @@ def mindformers_model_tensors(source, adapter: AdapterExport | None = None, dtyp
     problems = shape_differences(expected, found)
     if problems or deltas:
         raise ModelLoadError(f"{folder}: {'; '.join(problems[:3] + [f'no {n} for the adapter' for n in deltas][:3])}")
-
-
-def publish_dir(tmp: Path, target: Path, kind: str, own: bool) -> None:
-    """Put a filled staging directory in place: in one step when `target` is new or this command's, else
-    (--overwrite of a folder keeptune did not make) file by file, leaving its other files alone."""
-    from keeptune.io import mark_output_dir
-    from keeptune.train.checkpoint import replace_dir
-
-    files = [p.name for p in tmp.iterdir()]
-    mark_output_dir(tmp, kind, files)
-    if own or not target.exists():
-        replace_dir(tmp, target)
-        return
-    for name in files:
-        os.replace(tmp / name, target / name)
-    mark_output_dir(target, kind, files)
-    shutil.rmtree(tmp)
-
-
-def claim_output(out: Path, kind: str, overwrite: bool, inputs) -> bool:
-    """Whether `out` is new or this command's own (True) before any work; OutputError when it may not be
-    written (--overwrite lets a folder keeptune did not make through, never one that holds an input)."""
-    from keeptune.io import OutputError, check_output_dir
-
-    try:
-        return check_output_dir(out, kind, inputs=inputs)
-    except OutputError:
-        if not overwrite:
-            raise
-        check_output_dir(out, kind, overwrite=True, inputs=inputs)
-        return False

@@ -31,7 +31,7 @@ from typing import Optional
 import torch
 from safetensors.torch import load_file, save_file
 
-from keeptune.io import atomic_write_json
+from keeptune.io import OutputError, atomic_write_json, check_output_dir, mark_output_dir
 from keeptune.train.distributed import Dist, barrier
 
 CHECKPOINTS = "checkpoints"
@@ -121,6 +121,32 @@ def replace_dir(tmp: Path, target: Path) -> None:
         os.replace(target, old)
     os.replace(tmp, target)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def publish_dir(tmp: Path, target: Path, kind: str, own: bool) -> None:
+    """Put a filled staging directory in place: in one step when `target` is new or this command's, else
+    (--overwrite of a folder keeptune did not make) file by file, leaving its other files alone."""
+    files = [p.name for p in tmp.iterdir()]
+    mark_output_dir(tmp, kind, files)
+    if own or not target.exists():
+        replace_dir(tmp, target)
+        return
+    for name in files:
+        os.replace(tmp / name, target / name)
+    mark_output_dir(target, kind, files)
+    shutil.rmtree(tmp)
+
+
+def claim_output(out: Path, kind: str, overwrite: bool, inputs) -> bool:
+    """Whether `out` is new or this command's own (True) before any work; OutputError when it may not be
+    written (--overwrite lets a folder keeptune did not make through, never one that holds an input)."""
+    try:
+        return check_output_dir(out, kind, inputs=inputs)
+    except OutputError:
+        if not overwrite:
+            raise
+        check_output_dir(out, kind, overwrite=True, inputs=inputs)
+        return False
 
 
 def full_state(**options):

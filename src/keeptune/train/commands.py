@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 from pathlib import Path
 from typing import Optional
 
-from keeptune.io import OutputError, atomic_write_json, check_output_dir, mark_output_dir, unwritable
+from keeptune.io import atomic_write_json, unwritable
 from keeptune.model.load import ModelLoadError, load_model
 from keeptune.train.config import Config, load_config, parse_words
 
@@ -71,20 +70,14 @@ def merge(adapter: Path, out: Optional[Path] = None, model: Optional[str] = None
     """
     from peft import PeftModel
 
-    from keeptune.train.checkpoint import adapter_info, replace_dir, staging_dir
+    from keeptune.train.checkpoint import adapter_info, claim_output, publish_dir, staging_dir
 
     adapter = Path(adapter)
     info = adapter_info(adapter)
     source = model if model is not None else info.get("base_model")
     out = Path(out) if out is not None else adapter.with_name(adapter.name + "-merged")
     inputs = (adapter, source)
-    try:  # before minutes of loading: is `out` ours to replace?
-        own = check_output_dir(out, "merge", inputs=inputs)
-    except OutputError:
-        if not overwrite:
-            raise
-        check_output_dir(out, "merge", overwrite=True, inputs=inputs)  # an input is still refused
-        own = False
+    own = claim_output(out, "merge", overwrite, inputs=inputs)  # before minutes of loading: is `out` ours?
     base, tokenizer = load_model(source, dtype=dtype, device="cpu")
     try:
         merged = PeftModel.from_pretrained(base, adapter).merge_and_unload()
@@ -98,15 +91,7 @@ def merge(adapter: Path, out: Optional[Path] = None, model: Optional[str] = None
         tokenizer.save_pretrained(tmp)
         if info:
             atomic_write_json(tmp / "keeptune.json", {**info, "merged_from": str(adapter)})
-        files = [p.name for p in tmp.iterdir()]
-        mark_output_dir(tmp, "merge", files)
-        if own or not target.exists():
-            replace_dir(tmp, target)  # all of it was ours: replace it in one step
-        else:  # --overwrite of a folder keeptune did not make: replace our names only, never delete the rest
-            for name in files:
-                os.replace(tmp / name, target / name)
-            mark_output_dir(target, "merge", files)
-            shutil.rmtree(tmp)
+        publish_dir(tmp, target, "merge", own)  # --overwrite of a foreign folder: our names only, the rest stays
     except OSError as err:
         raise unwritable(out, err) from None
     print(f"keeptune: merged {adapter} into {source or 'the embedded default model'}: {out}")
