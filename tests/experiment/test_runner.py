@@ -138,6 +138,7 @@ def test_rerun_redoes_nothing_and_a_changed_evaluation_redoes_only_it(experiment
     log = (run / "train" / "log.jsonl").read_text()
     assert main(["run", *words]) == 0
     assert (run / "train" / "log.jsonl").read_text() == log
+    assert [r["steps"] for r in read(run / "results.json")["timing"] if r["phase"] == "training"] == [0]
     assert read(run / "baseline" / "squad-seed" / "metrics.json")["generated"] == 0
     assert read(run / "checkpoints" / "step-000004" / "math-worked" / "metrics.json")["generated"] == 0
 

@@ -239,3 +239,18 @@ def test_run_without_checkpoints(tmp_path):
 def test_plot_file_names_are_safe_and_unique():
     content = synthetic_results(retention=("a/b", "a b", "../x"), new="a_b")
     assert file_names(content) == {"a/b": "task_a_b", "a b": "task_a_b_", "../x": "task_x", "a_b": "task_a_b__"}
+
+
+def test_timing_shares_count_the_report_once_with_or_without_the_wall_time():
+    from keeptune.report.render import timing_table
+
+    rows = [{"phase": "training", "task": None, "seconds": 6.0, "steps": 3},
+            {"phase": "report", "task": None, "seconds": 2.0}]
+    # no wall time: the rows are the whole; training 6 of 8 s
+    assert [r[:4] for r in timing_table({"timing": rows}).rows] == [
+        ["training", "", "6.0", "75.00%"], ["report", "", "2.0", "25.00%"]]
+    # wall time 10 s taken before the report: 12 s in all, 4 s of them other
+    table = timing_table({"timing": rows, "wall_seconds": 10.0}).rows
+    assert [r[:4] for r in table] == [["training", "", "6.0", "50.00%"], ["report", "", "2.0", "16.67%"],
+                                      ["other", "", "4.0", "33.33%"], ["total", "", "12.0", "100.00%"]]
+    assert table[0][4] == "3 steps, 2.00 s/step"

@@ -390,7 +390,7 @@ def _run_experiment(config: ExperimentConfig, command: str, plan: Plan, run: Pat
     started_training = time.perf_counter()
     result = run_training(config, run, train_path, on_step, config.tracking.every or 1, model, tokenizer)
     tracked = tracker.seconds if tracker else 0.0
-    timing.add("training", time.perf_counter() - started_training - tracked, steps=result.step)
+    timing.add("training", time.perf_counter() - started_training - tracked, steps=result.step - result.start)
     if tracker and tracker.count:
         timing.add("tracking", tracked, evaluations=tracker.count)
     if not main:

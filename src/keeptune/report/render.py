@@ -203,8 +203,8 @@ TIMING_LEGEND = ("Seconds of this invocation of `keeptune run`, in the order the
 def timing_table(results: dict) -> Table:
     """Phase, task, seconds, share of the wall time, and a per-unit figure where there is one."""
     rows, wall = results["timing"], results.get("wall_seconds")
-    total = wall if wall is not None else sum(r["seconds"] for r in rows)
-    total += sum(r["seconds"] for r in rows if r["phase"] == "report")  # written after wall_seconds was taken
+    report = sum(r["seconds"] for r in rows if r["phase"] == "report")  # timed after wall_seconds was taken
+    total = (wall if wall is not None else sum(r["seconds"] for r in rows) - report) + report
     table = []
     for row in rows:
         detail = ""

@@ -17,8 +17,9 @@ RNG states restored, a resumed run on CPU ends bit for bit where an
 uninterrupted one does.
 
 `on_step(step, model)`, called every `every` optimizer steps on every rank with
-the PEFT model (in float32 on a CPU even when training computes in bf16), may return metrics, logged beside the loss; `{"stop": True}`
-ends training after a checkpoint at that step.
+the PEFT model (in float32 on a CPU even when training computes in bf16), may
+return metrics, logged beside the loss; `{"stop": True}` ends training after a
+checkpoint at that step.
 """
 from __future__ import annotations
 
@@ -67,6 +68,7 @@ class Result:
     step: int
     stopped_early: bool
     model: Optional[torch.nn.Module] = None  # the PEFT model, holding the last step's weights
+    start: int = 0  # the step this invocation resumed from (0: a fresh run)
 
 
 @dataclass
@@ -335,4 +337,4 @@ def finish(run: Run, step: int, stopped: bool) -> Result:
         why = "stopped early by the callback" if stopped else "done"
         print(f"training {why} at step {step}: adapter in {adapter}; checkpoints in {run.out / checkpoint.CHECKPOINTS}")
     distributed.barrier(run.d)
-    return Result(run.out, adapter, step, stopped, run.peft_model)
+    return Result(run.out, adapter, step, stopped, run.peft_model, run.start)
