@@ -6,7 +6,7 @@ auto is bf16 on a GPU, and on a CPU with native bfloat16 arithmetic (x86 AVX512-
 or AMX, Arm's BF16 extension); float32 on other CPUs, where bfloat16 would be emulated
 and slower.
 
-On a CPU, bf16 training (`cpu_bf16`) stores the frozen base weights in bfloat16 for
+On a CPU, bf16 training (`CpuBf16`) stores the frozen base weights in bfloat16 for
 the length of the loop, computes under autocast, and uses transformers' eager
 attention; LoRA's A/B matrices, their gradients and AdamW's state stay float32.
 Measured on SmolLM2-135M, one step of 4 x 110 tokens on this project's 2-core AMX
