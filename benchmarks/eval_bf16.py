@@ -35,7 +35,8 @@ def compare(task: str, adapter: Path | None, data: Path | None, repeats: int, fo
     metrics, raw = {}, {}
     for repeat in range(repeats):
         for dtype in DTYPES:
-            metrics[dtype], raw[dtype] = run(task, dtype, folder / f"{task}-{'adapter' if adapter else 'base'}-{dtype}-{repeat}", adapter, data)
+            out = folder / f"{task}-{'adapter' if adapter else 'base'}-{dtype}-{repeat}"
+            metrics[dtype], raw[dtype] = run(task, dtype, out, adapter, data)
             seconds[dtype].append(metrics[dtype]["seconds"])
     same = sum(raw["float32"][i] == raw["bfloat16"][i] for i in raw["float32"])
     total = len(raw["float32"])
