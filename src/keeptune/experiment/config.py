@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
-from keeptune.train.config import DistributedConfig, LoraConfig, ModelConfig, TrainConfig
+from keeptune.train.config import DistributedConfig, LoraConfig, ModelConfig, RetentionConfig, TrainConfig
 
 
 @dataclass(frozen=True)
@@ -118,6 +118,8 @@ class ExperimentConfig:
     """Multi-device settings (under torchrun)."""
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     """Retention tracking during training."""
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
+    """Methods that prevent forgetting (kl, corda, replay, scale), chosen by the gate like everything else."""
     gate: float = 0.9
     """The retention tasks' fraction by default: each gated scalar >= gate x the base model's (the seed: SQuAD
     F1 AND EM >= 0.9 x baseline)."""

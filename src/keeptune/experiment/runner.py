@@ -290,7 +290,7 @@ def training_config(config: ExperimentConfig, run: Path, train_path: Path) -> Co
     data = DataConfig(path=str(train_path), format=config.new_task.format, seq_len=config.new_task.seq_len,
                       prompt=config.new_task.prompt if recipe else None)
     return Config(model=config.model, lora=config.lora, data=data, train=config.train,
-                  distributed=config.distributed, out=str(run / "train"), resume=True)
+                  distributed=config.distributed, retention=config.retention, out=str(run / "train"), resume=True)
 
 
 def run_training(config: ExperimentConfig, run: Path, train_path: Path, on_step, every: int, model, tokenizer):

@@ -106,6 +106,30 @@ class TrainConfig:
     """Evenly spaced checkpoints: at steps round(k x total / N), k = 1..N (the last at the final step)."""
 
 
+# The retention methods (docs/retention.md): each prevents forgetting in its own way, and they combine.
+RETENTION_METHODS = ("kl", "corda", "replay", "scale")
+
+
+@dataclass(frozen=True)
+class RetentionConfig:
+    """Methods that keep the old skills while the new one is learned; each is a switch in `methods`."""
+
+    methods: Sequence[Literal["kl", "corda", "replay", "scale"]] = ()
+    """Any of kl, corda, replay, scale (e.g. [kl, scale], or kl,scale on the command line); empty: plain LoRA."""
+    kl_weight: float = 0.1
+    """kl: lambda of the loss term lambda x KL(base || tuned) at every response token (base: the adapter disabled)."""
+    replay_share: float = 0.2
+    """replay: the share of the training set made of preservation prompts answered by the base model."""
+    scales: Sequence[float] = (0.5, 0.75)
+    """scale: each checkpoint is also evaluated with its adapter scaled by each factor; the best passing pair wins."""
+    preservation: Optional[str] = None
+    """corda and replay: a SQuAD-format file or http(s) address, or a task spec; null: the offline default."""
+    preservation_samples: int = 256
+    """corda and replay: preservation samples used (CorDA's covariance prompts; replay records)."""
+    allow_overlap: bool = False
+    """Accept preservation samples that share a passage with a task the gate evaluates (refused by default)."""
+
+
 @dataclass(frozen=True)
 class DistributedConfig:
     """More than one device, under `torchrun --nproc_per_node K` (ignored in a single process)."""
@@ -130,6 +154,8 @@ class Config:
     """Optimisation, schedule, batching and checkpoints."""
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     """Multi-device settings."""
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
+    """Methods that prevent forgetting while training (kl, corda, replay; scale is the experiment's)."""
     out: str = "runs/train/smollm2-135m-lora"
     """Run directory: checkpoints/, adapter/ (the final adapter), log.jsonl, tensorboard/, config.yaml."""
     resume: bool = False
@@ -174,7 +200,7 @@ def set_word(tree: dict, where: dict[str, str], key: str, text: str, origin: str
 
 # Fields that must be at least 1 (max_steps when set).
 POSITIVE = ("data.seq_len", "data.length_pool", "train.epochs", "train.max_steps", "train.global_batch",
-            "train.micro_batch", "train.checkpoints", "lora.rank")
+            "train.micro_batch", "train.checkpoints", "lora.rank", "retention.preservation_samples")
 # Numbers with a range: (lowest, whether the lowest is allowed, highest, whether the highest is allowed).
 RANGES = {
     "train.lr": (0.0, False, math.inf, False),
@@ -184,6 +210,8 @@ RANGES = {
     "train.grad_clip": (0.0, True, math.inf, False),
     "lora.alpha": (0.0, False, math.inf, False),
     "lora.dropout": (0.0, True, 1.0, False),
+    "retention.kl_weight": (0.0, False, math.inf, False),
+    "retention.replay_share": (0.0, False, 1.0, False),
 }
 
 
@@ -232,6 +260,14 @@ def validate(config, where: dict[str, str]):
                           f"{global_batch}; it must be a "
                           f"multiple of train.micro_batch ({micro_batch}): global batch = micro-batch x gradient "
                           "accumulation x number of devices")
+    scales = get("retention.scales")
+    if scales is not None and not all(math.isfinite(x) and x >= 0 for x in scales):
+        raise ConfigError(f"{at('retention.scales')}: field 'retention.scales' is {list(scales)}; each factor must "
+                          "be at least 0 (and finite): 0 is the base model, 1 the adapter as trained")
+    methods = get("retention.methods")
+    if methods is not None and len(set(methods)) != len(methods):
+        raise ConfigError(f"{at('retention.methods')}: field 'retention.methods' is {list(methods)}; name each "
+                          "method once")
     targets = get("lora.targets")
     if targets is not None:
         from keeptune.model.lora import TargetError, check_target_syntax
