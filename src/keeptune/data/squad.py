@@ -18,6 +18,9 @@ from keeptune.io import DataError, MalformedLineError, read_text
 from keeptune.model.load import cache_dir
 
 OFFICIAL_DEV_URL = "https://rajpurkar.github.io/SQuAD-explorer/dataset/dev-v1.1.json"
+# The official training set (87,599 questions over 18,896 paragraphs of 442 articles, none of them the dev set's):
+# a natural choice of preservation data (retention.preservation, docs/retention.md).
+OFFICIAL_TRAIN_URL = "https://rajpurkar.github.io/SQuAD-explorer/dataset/train-v1.1.json"
 
 
 class SquadDataError(DataError):
