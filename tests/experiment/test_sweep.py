@@ -71,6 +71,13 @@ def read(path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def trial_rows(markdown: str) -> list[list[str]]:
+    """The cells of sweep.md's trials table (the rows after its header rule)."""
+    lines = markdown.split("## Trials", 1)[1].split("\n## ", 1)[0].splitlines()
+    table = [line for line in lines if line.startswith("| ")]
+    return [[cell.strip() for cell in line.strip("|").split(" | ")] for line in table[2:]]
+
+
 def logged_steps(run: Path) -> list[int]:
     return [json.loads(line)["step"] for line in (run / "train" / "log.jsonl").read_text().splitlines()]
 
@@ -234,14 +241,35 @@ def test_sweep_end_to_end_both_sides_of_the_gate(setup, tmp_path):
             closest = max(e["tasks"]["qa"]["scores"]["exact_match.accuracy"] for e in results["checkpoints"])
             assert t.constraints["gate"] == pytest.approx(0.9 - closest) and t.constraints["gate"] > 0
     table = (out / "sweep.md").read_text()
-    assert table.count("| complete |") == sum(t.user_attrs["feasible"] for t in trials)
-    assert table.count("| infeasible (gate short by") == sum(not t.user_attrs["feasible"] for t in trials)
-    best = max((t for t in trials if t.user_attrs["feasible"]), key=lambda t: t.value)
-    assert f"**Best feasible trial: #{best.number}**" in table
-    # The same command again: nothing redone.
+    states = [row[2] for row in trial_rows(table)]  # columns: #, train.lr, state, ...
+    assert states.count("complete") == sum(t.user_attrs["feasible"] for t in trials)
+    assert sum(s.startswith("infeasible (gate short by") for s in states) == sum(not t.user_attrs["feasible"]
+                                                                                for t in trials)
+    best = max((t for t in trials if t.user_attrs["feasible"]), key=lambda t: (t.value, -t.number))
+    assert f"Best feasible trial: #{best.number}, score {best.value:.6f}" in table
+    # The report: one field searched, so no importances but the sentence; both plots embedded in the page.
+    assert "One field is searched (train.lr)" in table and not (out / "plots" / "importances.png").exists()
+    page = (out / "sweep.html").read_text()
+    assert page.count('src="data:image/png;base64,') == 2 and "http" not in page.replace("https://optuna", "")
+    # best.yaml: the best trial's full config, as keeptune's loader reads it and as its run recorded it.
+    from keeptune.experiment.config import ExperimentConfig
+    from keeptune.train.config import load_config, to_dict
+
+    loaded = load_config(out / "best.yaml", root=ExperimentConfig)
+    assert to_dict(loaded) == read(Path(best.user_attrs["run_dir"]) / "results.json")["config"]
+    assert loaded.train.lr == best.params["train.lr"] and loaded.out == best.user_attrs["run_dir"]
+    # The sweep's trials are runs like any: keeptune runs lists them from the sweep directory or its trials/.
+    for folder in (out, out / "trials"):
+        assert main(["runs", str(folder)]) == 0
+        listed = (folder / "RUNS.md").read_text()
+        assert all(Path(t.user_attrs["run_dir"]).name in listed for t in trials)
+    # The same command again: nothing redone, the report rebuilt; best.yaml runs as it is (all found done).
     logs = {t.number: (Path(t.user_attrs["run_dir"]) / "train" / "log.jsonl").read_text() for t in trials}
+    (out / "sweep.html").unlink()
     assert main(["sweep", str(path)]) == 0
-    assert len(study_of(out, "gate").get_trials()) == 3
+    assert len(study_of(out, "gate").get_trials()) == 3 and (out / "sweep.html").is_file()
+    assert main(["run", str(out / "best.yaml")]) == 0
+    assert read(Path(best.user_attrs["run_dir"]) / "results.json")["best"]["score"] == best.value
     assert logs == {t.number: (Path(t.user_attrs["run_dir"]) / "train" / "log.jsonl").read_text() for t in trials}
 
 
@@ -258,7 +286,8 @@ def test_a_trial_whose_tracked_retention_fails_is_pruned_with_step_and_reason(se
     assert trial.user_attrs["pruned_step"] == 2 and tracked[0]["step"] == 2 and not tracked[0]["passes_gate"]
     assert trial.user_attrs["pruned_reason"].startswith("tracked retention of qa below the gate")
     assert max(logged_steps(run)) == 2  # training stopped at the pruned step (of 4)
-    assert f"pruned at step 2: {trial.user_attrs['pruned_reason']}" in (out / "sweep.md").read_text()
+    (row,) = trial_rows((out / "sweep.md").read_text())  # #, train.lr, state, score, ..., pruned at, run
+    assert row[2] == f"pruned: {trial.user_attrs['pruned_reason']}" and row[-2] == "2"
 
 
 STALL = """
@@ -319,7 +348,7 @@ def test_kill_9_then_rerun_redoes_no_finished_trial_and_resumes_the_killed_one(s
     assert trials[2].params == trials[1].params and Path(trials[2].user_attrs["run_dir"]) == killed_run
     assert (Path(first.user_attrs["run_dir"]) / "train" / "log.jsonl").read_text() == first_log
     assert logged_steps(killed_run) == sorted(set(logged_steps(killed_run)))  # each step trained once
-    assert "killed, retried as #2" in (out / "sweep.md").read_text()
+    assert [row[2] for row in trial_rows((out / "sweep.md").read_text())][1] == "killed, retried as #2"
 
 
 def test_two_workers_share_one_study(setup, tmp_path):

@@ -26,6 +26,9 @@ parameters are queued again; the retry finds its run directory and resumes
 training from its last checkpoint. `--workers N` starts N worker processes on
 this machine that share the study (one per GPU when there are GPUs).
 
+The report (SWEEP/sweep.md, sweep.html, plots/, best.yaml: keeptune.report.sweep) is rewritten after every
+trial and at the end; re-running the command on a finished study only rebuilds it.
+
 Optuna is imported lazily: the rest of keeptune works without it.
 """
 from __future__ import annotations
@@ -381,7 +384,7 @@ def _check_against_experiment(sweep: Sweep, where: dict) -> None:
             if pick is Param.first:
                 plan_experiment(config)  # task specs, gates, LoRA targets: checked, nothing loaded
         except ConfigError as err:
-            raise ConfigError(f"{sweep.path}: the space at its {label} values ({_params_text(values)}): {err}") \
+            raise ConfigError(f"{sweep.path}: the space at its {label} values ({params_text(values)}): {err}") \
                 from None
 
 
@@ -664,7 +667,7 @@ def work(sweep: Sweep, storage: Optional[str] = None) -> None:
         trial.set_user_attr("run_dir", str(run_dir(config)))
         command = shlex.join(["keeptune", "run", *([str(sweep.base)] if sweep.base else []),
                               *trial_words(sweep, values), f"name={config.name}", f"out={config.out}"])
-        print(f"== sweep {sweep.name}: trial {trial.number} ({worker}): {_params_text(values)} -> {config.out}")
+        print(f"== sweep {sweep.name}: trial {trial.number} ({worker}): {params_text(values)} -> {config.out}")
         hook = Pruning(sweep, trial, new_task, accuracy_key)
         try:
             with _run_lock(sweep, config.name):  # a trial of the same parameters elsewhere: wait, then reuse it
@@ -698,6 +701,8 @@ def work(sweep: Sweep, storage: Optional[str] = None) -> None:
                 return
             study.sampler = make_sampler(sweep, len(trials))
             study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
+            lock.release()
+            report(study, sweep)  # after every trial: the report shows the sweep so far
         finally:
             lock.release()
             while held:
@@ -706,82 +711,29 @@ def work(sweep: Sweep, storage: Optional[str] = None) -> None:
                     handle.close()
 
 
-def _params_text(values: dict) -> str:
+def report(study, sweep: Sweep, wall_seconds: Optional[float] = None, strict: bool = False) -> str:
+    """Rewrite SWEEP/sweep.md, sweep.html, plots/ and best.yaml (keeptune.report.sweep); returns sweep.md's text.
+    A worker's rewrite after a trial only warns when it fails (`strict`: the final one raises)."""
+    from keeptune.report.sweep import write_sweep_report
+
+    try:
+        return write_sweep_report(study, sweep, wall_seconds)
+    except Exception as err:  # noqa: BLE001 - a worker goes on with the next trial; the final report raises
+        if strict:
+            raise
+        print(f"keeptune sweep: the report could not be written: {type(err).__name__}: {err}", file=sys.stderr)
+        return ""
+
+
+def params_text(values: dict) -> str:
+    """`field=value, ...` (values as JSON)."""
     return ", ".join(f"{k}={_yaml_value(v)}" for k, v in values.items())
 
 
-# --- the table ------------------------------------------------------------------------------
+# --- the table's helpers (the report itself: keeptune.report.sweep) ----------------------------------
 
-def state_text(t, retried_as: dict[int, int]) -> str:
-    from optuna.trial import TrialState
-
-    if t.state == TrialState.COMPLETE:
-        if t.user_attrs.get("feasible"):
-            return "complete"
-        return f"infeasible (gate short by {t.constraints.get('gate', 0):.3f})"
-    if t.state == TrialState.PRUNED:
-        return f"pruned at step {t.user_attrs.get('pruned_step')}: {t.user_attrs.get('pruned_reason')}"
-    if t.state == TrialState.FAIL:
-        if t.user_attrs.get("interrupted"):
-            again = retried_as.get(t.number)
-            return f"{t.user_attrs['interrupted']}" + (f", retried as #{again}" if again is not None else "")
-        return f"failed: {t.user_attrs.get('error', 'see the worker output')}"
-    return t.state.name.lower()
-
-
-def _number(value, digits: int = 4) -> str:
-    return "" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
-
-
-def summary(study, sweep: Sweep, wall_seconds: Optional[float] = None) -> str:
-    """sweep.md: every trial, the best feasible one, and the Pareto front for `objective: pareto`."""
-    from optuna.trial import TrialState
-
-    trials = study.get_trials(deepcopy=False)
-    retried_as = {}
-    for t in trials:
-        origin = t.user_attrs.get("retry_of", t.system_attrs.get("failed_trial"))
-        if origin is not None:
-            retried_as[origin] = t.number
-    lines = [f"# Sweep {sweep.name}", "", f"Sweep file: `{sweep.path}`; objective: {sweep.config.objective}; sampler: "
-             f"{sweep.config.sampler.name} (seed {sweep.config.sampler.seed}); budget: {sweep.config.trials} trials.",
-             "", "| # | params | state | score | accuracy | retention | step | wall s | run |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for t in trials:
-        a = t.user_attrs
-        params = ", ".join(f"{k}={_short(v)}" for k, v in t.params.items())
-        lines.append(f"| {t.number} | {params} | {state_text(t, retried_as)} | {_number(a.get('score'))} | "
-                     f"{_number(a.get('accuracy'))} | {_number(a.get('retention'))} | {_number(a.get('step'))} | "
-                     f"{_number(a.get('wall_seconds'), 0)} | {a.get('run_dir', '')} |")
-    states = [t.state for t in trials]
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    feasible = [t for t in complete if t.user_attrs.get("feasible")]
-    lines += ["", f"Trials: {len(trials)}: {len(feasible)} feasible, {len(complete) - len(feasible)} infeasible, "
-              f"{states.count(TrialState.PRUNED)} pruned, {states.count(TrialState.FAIL)} failed or killed, "
-              f"{states.count(TrialState.RUNNING)} running, {states.count(TrialState.WAITING)} waiting."]
-    if wall_seconds is not None:
-        lines.append(f"Wall time of this invocation: {wall_seconds:.0f} s.")
-    if feasible:
-        best = max(feasible, key=lambda t: (t.user_attrs["score"], -t.number))
-        lines += ["", f"**Best feasible trial: #{best.number}**, score {best.user_attrs['score']:.6f} "
-                  f"(accuracy {_number(best.user_attrs['accuracy'])}, retention {_number(best.user_attrs['retention'])}"
-                  f", step {best.user_attrs['step']}): {_params_text(_decoded(best.params, sweep))}",
-                  f"Its run: `{best.user_attrs['run_dir']}`."]
-    else:
-        lines += ["", "**No feasible trial**: no trial has a checkpoint that passes the gate."]
-    if sweep.config.objective == "pareto":
-        front = sorted(study.best_trials, key=lambda t: t.values[0])
-        lines += ["", "Pareto front (new-task accuracy against retention, feasible trials):", ""]
-        lines += [f"- #{t.number}: accuracy {t.values[0]:.4f}, retention {t.values[1]:.4f} "
-                  f"({_params_text(_decoded(t.params, sweep))})" for t in front] or ["- (none)"]
-    return "\n".join(lines) + "\n"
-
-
-def _short(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value).replace("|", "\\|")
-
-
-def _decoded(params: dict, sweep: Sweep) -> dict:
+def decoded(params: dict, sweep: Sweep) -> dict:
+    """Optuna's stored parameters with list and mapping choices decoded from their JSON text."""
     encoded = {p.key for p in sweep.params if p.encoded}
     return {k: json.loads(v) if k in encoded else v for k, v in params.items()}
 
@@ -802,8 +754,8 @@ def sweep(path: Path, words: list[str] = (), workers: int = 1, storage: Optional
           worker: bool = False) -> Path:
     """Search experiment settings for the best recipe under the retention gate (Optuna).
 
-    Each trial is a `keeptune run` directory under SWEEP/trials; prints the table and writes SWEEP/sweep.md;
-    returns SWEEP."""
+    Each trial is a `keeptune run` directory under SWEEP/trials; prints the table and writes the report
+    (SWEEP/sweep.md, sweep.html, best.yaml); re-run on a finished study, it only rebuilds the report. Returns SWEEP."""
     started = time.perf_counter()
     try:
         import optuna  # noqa: F401 - the engine; only this command needs it
@@ -818,10 +770,10 @@ def sweep(path: Path, words: list[str] = (), workers: int = 1, storage: Optional
         run_workers(path, list(words), workers, storage)
     if worker:
         return spec.out
-    text = summary(open_study(spec, storage), spec, time.perf_counter() - started)
-    (spec.out / "sweep.md").write_text(text, encoding="utf-8")
+    text = report(open_study(spec, storage), spec, time.perf_counter() - started, strict=True)
     print(text, end="")
-    print(f"wrote {spec.out / 'sweep.md'}")
+    print(f"wrote {spec.out / 'sweep.md'} and {spec.out / 'sweep.html'}"
+          + (f"; the best trial's config: {spec.out / 'best.yaml'}" if (spec.out / "best.yaml").is_file() else ""))
     return spec.out
 
 
