@@ -4,8 +4,11 @@ Each function returns a Figure, or None when the run has nothing to draw (no
 training log, no checkpoint, no tracking, no breakdown). The figures follow the
 task specs of results.json: one per retention task (its gated metrics, the
 baseline and the gate threshold), one for the new task (its metrics, step 0 =
-the base model), the new task's breakdown per group, and the tracking panels.
-Metrics in unit ``fraction`` are drawn in percent.
+the base model), the new task's breakdown per group, the tracking panels, and
+the retention-accuracy frontier of every evaluated (checkpoint, scale). The
+per-step figures draw the checkpoints as trained (scale 1); the frontier draws
+the scaled evaluations of retention method `scale` too. Metrics in unit
+``fraction`` are drawn in percent.
 """
 from __future__ import annotations
 
@@ -18,7 +21,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from keeptune.report import fmt
-from keeptune.report.results import Task, breakdown, new_task, retention, retention_tasks, score, tasks
+from keeptune.report.results import (
+    Task, breakdown, entry_scale, lowest_retention, new_task, retention, retention_tasks, same_state, score,
+    show_scale, tasks,
+)
 
 
 def make_plots(results: dict, log: list[dict], folder: Path, dpi: int = 110) -> list[tuple[str, Path]]:
@@ -29,13 +35,13 @@ def make_plots(results: dict, log: list[dict], folder: Path, dpi: int = 110) -> 
     of an earlier state of the run.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    checkpoint_steps = [c["step"] for c in results["checkpoints"]]
+    checkpoint_steps = [c["step"] for c in as_trained(results)]
     names = file_names(results)
     figures: list[tuple[str, Figure | None]] = [("loss_lr", loss_and_lr(log, checkpoint_steps))]
     figures += [(names[task.name], retention_scores(results, task)) for task in retention_tasks(results)]
     new = new_task(results)
     figures += [(names[new.name], new_task_scores(results)), ("breakdown", breakdown_bars(results)),
-                ("tracking", tracking(results))]
+                ("tracking", tracking(results)), ("frontier", frontier(results))]
     made = []
     for name, figure in figures:
         if figure is None:
@@ -46,6 +52,11 @@ def make_plots(results: dict, log: list[dict], folder: Path, dpi: int = 110) -> 
     for stale in set(folder.glob("*.png")) - {path for _, path in made}:
         stale.unlink(missing_ok=True)
     return made
+
+
+def as_trained(results: dict) -> list[dict]:
+    """The checkpoint entries at scale 1 (the adapters as trained), in step order."""
+    return [c for c in results["checkpoints"] if entry_scale(c) == 1]
 
 
 def file_names(results: dict) -> dict[str, str]:
@@ -119,7 +130,7 @@ def loss_and_lr(log: list[dict], checkpoint_steps: list[int]) -> Figure | None:
 
 def retention_scores(results: dict, task: Task) -> Figure | None:
     """A retention task's gated metrics per checkpoint against its baseline (dotted) and gate (dashed)."""
-    checkpoints = results["checkpoints"]
+    checkpoints = as_trained(results)
     if not checkpoints or not task.gate_metrics:
         return None
     figure, (ax,) = _figure(f"Retention task {task.name}: gated metrics per checkpoint")
@@ -144,7 +155,7 @@ def retention_scores(results: dict, task: Task) -> Figure | None:
 
 def new_task_scores(results: dict) -> Figure | None:
     """The new task's metrics per checkpoint; the accuracy metric (the score's) bold; step 0 is the base model."""
-    checkpoints, task = results["checkpoints"], new_task(results)
+    checkpoints, task = as_trained(results), new_task(results)
     if not checkpoints:
         return None
     figure, (ax,) = _figure(f"New task {task.name}: metrics per checkpoint (step 0 = base model)")
@@ -163,8 +174,10 @@ def new_task_scores(results: dict) -> Figure | None:
 
 def compared_checkpoint(results: dict) -> tuple[dict | None, str]:
     """The checkpoint set against the baseline: the best, else (none passes) the last one."""
-    if results.get("best") is not None:
-        return results["best"], f"best (step {results['best']['step']})"
+    best = results.get("best")
+    if best is not None:
+        scaled = "" if entry_scale(best) == 1 else f", scale {show_scale(entry_scale(best))}"
+        return best, f"best (step {best['step']}{scaled})"
     if results["checkpoints"]:
         last = results["checkpoints"][-1]
         return last, f"last (step {last['step']}, fails the gate)"
@@ -249,5 +262,50 @@ def tracking(results: dict) -> Figure | None:
         ax.scatter(failed, [0.05] * len(failed), transform=marks, marker="x", color="tab:red", label="gate fails")
     ax.set_ylabel("retention (%)\nof subset baseline", fontsize="small")
     ax.set_xlabel("optimizer step")
+    _legend(ax)
+    return figure
+
+
+def frontier(results: dict) -> Figure | None:
+    """Every evaluated (checkpoint, scale) as a point: retention (the gate's: the lowest gated scalar / baseline, in
+    percent) against the new task's accuracy; one colour and line per scale (in step order, each point labelled
+    with its step), filled circles pass the gate and crosses fail it, the gate's fraction dashed, the base model a
+    grey square at 100%, the chosen (best) entry a star."""
+    checkpoints, task = results["checkpoints"], new_task(results)
+    if not checkpoints:
+        return None
+    unit = task.unit(task.accuracy)
+    figure, (ax,) = _figure("Retention-accuracy frontier: every evaluated (checkpoint, scale)", height=4.4)
+    scales = sorted({entry_scale(c) for c in checkpoints}, reverse=True)
+    for i, scale in enumerate(scales):
+        entries = sorted((c for c in checkpoints if entry_scale(c) == scale), key=lambda c: c["step"])
+        points = [(100 * lowest_retention(c), fmt.shown(c.get("accuracy"), unit), c) for c in entries
+                  if _number(c.get("accuracy"))]
+        if not points:
+            continue
+        color = f"C{i % 10}"
+        label = f"scale {show_scale(scale)}" + (" (as trained)" if scale == 1 else "")
+        ax.plot([x for x, _, _ in points], [y for _, y, _ in points], color=color, lw=0.8, alpha=0.5)
+        for passes, marker in ((True, "o"), (False, "x")):
+            chosen = [(x, y) for x, y, c in points if c["passes_gate"] is passes]
+            if chosen:
+                ax.scatter(*zip(*chosen), color=color, marker=marker, zorder=3,
+                           label=f"{label}: {'passes' if passes else 'fails'} the gate")
+        for x, y, c in points:
+            ax.annotate(str(c["step"]), (x, y), textcoords="offset points", xytext=(4, 3), fontsize="x-small",
+                        color=color)
+    base = score(results["baseline"], task, task.accuracy)
+    if base is not None:
+        ax.scatter([100.0], [fmt.shown(base, unit)], marker="s", color="0.5", zorder=3, label="base model")
+    for fraction in sorted({t.gate_fraction for t in retention_tasks(results) if t.gate_fraction is not None}):
+        names = ", ".join(t.name for t in retention_tasks(results) if t.gate_fraction == fraction)
+        ax.axvline(100 * fraction, color="0.3", ls="--", lw=1, label=f"gate {fraction:g} x baseline ({names})")
+    best = next((c for c in checkpoints if same_state(c, results.get("best"))), None)
+    if best is not None and _number(best.get("accuracy")):
+        ax.scatter([100 * lowest_retention(best)], [fmt.shown(best["accuracy"], unit)], marker="*", s=260,
+                   facecolor="none", edgecolor="black", lw=1.5, zorder=4,
+                   label=f"chosen: step {best['step']}, scale {show_scale(entry_scale(best))}")
+    ax.set_xlabel("retention (%): lowest gated scalar / baseline")
+    ax.set_ylabel(f"{task.name} {task.accuracy}" + (" (%)" if unit == fmt.FRACTION else ""))
     _legend(ax)
     return figure

@@ -210,11 +210,28 @@ def restore(path: Path, model: torch.nn.Module, optimizer, scheduler, d: Dist) -
     return state
 
 
-def export_adapter(checkpoint: Path, target: Path) -> Path:
-    """Copy a checkpoint's adapter (and keeptune.json) to `target`, atomically."""
+# The LoRA up-projections of a PEFT state dict (linear and embedding layers: lora_B, lora_embedding_B).
+LORA_B = re.compile(r"(^|\.)lora_(embedding_)?B(\.|$)")
+
+
+def fold_scale(tensors: dict[str, torch.Tensor], scale: float) -> dict[str, torch.Tensor]:
+    """A LoRA state dict whose update is `scale` x the given one: every B (weight and bias) times `scale`, A
+    unchanged. PEFT adds (alpha / r) B A x to a layer's output (and (alpha / r) x B's bias), so (alpha / r) (s B) A
+    is s times the update: a plain PEFT load of the result is the adapter scaled by s."""
+    return {key: value * scale if LORA_B.search(key) else value for key, value in tensors.items()}
+
+
+def export_adapter(checkpoint: Path, target: Path, scale: float = 1.0) -> Path:
+    """Copy a checkpoint's adapter (and keeptune.json) to `target`, atomically; a `scale` other than 1 is folded
+    into the weights (`fold_scale`) and recorded in keeptune.json (``scale``)."""
     tmp = staging_dir(target)
     for name in ADAPTER_FILES:
         shutil.copy2(Path(checkpoint) / name, tmp / name)
+    if scale != 1:
+        weights = tmp / "adapter_model.safetensors"
+        save_file(fold_scale(load_file(weights), scale), weights, metadata={"format": "pt"})
+        info = json.loads((tmp / "keeptune.json").read_text(encoding="utf-8"))
+        atomic_write_json(tmp / "keeptune.json", {**info, "scale": scale})
     replace_dir(tmp, target)
     return target
 
