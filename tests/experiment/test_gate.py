@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from keeptune.experiment.gate import TaskGate, best, judge, score
+from keeptune.experiment.gate import TaskGate, best, judge, lowest_retention, score
 
 SEED = TaskGate("squad-seed", ("emf1.F1", "emf1.Em"), 0.9)
 CHAT = TaskGate("squad-chat", ("squad_v1.f1",), 0.8)
@@ -41,3 +41,32 @@ def test_score_and_best():
                {"step": 3, "passes_gate": True, "score": 0.5}, {"step": 4, "passes_gate": True, "score": 0.4}]
     assert best(entries)["step"] == 3  # the later of two equal scores
     assert best([e for e in entries if not e["passes_gate"]]) is None
+
+
+def state(step, scale, passes, score):
+    return {"step": step, "scale": scale, "passes_gate": passes, "score": score if passes else None}
+
+
+def test_best_over_checkpoint_and_scale_pairs():
+    # only the scaled state passes: it is chosen
+    entries = [state(2, 1.0, False, None), state(2, 0.5, True, 0.41), state(4, 1.0, False, None),
+               state(4, 0.75, False, None)]
+    assert (best(entries)["step"], best(entries)["scale"]) == (2, 0.5)
+    # the unscaled state passes with the higher score: it is chosen over the scaled one that passes too
+    entries = [state(2, 1.0, True, 0.52), state(2, 0.5, True, 0.47), state(4, 0.5, True, 0.51)]
+    assert (best(entries)["step"], best(entries)["scale"]) == (2, 1.0)
+    # the scaled one scores higher: it wins
+    entries[1]["score"] = 0.53
+    assert (best(entries)["step"], best(entries)["scale"]) == (2, 0.5)
+    # equal scores: the larger scale, then the later step; an entry without a scale is at 1
+    tie = [state(2, 0.5, True, 0.5), state(4, 0.75, True, 0.5), {"step": 1, "passes_gate": True, "score": 0.5},
+           state(3, 0.75, True, 0.5)]
+    assert best(tie)["step"] == 1
+    assert (best(tie[:2] + tie[3:])["step"], best(tie[:2] + tie[3:])["scale"]) == (4, 0.75)
+
+
+def test_lowest_retention_is_the_gates_closest_scalar():
+    scores = {"squad-seed": {"emf1.F1": 57.0, "emf1.Em": 44.0}, "squad-chat": {"squad_v1.f1": 45.0}}
+    verdict = judge([SEED, CHAT], scores, BASE)
+    assert lowest_retention(verdict["retention"]) == pytest.approx(45.0 / 50.0)  # 0.95, 1.1, 0.9
+    assert lowest_retention({"squad-seed": {"emf1.F1": None}}) == 1.0  # every baseline 0: nothing lost

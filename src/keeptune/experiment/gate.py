@@ -9,6 +9,14 @@ emf1.F1 and emf1.Em at 0.9.
 Score (SPEC section 4): (1 - ratio) * 0.3 + accuracy * 0.7, for a state that
 passes the gate; ratio = trainable / all parameters, accuracy = the new task's
 accuracy scalar (a fraction).
+
+Best (SPEC section 4, over every evaluated state): the passing entry with the
+highest score. An entry is a checkpoint, or with retention method `scale` a
+(checkpoint, scale) pair: the same checkpoint with its adapter's update scaled
+(keeptune.experiment.scale); every one is judged by the same gate and score. On
+equal scores the larger scale wins (the adapter closest to as trained: a scaled
+state is chosen only when it is strictly better), then the later step. An entry
+without a `scale` (a plain run's, or an older results.json) is at scale 1.
 """
 from __future__ import annotations
 
@@ -53,7 +61,15 @@ def score(accuracy: float, ratio: float) -> float:
     return (1 - ratio) * 0.3 + accuracy * 0.7
 
 
+def lowest_retention(retention: dict[str, dict[str, Optional[float]]]) -> float:
+    """The lowest state / baseline over every gated scalar of `judge`'s "retention" (1.0 when every baseline is 0):
+    how close a state is to the gate, one number (the report's frontier plots it against accuracy)."""
+    ratios = [r for task in retention.values() for r in task.values() if r is not None]
+    return min(ratios) if ratios else 1.0
+
+
 def best(entries: list[dict]) -> Optional[dict]:
-    """The passing entry with the highest score (the later step on a tie); None when none passes."""
+    """The passing entry with the highest score; on a tie the larger scale, then the later step; None when none
+    passes."""
     passing = [e for e in entries if e["passes_gate"]]
-    return max(passing, key=lambda e: (e["score"], e["step"])) if passing else None
+    return max(passing, key=lambda e: (e["score"], e.get("scale", 1.0), e["step"])) if passing else None

@@ -8,7 +8,8 @@ and the same data (keyed on content):
     RUN/baseline/TASK/                        evaluations of the base model, one folder per task
     RUN/train/                                keeptune train's run (checkpoints/, log.jsonl, adapter/)
     RUN/checkpoints/step-N/TASK/              evaluations of every checkpoint
-    RUN/best/adapter (+ merged/)              the best checkpoint that passes the gate
+    RUN/checkpoints/step-N/scale-S/TASK/      ... at each scale S of retention method `scale`
+    RUN/best/adapter (+ merged/)              the best (checkpoint, scale) that passes the gate, S folded in
     RUN/results.json, report.md, report.html
 
 The base model is loaded once: it is evaluated, then trained with LoRA in
@@ -38,6 +39,7 @@ from keeptune.evaluate.generation import GenerationSettings
 from keeptune.evaluate.spec import Compiled, SpecTask, given_path, load_spec, load_task_samples, \
     render_prompt, resolve_data_path
 from keeptune.experiment import gate as rules
+from keeptune.experiment import scale as scaling
 from keeptune.experiment.config import ExperimentConfig
 from keeptune.experiment.timing import Timing
 from keeptune.io import atomic_write_json, claim_output_dir, iter_jsonl, locked, write_jsonl
@@ -126,6 +128,7 @@ def plan_experiment(config: ExperimentConfig) -> Plan:
             raise fail("original", f"task name {name!r}: use letters, digits, '.', '_' and '-' (it names a folder)")
     if len(set(names)) != len(names):
         raise fail("original", f"two tasks share a name ({names}); give one a `name:`")
+    scaling.check(config.retention, names)
     accuracy = config.new_task.accuracy or new.spec.accuracy
     if accuracy not in new.scalars():
         raise fail("new_task.accuracy", f"{accuracy!r} is not a scalar of task {new.spec.name}: "
@@ -290,7 +293,8 @@ def training_config(config: ExperimentConfig, run: Path, train_path: Path) -> Co
     data = DataConfig(path=str(train_path), format=config.new_task.format, seq_len=config.new_task.seq_len,
                       prompt=config.new_task.prompt if recipe else None)
     return Config(model=config.model, lora=config.lora, data=data, train=config.train,
-                  distributed=config.distributed, retention=config.retention, out=str(run / "train"), resume=True)
+                  distributed=config.distributed, retention=scaling.training_retention(config.retention),
+                  out=str(run / "train"), resume=True)
 
 
 def run_training(config: ExperimentConfig, run: Path, train_path: Path, on_step, every: int, model, tokenizer):
@@ -408,11 +412,19 @@ def _run_experiment(config: ExperimentConfig, command: str, plan: Plan, run: Pat
     for ckpt in checkpoints:
         checkpoint.load_adapter_weights(ckpt, peft_model)
         peft_model.eval()
-        scores = evaluate_tasks(config, tasks, peft_model, tokenizer, run / "checkpoints" / ckpt.name,
-                                {**identity, "state": f"{ckpt.name} {checkpoint.adapter_digest(ckpt)}"},
-                                timing, f"checkpoint {checkpoint.step_of(ckpt)}")
-        entries.append({"step": checkpoint.step_of(ckpt), "loss": losses.get(checkpoint.step_of(ckpt)),
-                        "adapter": str(ckpt), "tasks": scores, **judge_state(plan, scores, baseline)})
+        step, digest = checkpoint.step_of(ckpt), checkpoint.adapter_digest(ckpt)
+        for factor in scaling.factors(config.retention):  # 1 (as trained) first; more with retention `scale`
+            out, state, phase = run / "checkpoints" / ckpt.name, f"{ckpt.name} {digest}", f"checkpoint {step}"
+            if factor != 1:  # its own folder, keyed on the factor too
+                out, state = out / scaling.folder(factor), f"{state} scale {factor!r}"
+                phase = f"{phase} scale {factor:g}"
+            with scaling.scaled(peft_model, factor):
+                scores = evaluate_tasks(config, tasks, peft_model, tokenizer, out, {**identity, "state": state},
+                                        timing, phase)
+            entries.append({"step": step, "scale": factor,
+                            "methods": scaling.state_methods(config.retention.methods, factor),
+                            "loss": losses.get(step), "adapter": str(ckpt), "tasks": scores,
+                            **judge_state(plan, scores, baseline)})
 
     with timing.phase("export"):
         best = export_best(config, run, entries)
@@ -430,11 +442,12 @@ def _run_experiment(config: ExperimentConfig, command: str, plan: Plan, run: Pat
 
 
 def export_best(config: ExperimentConfig, run: Path, entries: list[dict]) -> dict | None:
-    """Copy the best passing checkpoint's adapter to RUN/best (and merge it on request)."""
+    """Copy the best passing (checkpoint, scale)'s adapter to RUN/best, its scale folded in (and merge it on
+    request)."""
     best = rules.best(entries)
     if best is None:
         return None
-    adapter = checkpoint.export_adapter(Path(best["adapter"]), run / "best" / "adapter")
+    adapter = checkpoint.export_adapter(Path(best["adapter"]), run / "best" / "adapter", best.get("scale", 1.0))
     merged = None
     if config.export_merged:
         from keeptune.train.commands import merge
