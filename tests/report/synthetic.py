@@ -138,6 +138,35 @@ def synthetic_results(retention: tuple[str, ...] = ("squad-seed",), new: str = "
 
 RESULTS = synthetic_results()
 
+# A run with retention methods [kl, scale]: each step also evaluated at scale 0.5, where task 0 keeps
+# (1.0, 1.0) (PASS everywhere) and N2 is 0.3, 0.65, 0.5 with the breakdown add/mean 6/4, 14/12, 11/9 of 20. Step 200
+# fails at scale 1 but passes at 0.5 with score TERM + 0.7 x 0.65 = 0.754873, above step 300's 0.719873: the best is
+# (200, 0.5). Entries come per step, scale 1 first.
+SCALED_ACCURACY = {100: 0.3, 200: 0.65, 300: 0.5}
+SCALED_GROUPS = {100: (6, 4), 200: (14, 12), 300: (11, 9)}
+
+
+def scaled_results() -> dict:
+    """RESULTS of a run with retention.methods [kl, scale] and scales [0.5] (see SCALED_ACCURACY)."""
+    content = copy.deepcopy(RESULTS)
+    content["config"]["retention"] = {"methods": ["kl", "scale"], "scales": [0.5]}
+    base = content["baseline"]["tasks"]["squad-seed"]["scores"]
+    entries = []
+    for plain in content["checkpoints"]:
+        plain.update(scale=1.0, methods=["kl"])
+        scaled = copy.deepcopy(plain)
+        accuracy, (add, mean) = SCALED_ACCURACY[plain["step"]], SCALED_GROUPS[plain["step"]]
+        scaled.update(scale=0.5, methods=["kl", "scale"], accuracy=accuracy, score=TERM + 0.7 * accuracy,
+                      passes_gate=True, gate={"squad-seed": True},
+                      retention={"squad-seed": {"emf1.F1": 1.0, "emf1.Em": 1.0}})
+        scaled["tasks"]["squad-seed"] = _retention_eval(RETENTION_METRICS, base["emf1.F1"], base["emf1.Em"])
+        scaled["tasks"]["math"]["scores"]["judge.accuracy@0.01"] = accuracy
+        scaled["tasks"]["math"]["breakdown"] = {"add": [add, 20], "mean": [mean, 20]}
+        entries += [plain, scaled]
+    content["checkpoints"] = entries
+    content["best"] = {**copy.deepcopy(entries[3]), "adapter": "runs/x/best/adapter", "merged": None}
+    return content
+
 LOG = [{"step": s, "loss": 2.0 - s / 300, "lr": 1e-3 * min(1.0, s / 30), "tokens_per_s": 170.0, "grad_norm": 0.5}
        for s in range(10, 301, 10)]
 

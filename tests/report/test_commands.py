@@ -22,4 +22,4 @@ def test_cli_report(tmp_path, capsys):
     assert main(["report", str(run)]) == 0
     assert capsys.readouterr().out.split() == [str(run / "report.md"), str(run / "report.html")]
     assert sorted(p.name for p in (run / "plots").iterdir()) == [
-        "breakdown.png", "task_math.png", "task_squad-seed.png"]
+        "breakdown.png", "frontier.png", "task_math.png", "task_squad-seed.png"]

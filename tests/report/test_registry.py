@@ -5,7 +5,7 @@ import pytest
 
 from keeptune.io import DataError
 from keeptune.report.registry import write_registry
-from tests.report.synthetic import markdown_headers, markdown_rows, synthetic_results, write_run
+from tests.report.synthetic import markdown_headers, markdown_rows, scaled_results, synthetic_results, write_run
 
 TEXT = ["SmolLM2-135M-Instruct", "generated easy x2400, cot", "math", "q_proj, v_proj", "3,407,872"]
 
@@ -14,13 +14,13 @@ def test_sorted_by_score_failed_last(runs_folder):
     path, text, _ = write_registry(runs_folder)
     assert path == runs_folder / "RUNS.md"
     assert path.read_text(encoding="utf-8") == text
-    assert markdown_headers(text) == ["run", "name", "model", "data recipe", "prompt", "targets", "trainable",
+    assert markdown_headers(text) == ["run", "name", "method", "model", "data recipe", "prompt", "targets", "trainable",
                                       "best step", "squad-seed", "accuracy (new task)", "score", "gate"]
     table = markdown_rows(text)
     assert [row[:2] for row in table] == [["b", "bravo"], ["a", "alpha"], ["group/e", "echo"], ["c", "charlie"]]
-    assert table[0] == ["b", "bravo", *TEXT, "300", "emf1.F1 44.00, emf1.Em 18.50",
+    assert table[0] == ["b", "bravo", "lora", *TEXT, "300", "emf1.F1 44.00, emf1.Em 18.50",
                         "math: judge.accuracy@0.01 60.00%", "0.720000", "pass"]
-    assert table[3][6:] == ["3,407,872", "n/a", "n/a", "n/a", "n/a", "fail"]
+    assert table[3][7:] == ["3,407,872", "n/a", "n/a", "n/a", "n/a", "fail"]
 
 
 def test_retention_columns_are_the_union_of_the_runs_tasks(tmp_path):
@@ -33,12 +33,12 @@ def test_retention_columns_are_the_union_of_the_runs_tasks(tmp_path):
     _, text, skipped = write_registry(folder)
     assert skipped == []
     headers = markdown_headers(text)
-    assert headers[8:] == ["squad-seed", "squad-chat", "alpha", "accuracy (new task)", "score", "gate"]
+    assert headers[9:] == ["squad-seed", "squad-chat", "alpha", "accuracy (new task)", "score", "gate"]
     rows = {row[0]: row for row in markdown_rows(text)}
     # both best at step 300: squad-chat kept 1.0 x (50, 20); alpha is task 0: (44.00, 18.50)
-    assert rows["two"][7:] == ["300", "emf1.F1 44.00, emf1.Em 18.50", "emf1.F1 50.00, emf1.Em 20.00", "n/a",
+    assert rows["two"][8:] == ["300", "emf1.F1 44.00, emf1.Em 18.50", "emf1.F1 50.00, emf1.Em 20.00", "n/a",
                                "math: judge.accuracy@0.01 60.00%", "0.719873", "pass"]
-    assert rows["greek"][7:] == ["300", "n/a", "n/a", "x.y 44.00, x.z 18.50", "beta: n.c 60.00%", "0.719873",
+    assert rows["greek"][8:] == ["300", "n/a", "n/a", "x.y 44.00, x.z 18.50", "beta: n.c 60.00%", "0.719873",
                                  "pass"]
 
 
@@ -58,3 +58,17 @@ def test_corrupt_and_old_results_are_skipped(runs_folder):
 def test_missing_folder(tmp_path):
     with pytest.raises(DataError, match="no such folder"):
         write_registry(tmp_path / "nowhere")
+
+
+def test_the_method_and_a_scaled_best_are_shown(tmp_path):
+    """A run with kl and scale beside a plain one: method column, and the best step names its scale."""
+    folder = tmp_path / "runs"
+    write_run(folder / "plain", synthetic_results())
+    write_run(folder / "scaled", scaled_results())
+    _, text, _ = write_registry(folder)
+    rows = {row[0]: row for row in markdown_rows(text)}
+    assert [row[0] for row in markdown_rows(text)] == ["scaled", "plain"]  # 0.754873 before 0.719873
+    assert rows["scaled"][2] == "lora+kl+scale" and rows["plain"][2] == "lora"
+    assert rows["scaled"][8:10] == ["200 (scale 0.5)", "emf1.F1 40.00, emf1.Em 20.00"]
+    assert rows["plain"][8] == "300"
+    assert rows["scaled"][-3:] == ["math: judge.accuracy@0.01 65.00%", "0.754873", "pass"]

@@ -13,7 +13,9 @@ import pytest
 
 from keeptune.report import build_report
 from keeptune.report.plots import file_names
-from tests.report.synthetic import LOG, RESULTS, markdown_headers, markdown_rows, results, synthetic_results, write_run
+from tests.report.synthetic import (
+    LOG, RESULTS, markdown_headers, markdown_rows, results, scaled_results, synthetic_results, write_run,
+)
 
 DPI = 30
 
@@ -61,22 +63,23 @@ def test_files(built):
     run, md_path, html_path = built
     assert (md_path, html_path) == (run / "report.md", run / "report.html")
     assert sorted(p.name for p in (run / "plots").iterdir()) == [
-        "breakdown.png", "loss_lr.png", "task_math.png", "task_squad-seed.png", "tracking.png"]
+        "breakdown.png", "frontier.png", "loss_lr.png", "task_math.png", "task_squad-seed.png", "tracking.png"]
     assert all(path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for path in (run / "plots").iterdir())
 
 
 def test_checkpoint_rows(built):
     md = built[1].read_text(encoding="utf-8")
     assert markdown_headers(section(md, "Checkpoints").split("\n\n", 1)[1]) == [
-        "step", "loss", "squad-seed emf1.F1", "squad-seed retention emf1.F1", "squad-seed emf1.Em",
+        "step", "method", "scale", "loss", "squad-seed emf1.F1", "squad-seed retention emf1.F1", "squad-seed emf1.Em",
         "squad-seed retention emf1.Em", "math judge.accuracy@1e-08", "math judge.accuracy@0.0001",
         "math judge.accuracy@0.01", "math judge.strict@0.01", "score", "gate"]
     assert table_rows(md, "Checkpoints") == [
-        ["100", "1.2346", "38.00", "95.00%", "19.00", "95.00%", "25.00%", "37.50%", "50.00%", "45.00%",
+        ["100", "lora", "1", "1.2346", "38.00", "95.00%", "19.00", "95.00%", "25.00%", "37.50%", "50.00%", "45.00%",
          "0.649873", "PASS"],
-        ["200", "n/a", "30.00", "75.00%", "21.00", "105.00%", "50.00%", "60.00%", "70.00%", "65.00%", "n/a", "FAIL"],
-        ["300", "0.9000", "44.00", "110.00%", "18.50", "92.50%", "40.00%", "50.00%", "60.00%", "55.00%",
-         "0.719873", "PASS (best)"],
+        ["200", "lora", "1", "n/a", "30.00", "75.00%", "21.00", "105.00%", "50.00%", "60.00%", "70.00%", "65.00%",
+         "n/a", "FAIL"],
+        ["300", "lora", "1", "0.9000", "44.00", "110.00%", "18.50", "92.50%", "40.00%", "50.00%", "60.00%",
+         "55.00%", "0.719873", "PASS (best)"],
     ]
 
 
@@ -135,13 +138,13 @@ def test_markdown_images_and_escaping(built):
     md = built[1].read_text(encoding="utf-8")
     assert md.startswith("# Experiment report: cot-r8 \\<script>alert(1)\\</script>\n")
     assert "| reading comprehension \\<0> " in md
-    assert len(re.findall(r"!\[[^\]]+\]\(plots/[\w.-]+\.png\)", md)) == 5
+    assert len(re.findall(r"!\[[^\]]+\]\(plots/[\w.-]+\.png\)", md)) == 6
 
 
 def test_html_is_self_contained_and_escaped(built):
     run, _, html_path = built
     page = html_path.read_text(encoding="utf-8")
-    assert images(page) == len(list((run / "plots").glob("*.png"))) == 5
+    assert images(page) == len(list((run / "plots").glob("*.png"))) == 6
     assert 'src="http' not in page and 'href="http' not in page and "<link" not in page
     assert "<script>" not in page
     assert "cot-r8 &lt;script&gt;alert(1)&lt;/script&gt;" in page
@@ -156,23 +159,23 @@ def test_no_checkpoint_passes(failed):
     assert "No checkpoint passes the gate (3 evaluated)." in page
     assert "(best)" not in md
     # task 0 keeps 0.85 x 40 = 34.00 (85.00%) of F1 at every step
-    assert [row[2:4] + row[-2:] for row in table_rows(md, "Checkpoints")] == [["34.00", "85.00%", "n/a", "FAIL"]] * 3
+    assert [row[4:6] + row[-2:] for row in table_rows(md, "Checkpoints")] == [["34.00", "85.00%", "n/a", "FAIL"]] * 3
     # no log: the stale loss plot is gone, and so is the plot of a task the run no longer has
     assert sorted(p.name for p in (run / "plots").iterdir()) == [
-        "breakdown.png", "task_math.png", "task_squad-seed.png", "tracking.png"]
-    assert images(page) == 4
+        "breakdown.png", "frontier.png", "task_math.png", "task_squad-seed.png", "tracking.png"]
+    assert images(page) == 5
 
 
 def test_three_tasks(three_tasks):
     """Both retention tasks get their columns, per-task verdicts, summary lines, baseline rows and plots."""
     run, md_path, _ = three_tasks
     md = md_path.read_text(encoding="utf-8")
-    assert markdown_headers(section(md, "Checkpoints").split("\n\n", 1)[1])[2:12] == [
+    assert markdown_headers(section(md, "Checkpoints").split("\n\n", 1)[1])[4:14] == [
         "squad-seed emf1.F1", "squad-seed retention emf1.F1", "squad-seed emf1.Em", "squad-seed retention emf1.Em",
         "squad-seed gate", "squad-chat emf1.F1", "squad-chat retention emf1.F1", "squad-chat emf1.Em",
         "squad-chat retention emf1.Em", "squad-chat gate"]
     # squad-chat (k = 1): baseline 50 / 20, kept (0.85, 1.0) FAIL, (0.95, 0.95) PASS, (1.0, 1.0) PASS
-    assert [row[2:12] + row[-2:] for row in table_rows(md, "Checkpoints")] == [
+    assert [row[4:14] + row[-2:] for row in table_rows(md, "Checkpoints")] == [
         ["38.00", "95.00%", "19.00", "baseline 0", "PASS", "42.50", "85.00%", "20.00", "100.00%", "FAIL",
          "n/a", "FAIL"],
         ["30.00", "75.00%", "21.00", "baseline 0", "FAIL", "47.50", "95.00%", "19.00", "95.00%", "PASS",
@@ -198,16 +201,16 @@ def test_no_literal_task_or_metric_name_is_needed(tmp_path):
     md = build_report(run, dpi=DPI)[0].read_text(encoding="utf-8")
     assert "squad" not in md.lower() and "emf1" not in md and "judge" not in md
     assert markdown_headers(section(md, "Checkpoints").split("\n\n", 1)[1]) == [
-        "step", "loss", "alpha x.y", "alpha retention x.y", "alpha x.z", "alpha retention x.z",
+        "step", "method", "scale", "loss", "alpha x.y", "alpha retention x.y", "alpha x.z", "alpha retention x.z",
         "beta n.a", "beta n.b", "beta n.c", "beta n.d", "score", "gate"]
     assert table_rows(md, "Checkpoints")[2] == [
-        "300", "0.9000", "44.00", "110.00%", "18.50", "92.50%", "40.00%", "50.00%", "60.00%", "55.00%",
-        "0.719873", "PASS (best)"]
+        "300", "lora", "1", "0.9000", "44.00", "110.00%", "18.50", "92.50%", "40.00%", "50.00%", "60.00%",
+        "55.00%", "0.719873", "PASS (best)"]
     assert "- Best checkpoint: step 300, score 0.719873 (beta n.c 60.00%, ratio 0.00042437872)." in md
     assert table_rows(md, "Breakdown: beta n.c per group")[0] == [
         "add", "4/20 (20.00%)", "12/20 (60.00%)", "16/20 (80.00%)", "14/20 (70.00%)"]
     assert sorted(p.name for p in (run / "plots").iterdir()) == [
-        "breakdown.png", "loss_lr.png", "task_alpha.png", "task_beta.png", "tracking.png"]
+        "breakdown.png", "frontier.png", "loss_lr.png", "task_alpha.png", "task_beta.png", "tracking.png"]
 
 
 def test_other_units_missing_metrics_and_no_breakdown(tmp_path):
@@ -219,7 +222,7 @@ def test_other_units_missing_metrics_and_no_breakdown(tmp_path):
     del content["checkpoints"][0]["tasks"]["math"]["scores"]["judge.accuracy@1e-08"]
     run = write_run(tmp_path / "run", content)
     md = build_report(run, dpi=DPI)[0].read_text(encoding="utf-8")
-    assert table_rows(md, "Checkpoints")[0][6:10] == ["n/a", "37.50%", "50.00%", "0.45"]
+    assert table_rows(md, "Checkpoints")[0][8:12] == ["n/a", "37.50%", "50.00%", "0.45"]
     assert "Breakdown" not in md
     assert "breakdown.png" not in {p.name for p in (run / "plots").iterdir()}
 
@@ -254,3 +257,77 @@ def test_timing_shares_count_the_report_once_with_or_without_the_wall_time():
     assert [r[:4] for r in table] == [["training", "", "6.0", "50.00%"], ["report", "", "2.0", "16.67%"],
                                       ["other", "", "4.0", "33.33%"], ["total", "", "12.0", "100.00%"]]
     assert table[0][4] == "3 steps, 2.00 s/step"
+
+
+@pytest.fixture(scope="module")
+def scaled(tmp_path_factory):
+    """A run with retention methods kl and scale: every step also at scale 0.5; the best is (200, 0.5)."""
+    run = write_run(tmp_path_factory.mktemp("run") / "scaled", scaled_results(), LOG)
+    return run, *build_report(run, dpi=DPI)
+
+
+def test_scaled_entries_get_their_rows_method_and_scale(scaled):
+    _, md_path, _ = scaled
+    md = md_path.read_text(encoding="utf-8")
+    rows = table_rows(md, "Checkpoints")
+    # step, method, scale; retention of F1; N2 (judge.accuracy@0.01); score; gate (scale 0.5 keeps the baseline)
+    assert [row[:3] + [row[5], row[10], row[-2], row[-1]] for row in rows] == [
+        ["100", "lora+kl", "1", "95.00%", "50.00%", "0.649873", "PASS"],
+        ["100", "lora+kl+scale", "0.5", "100.00%", "30.00%", "0.509873", "PASS"],
+        ["200", "lora+kl", "1", "75.00%", "70.00%", "n/a", "FAIL"],
+        ["200", "lora+kl+scale", "0.5", "100.00%", "65.00%", "0.754873", "PASS (best)"],
+        ["300", "lora+kl", "1", "110.00%", "60.00%", "0.719873", "PASS"],
+        ["300", "lora+kl+scale", "0.5", "100.00%", "50.00%", "0.649873", "PASS"],
+    ]
+    assert ("- Best checkpoint: step 200 at scale 0.5 (its adapter's update x 0.5, folded into the exported "
+            "adapter's weights), score 0.754873 (math judge.accuracy@0.01 65.00%, ratio 0.00042437872).") in md
+    assert "- Method: lora+kl+scale." in md
+    breakdown = section(md, "Breakdown: math judge.accuracy@0.01 per group")
+    assert markdown_headers(breakdown)[:4] == ["group", "baseline", "step 100", "step 100 scale 0.5"]
+    assert markdown_rows(breakdown)[0][5] == "14/20 (70.00%)"  # add at (200, 0.5)
+
+
+def test_a_plain_run_is_lora_at_scale_1(built):
+    md = built[1].read_text(encoding="utf-8")
+    assert "- Method: lora." in md
+    assert {(row[1], row[2]) for row in table_rows(md, "Checkpoints")} == {("lora", "1")}
+
+
+def test_the_per_step_plots_draw_the_checkpoints_as_trained(scaled):
+    from keeptune.report.plots import new_task_scores
+
+    content = scaled_results()
+    line = new_task_scores(content).axes[0].get_lines()[2]  # judge.accuracy@0.01: base model, then scale 1 only
+    assert list(line.get_xdata()) == [0, 100, 200, 300]
+    assert list(line.get_ydata()) == pytest.approx([15.0, 50.0, 70.0, 60.0])
+    assert (scaled[0] / "plots" / "frontier.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_frontier_draws_every_state_the_gate_and_the_chosen_one():
+    from keeptune.report.plots import frontier
+
+    ax = frontier(scaled_results()).axes[0]
+    points = {}
+    for collection in ax.collections:
+        points[collection.get_label()] = [tuple(p) for p in collection.get_offsets().tolist()]
+    # x: the lowest gated retention in percent; y: accuracy in percent (synthetic.py's values)
+    # min(95, 95) and min(110, 92.5)
+    assert points["scale 1 (as trained): passes the gate"] == [(95.0, 50.0), (92.5, 60.0)]
+    assert points["scale 1 (as trained): fails the gate"] == [(75.0, 70.0)]
+    assert points["scale 0.5: passes the gate"] == [(100.0, 30.0), (100.0, 65.0), (100.0, 50.0)]
+    assert points["base model"] == [(100.0, 15.0)]
+    assert points["chosen: step 200, scale 0.5"] == [(100.0, 65.0)]
+    gate = [line for line in ax.get_lines() if line.get_label().startswith("gate")]
+    assert [(line.get_label(), list(line.get_xdata())) for line in gate] == [
+        ("gate 0.9 x baseline (squad-seed)", [90.0, 90.0])]
+
+
+def test_frontier_of_a_plain_run_marks_its_best():
+    from keeptune.report.plots import frontier
+
+    ax = frontier(results()).axes[0]
+    labels = {c.get_label(): c.get_offsets().tolist() for c in ax.collections}
+    assert labels["chosen: step 300, scale 1"] == [[92.5, 60.0]]
+    assert "scale 0.5: passes the gate" not in labels
+    no_best = frontier(synthetic_results(passes=False)).axes[0]
+    assert not any(c.get_label().startswith("chosen") for c in no_best.collections)

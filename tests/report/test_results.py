@@ -61,6 +61,8 @@ def broken(change) -> dict:
     (lambda r: r["checkpoints"][0].pop("gate"), r"checkpoints\[0\] lacks 'gate'"),
     (lambda r: r["best"].pop("accuracy"), "best lacks 'accuracy'"),
     (lambda r: r["tracking"][1]["tasks"]["math"].pop("scores"), r"tracking\[1\].tasks.math lacks 'scores'"),
+    (lambda r: r["checkpoints"][1].update(scale="half"), r"checkpoints\[1\].scale is not a number"),
+    (lambda r: r["best"].update(methods="kl"), r"best.methods is not a list of method names"),
 ])
 def test_a_missing_field_is_named(tmp_path, change, message):
     write_run(tmp_path, broken(change))
@@ -82,3 +84,18 @@ def test_optional_fields(tmp_path):
     baseline = markdown_rows(md.split("## Baseline (base model)\n", 1)[1])
     assert ["math", "samples", "n/a"] in baseline
     assert ["math", "judge.accuracy@0.01", "0.15"] in baseline  # no unit: the plain number
+
+
+def test_scale_and_methods_are_optional_and_read(tmp_path):
+    """A plain run's entries (no scale, no methods) are at scale 1 with no method; a scaled run's are read."""
+    from keeptune.report.results import entry_methods, entry_scale, lowest_retention, method_label, run_methods
+    from tests.report.synthetic import scaled_results
+
+    plain = load_results(write_run(tmp_path / "plain", results()))
+    assert [(entry_scale(c), entry_methods(c)) for c in plain["checkpoints"]] == [(1.0, [])] * 3
+    assert method_label(run_methods(plain)) == "lora"
+    scaled = load_results(write_run(tmp_path / "scaled", scaled_results()))
+    assert [entry_scale(c) for c in scaled["checkpoints"]] == [1.0, 0.5] * 3
+    assert method_label(run_methods(scaled)) == "lora+kl+scale"
+    # step 300 keeps F1 110% and Em 92.5%: the gate's one number is the lower
+    assert lowest_retention(plain["checkpoints"][2]) == pytest.approx(0.925)

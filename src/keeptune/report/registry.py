@@ -2,8 +2,11 @@
 
 Every ``results.json`` below the folder (at any depth) is one run. Rows are
 sorted by score, best first; runs where no checkpoint passes the gate come
-last, by name. The columns of the retention tasks are those of the runs' own
-task specs (their union, in order of first appearance in the sorted rows). A results.json that
+last, by name. The method column names how each run trained and chose (``lora``,
+``lora+kl+scale``: config.retention.methods), so runs of one recipe compare
+side by side; the best step says its scale when the best is a scaled one. The
+columns of the retention tasks are those of the runs' own task specs (their
+union, in order of first appearance in the sorted rows). A results.json that
 cannot be read (or was written by an older keeptune) is listed as skipped.
 """
 from __future__ import annotations
@@ -13,10 +16,12 @@ from pathlib import Path
 from keeptune.io import DataError, atomic_write_text
 from keeptune.report import fmt
 from keeptune.report.document import Block, Heading, Items, Table, Text, to_markdown
-from keeptune.report.results import RESULTS, Task, load_results, new_task, retention_tasks, score
+from keeptune.report.results import (
+    RESULTS, Task, entry_scale, load_results, method_label, new_task, retention_tasks, run_methods, score, show_scale,
+)
 
 REGISTRY = "RUNS.md"
-TEXT_HEADERS = ["run", "name", "model", "data recipe", "prompt", "targets"]
+TEXT_HEADERS = ["run", "name", "method", "model", "data recipe", "prompt", "targets"]
 DESCRIBED = ("model", "data_recipe", "prompt", "targets")  # the settings in the text columns after the name
 
 
@@ -62,13 +67,14 @@ def gated(best: dict, task: Task) -> str:
 def run_row(run: Path, results: dict, folder: Path, columns: list[str]) -> list[str]:
     settings, best = results["settings"], results.get("best")
     described = (fmt.setting(settings.get(key)) for key in DESCRIBED)
-    text = [run.relative_to(folder).as_posix(), results["name"], *described, fmt.count(results["params"]["trainable"])]
+    text = [run.relative_to(folder).as_posix(), results["name"], method_label(run_methods(results)), *described,
+            fmt.count(results["params"]["trainable"])]
     if best is None:
         return text + [fmt.MISSING] * (len(columns) + 3) + ["fail"]
     kept = {task.name: task for task in retention_tasks(results)}
     new = new_task(results)
     return text + [
-        str(best["step"]),
+        str(best["step"]) + ("" if entry_scale(best) == 1 else f" (scale {show_scale(entry_scale(best))})"),
         *(gated(best, kept[name]) if name in kept else fmt.MISSING for name in columns),
         f"{new.name}: {new.accuracy} {new.show(new.accuracy, best['accuracy'])}",
         fmt.score(best["score"]), "pass",

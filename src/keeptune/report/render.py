@@ -17,8 +17,8 @@ from keeptune.report import fmt
 from keeptune.report.document import Block, Code, Heading, Image, Items, Table, Text, to_html, to_markdown
 from keeptune.report.plots import group_names, make_plots
 from keeptune.report.results import (
-    NEW, RESULTS, Task, breakdown, evaluation, load_results, new_task, read_log, retention, retention_tasks, score,
-    task_gate, tasks,
+    NEW, RESULTS, Task, breakdown, entry_methods, entry_scale, evaluation, load_results, method_label, new_task,
+    read_log, retention, retention_tasks, run_methods, same_state, score, show_scale, task_gate, tasks,
 )
 
 
@@ -79,14 +79,18 @@ def summary(results: dict) -> list[str]:
     if best is None:
         lines = [f"No checkpoint passes the gate ({len(results['checkpoints'])} evaluated)."]
     else:
+        scaled = "" if entry_scale(best) == 1 else (
+            f" at scale {show_scale(entry_scale(best))} (its adapter's update x {show_scale(entry_scale(best))}, "
+            "folded into the exported adapter's weights)")
         lines = [
-            (f"Best checkpoint: step {best['step']}, score {fmt.score(best['score'])} ({new.name} "
+            (f"Best checkpoint: step {best['step']}{scaled}, score {fmt.score(best['score'])} ({new.name} "
              f"{new.accuracy} {new.show(new.accuracy, best['accuracy'])}, "
              f"ratio {fmt.ratio(results['params']['ratio'])})."),
             *(f"Retention task {task.name} kept: {kept(best, task)}." for task in retention_tasks(results)),
             f"Adapter: {best.get('adapter') or fmt.MISSING}; merged model: {best.get('merged') or fmt.MISSING}.",
         ]
     return lines + [
+        f"Method: {method_label(run_methods(results))}.",
         f"Gate: {results['gate_rule'].rstrip('.')}.",
         f"Score: {results['score_rule'].rstrip('.')}.",
         f"Wall time: {fmt.duration(results.get('wall_seconds'))}.",
@@ -151,13 +155,15 @@ def checkpoint_legend(results: dict) -> str:
     units = "; ".join(f"{task.name}: {', '.join(sorted(set(task.units.values()))) or 'plain numbers'}"
                       for task in tasks(results))
     return (f"Units ({units}): points are 0..100, fractions are shown in percent. "
+            "Method: lora and the retention methods that made the state; scale: the factor the adapter's update "
+            "is multiplied by (1: as trained; retention method scale evaluates each checkpoint at more). "
             "Retention = checkpoint / baseline. Score: see the summary's score rule; "
             "gate: PASS when every retention task passes its gate.")
 
 
 def checkpoint_columns(results: dict) -> list[str]:
     kept_tasks, new = retention_tasks(results), new_task(results)
-    headers = ["step", "loss"]
+    headers = ["step", "method", "scale", "loss"]
     for task in kept_tasks:
         for metric in task.gate_metrics:
             headers += [f"{task.name} {metric}", f"{task.name} retention {metric}"]
@@ -168,17 +174,17 @@ def checkpoint_columns(results: dict) -> list[str]:
 
 def checkpoint_table(results: dict) -> Table:
     kept_tasks, new = retention_tasks(results), new_task(results)
-    best_step = (results.get("best") or {}).get("step")
+    best = results.get("best")
     rows = []
     for c in results["checkpoints"]:
-        row = [str(c["step"]), fmt.loss(c.get("loss"))]
+        row = [str(c["step"]), method_label(entry_methods(c)), show_scale(entry_scale(c)), fmt.loss(c.get("loss"))]
         for task in kept_tasks:
             for metric in task.gate_metrics:
                 row += [task.show(metric, score(c, task, metric)), retained(results, c, task, metric)]
             if len(kept_tasks) > 1:
                 row.append(verdict(task_gate(c, task)))
         row += [new.show(metric, score(c, new, metric)) for metric in new.metrics]
-        row += [fmt.score(c["score"]), verdict(c["passes_gate"]) + (" (best)" if c["step"] == best_step else "")]
+        row += [fmt.score(c["score"]), verdict(c["passes_gate"]) + (" (best)" if same_state(c, best) else "")]
         rows.append(row)
     return Table(checkpoint_columns(results), rows, left=1)
 
@@ -229,7 +235,13 @@ def breakdown_table(results: dict) -> Table:
     """Rows: groups; columns: the baseline and each checkpoint; cells ``correct/total (percent)``."""
     new, checkpoints = new_task(results), results["checkpoints"]
     entries = [results["baseline"], *checkpoints]
-    headers = ["group", "baseline", *(f"step {c['step']}" for c in checkpoints)]
+    headers = ["group", "baseline", *(state_name(c) for c in checkpoints)]
     rows = [[name, *(fmt.cell(breakdown(e, new).get(name)) for e in entries)]
             for name in group_names(entries, new)]
     return Table(headers, rows)
+
+
+def state_name(entry: dict) -> str:
+    """``step 300``, or ``step 300 scale 0.5`` for a scaled evaluation."""
+    scale = entry_scale(entry)
+    return f"step {entry['step']}" + ("" if scale == 1 else f" scale {show_scale(scale)}")

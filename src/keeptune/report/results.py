@@ -24,8 +24,8 @@ file, so a new task or a new metric needs no change here. The schema::
          "breakdown": "judge.accuracy@0.01"}               # or null: whose per-group table is shown
       ],
       "baseline": {"tasks": {TASK: EVAL}},
-      "checkpoints": [CHECKPOINT, ...],                    # in step order
-      "best": null | CHECKPOINT + {"merged": str | null},
+      "checkpoints": [CHECKPOINT, ...],                    # in step order (each step's scales together)
+      "best": null | CHECKPOINT + {"merged": str | null},  # its adapter: RUN/best/adapter, the scale folded in
       "tracking": [{"step": int, "tasks": {TASK: {"scores": {metric: float}}},
                     "retention": {TASK: {metric: float | null}}, "passes_gate": bool,
                     "subset": {TASK: int}}],
@@ -35,12 +35,16 @@ file, so a new task or a new metric needs no change here. The schema::
     EVAL = {"total_count": int, "scores": {metric: float},     # every scalar of the task
             "breakdown": {group: [correct, total]} | null}     # for the task's "breakdown" metric
     CHECKPOINT = {"step": int, "loss": float | null, "adapter": str, "tasks": {TASK: EVAL},
+                  "scale": float,          # optional (1 when absent): the factor the adapter's update was
+                                           # scaled by (retention method `scale`); 1 = as trained
+                  "methods": [str],        # optional ([] when absent): the retention methods of this state
                   "retention": {TASK: {gate metric: checkpoint / baseline, null when the baseline is 0}},
                   "gate": {TASK: bool}, "passes_gate": bool,    # every retention task passed
                   "accuracy": float,                            # the new task's accuracy metric
                   "score": float | null}                        # null when it fails the gate
 
-Tasks are keyed by name everywhere. A metric missing from an entry's
+The run's retention methods are those of ``config.retention.methods`` (plain LoRA when
+absent). Tasks are keyed by name everywhere. A metric missing from an entry's
 ``scores`` (an old or partial entry) is shown as ``n/a``; a unit other than
 ``points`` and ``fraction`` is shown as the plain number. The checks below cover
 every field the report reads and name the file and the field path when one is
@@ -55,6 +59,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from keeptune.experiment import gate as rules
 from keeptune.io import DataError, read_jsonl_prefix
 from keeptune.report import fmt
 
@@ -201,9 +206,11 @@ def _check_checkpoint(entry: Any, specs: list[Task], where: str, path: Path) -> 
     _require(entry["gate"], (), f"{where}.gate", path)
     if not isinstance(entry["passes_gate"], bool):
         raise DataError(f"{path}: {where}.passes_gate is not true or false")
-    for key in ("accuracy", "score", "loss"):
+    for key in ("accuracy", "score", "loss", "scale"):
         if entry.get(key) is not None:
             _number(entry[key], f"{where}.{key}", path)
+    if entry.get("methods") is not None:
+        _strings(entry["methods"], f"{where}.methods", path, "method names")
 
 
 def _check_evals(evals: Any, specs: list[Task], where: str, path: Path) -> None:
@@ -239,9 +246,9 @@ def _number(value: Any, where: str, path: Path) -> None:
         raise DataError(f"{path}: {where} is not a number")
 
 
-def _strings(value: Any, where: str, path: Path) -> None:
+def _strings(value: Any, where: str, path: Path, what: str = "metric names") -> None:
     if not (isinstance(value, list) and all(isinstance(item, str) for item in value)):
-        raise DataError(f"{path}: {where} is not a list of metric names")
+        raise DataError(f"{path}: {where} is not a list of {what}")
 
 
 def _require(value: Any, keys: Iterable[str], where: str, path: Path) -> None:
@@ -301,3 +308,41 @@ def task_gate(entry: dict, task: Task) -> bool | None:
 
 def breakdown(entry: dict, task: Task) -> dict[str, list[int]]:
     return evaluation(entry, task).get("breakdown") or {}
+
+
+def entry_scale(entry: dict) -> float:
+    """The factor a checkpoint entry's adapter update was scaled by; 1 (as trained) when the entry does not say."""
+    value = entry.get("scale")
+    return float(value) if _is_number(value) else 1.0
+
+
+def show_scale(value: float) -> str:
+    """A scale as it is written everywhere: ``0.5``, ``1``."""
+    return format(value, "g")
+
+
+def method_label(methods: Iterable[str] | None) -> str:
+    """How a run or a state was made, in one word: ``lora``, ``lora+kl+scale``."""
+    return "+".join(["lora", *(methods or ())])
+
+
+def entry_methods(entry: dict) -> list[str]:
+    methods = entry.get("methods")
+    return list(methods) if isinstance(methods, list) else []
+
+
+def run_methods(results: dict) -> list[str]:
+    """The run's retention methods (config.retention.methods; none in a run made before they existed)."""
+    methods = ((results.get("config") or {}).get("retention") or {}).get("methods")
+    return [m for m in methods if isinstance(m, str)] if isinstance(methods, list) else []
+
+
+def same_state(a: dict | None, b: dict | None) -> bool:
+    """Whether two entries are the same (checkpoint, scale)."""
+    return a is not None and b is not None and a["step"] == b["step"] and entry_scale(a) == entry_scale(b)
+
+
+def lowest_retention(entry: dict) -> float:
+    """The gate's one-number retention of an entry: its lowest gated scalar / baseline (the gate's own rule)."""
+    kept = entry.get("retention", {})
+    return rules.lowest_retention({task: values for task, values in kept.items() if isinstance(values, dict)})
