@@ -331,3 +331,12 @@ def test_frontier_of_a_plain_run_marks_its_best():
     assert "scale 0.5: passes the gate" not in labels
     no_best = frontier(synthetic_results(passes=False)).axes[0]
     assert not any(c.get_label().startswith("chosen") for c in no_best.collections)
+
+
+def test_without_a_best_the_last_checkpoint_as_trained_is_compared():
+    from keeptune.report.plots import compared_checkpoint
+
+    content = {**scaled_results(), "best": None}
+    entry, label = compared_checkpoint(content)
+    assert (entry["step"], entry["scale"], label) == (300, 1.0, "last (step 300, fails the gate)")
+    assert compared_checkpoint(scaled_results())[1] == "best (step 200, scale 0.5)"

@@ -178,8 +178,8 @@ def compared_checkpoint(results: dict) -> tuple[dict | None, str]:
     if best is not None:
         scaled = "" if entry_scale(best) == 1 else f", scale {show_scale(entry_scale(best))}"
         return best, f"best (step {best['step']}{scaled})"
-    if results["checkpoints"]:
-        last = results["checkpoints"][-1]
+    if as_trained(results):
+        last = as_trained(results)[-1]  # the last checkpoint as trained, not one of its scaled evaluations
         return last, f"last (step {last['step']}, fails the gate)"
     return None, ""
 
