@@ -257,6 +257,7 @@ def sweep_scores(trials: list[dict], reference: tuple[str, float] | None = None)
     if not trials:
         return None
     figure, (ax,) = _figure("Score by trial (higher is better)")
+    figure.set_size_inches(10, 4.2)  # wider than a run report's figures: the legend sits beside the axes
     groups = (("complete", "o", "C0", "feasible: score"), ("infeasible", "x", "tab:red", "infeasible: would-be score"),
               ("pruned", "v", "0.5", "pruned: score of its checkpoints"))
     for kind, marker, color, label in groups:
@@ -294,7 +295,8 @@ def sweep_pareto(trials: list[dict], front: list[int], gates: list[float]) -> Fi
              and _number(t["retention"])]
     if not drawn:
         return None
-    figure, (ax,) = _figure("Accuracy against retention, one point per trial", height=4.4)
+    figure, (ax,) = _figure("Accuracy against retention, one point per trial")
+    figure.set_size_inches(10, 5.0)
     for kind, marker, color, label in (("complete", "o", "C0", "feasible"), ("infeasible", "x", "tab:red",
                                                                              "infeasible (closest checkpoint)"),
                                        ("pruned", "v", "0.5", "pruned")):
