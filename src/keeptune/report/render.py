@@ -186,7 +186,7 @@ def checkpoint_table(results: dict) -> Table:
         row += [new.show(metric, score(c, new, metric)) for metric in new.metrics]
         row += [fmt.score(c["score"]), verdict(c["passes_gate"]) + (" (best)" if same_state(c, best) else "")]
         rows.append(row)
-    return Table(checkpoint_columns(results), rows, left=1)
+    return Table(checkpoint_columns(results), rows, left=2)  # step and method left, the numbers right
 
 
 def retained(results: dict, entry: dict, task: Task, metric: str) -> str:
