@@ -92,3 +92,24 @@ def test_evaluating_during_bf16_training_changes_nothing_in_it(tiny_dir, tiny_da
     tracked = train(tiny_config(tiny_dir, tiny_data, tmp_path / "tracked", *words), on_step=generate, every=2)
     a, b = (load_file(r.adapter / "adapter_model.safetensors") for r in (plain, tracked))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_lora_inputs_stay_bf16_inside_and_are_cast_again_after(tiny_dir):
+    """PEFT's input cast to the float32 LoRA weights is off while bf16 (autocast computes the LoRA product in
+    bf16 anyway), on again in a pause and after."""
+    from keeptune.model.lora import LoraSettings, apply_lora
+
+    model, _ = load_model(tiny_dir)
+    peft_model = apply_lora(model, LoraSettings())
+    layer = peft_model.base_model.model.model.layers[0].self_attn.q_proj
+    seen = []
+    hook = layer.lora_dropout["default"].register_forward_pre_hook(lambda m, args: seen.append(args[0].dtype))
+    ids = torch.tensor([[3, 4, 5]])
+    with precision.CpuBf16(peft_model) as compute:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            peft_model(input_ids=ids)
+        with compute.paused():
+            peft_model(input_ids=ids)
+    peft_model(input_ids=ids)
+    hook.remove()
+    assert seen == [torch.bfloat16, torch.float32, torch.float32]

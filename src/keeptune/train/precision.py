@@ -121,6 +121,7 @@ class CpuBf16:
                 param.data = param.data.to(torch.bfloat16)
         if self._switches():
             self.base.set_attn_implementation("eager")
+        self._cast_lora_inputs(False)
 
     def _restore(self) -> None:
         for param, data in self.kept:
@@ -128,6 +129,17 @@ class CpuBf16:
         self.kept = []
         if self._switches():
             self.base.set_attn_implementation(self.attention)
+        self._cast_lora_inputs(True)
+
+    def _cast_lora_inputs(self, enabled: bool) -> None:
+        """PEFT casts a LoRA layer's bf16 input to its float32 A's dtype, then autocast casts it back to bf16 for
+        the product: two copies of every LoRA input for nothing. Off while bf16, that input stays bf16 (PEFT's
+        `cast_input_dtype_enabled`, the switch of peft.helpers.disable_input_dtype_casting)."""
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        for module in self.model.modules():
+            if isinstance(module, BaseTunerLayer):
+                module.cast_input_dtype_enabled = enabled
 
     def _switches(self) -> bool:
         return self.attention not in (None, "eager") and hasattr(self.base, "set_attn_implementation")
