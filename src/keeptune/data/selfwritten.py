@@ -81,12 +81,12 @@ class GenerationTask:
 
 
 def generate_raw(task: GenerationTask, model, tokenizer, out: Path, max_new_tokens: int, identity: dict,
-                 batch_size: int = 64, add_bos: bool = False) -> dict[str, str]:
+                 batch_size: int = 64, add_bos: bool = False, min_new_tokens: int | None = None) -> dict[str, str]:
     """Greedy generations of every sample (keeptune's engine, resumable in OUT): sample id -> raw text."""
     from keeptune.experiment.runner import evaluate_fresh
 
-    evaluate_fresh(task, model, tokenizer, out, GenerationSettings(max_new_tokens, None, batch_size), identity,
-                   add_bos)
+    settings = GenerationSettings(max_new_tokens, min_new_tokens, batch_size)
+    evaluate_fresh(task, model, tokenizer, out, settings, identity, add_bos)
     return {r["id"]: r["raw"] for r in map(json.loads, (out / "predictions.jsonl").open(encoding="utf-8"))}
 
 

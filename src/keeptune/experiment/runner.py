@@ -6,6 +6,9 @@ and the same data (keyed on content):
 
     RUN/data/train.jsonl (+ eval.jsonl)       the new task's training set (and generated evaluation set)
     RUN/baseline/TASK/                        evaluations of the base model, one folder per task
+    RUN/preservation/ (retention corda/replay) the preservation samples (chosen.jsonl; the offline default's
+                                              self-written passages and questions)
+    RUN/replay/ (retention replay)            the base model's answers (answers/TASK/) and the mixed train.jsonl
     RUN/train/                                keeptune train's run (checkpoints/, log.jsonl, adapter/)
     RUN/checkpoints/step-N/TASK/              evaluations of every checkpoint
     RUN/checkpoints/step-N/scale-S/TASK/      ... at each scale S of retention method `scale`
@@ -27,18 +30,20 @@ import re
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from keeptune.data.math.build import eligible
 from keeptune.data.math.commands import build as build_training_set
 from keeptune.data.math.generate import generate_pairs
+from keeptune.data.preservation import load_preservation, needs_preservation, plan_preservation, write_items
 from keeptune.data.prompts import PROMPTS, unwrap_prompt
 from keeptune.evaluate.engine import ResumeMismatchError, evaluate
 from keeptune.evaluate.generation import GenerationSettings
 from keeptune.evaluate.spec import Compiled, SpecTask, given_path, load_spec, load_task_samples, \
     render_prompt, resolve_data_path
 from keeptune.experiment import gate as rules
+from keeptune.experiment import replay as replaying
 from keeptune.experiment import scale as scaling
 from keeptune.experiment.config import ExperimentConfig
 from keeptune.experiment.timing import Timing
@@ -47,7 +52,7 @@ from keeptune.model.load import load_model, model_name, resolve_device
 from keeptune.model.params import lora_accounting, source_config
 from keeptune.train import checkpoint
 from keeptune.train.config import Config, ConfigError, DataConfig, to_dict
-from keeptune.train.data import read_conversations, special_ids, texts
+from keeptune.train.data import detect_prompt, read_conversations, special_ids, texts
 from keeptune.train.loop import train
 
 # The new-task fields that change the data files (the others only change training or evaluation).
@@ -75,6 +80,8 @@ class Plan:
     accuracy: str
     ratio: float
     params: object
+    preservation: object = None  # retention methods corda/replay: keeptune.data.preservation.Preservation
+    replay: dict | None = None  # retention method replay: what the mixed training set holds
 
     @property
     def gates(self) -> list[rules.TaskGate]:
@@ -135,9 +142,14 @@ def plan_experiment(config: ExperimentConfig) -> Plan:
                                         f"{', '.join(new.scalars())}")
     samples = [load_task_samples(compiled, resolve_data_path(compiled.spec), config.skip_bad)
                for compiled, _ in retention]  # read now: a bad file fails before any work
+    if "replay" in config.retention.methods and rank()[1] > 1:
+        raise fail("retention.methods", "replay is not supported under torchrun yet (rank 0 generates the base "
+                                        "model's answers before training); run it in a single process")
+    # Preservation data (corda, replay) read and checked for leaks into the gate now; the offline default later.
+    preservation = plan_preservation(config.retention, [SpecTask(c, s) for (c, _), s in zip(retention, samples)])
     resolve_device(config.model.device)  # a device this machine lacks fails now, not after the data is built
     params = lora_accounting(source_config(config.model.source), config.lora)[1]
-    return Plan(retention, samples, new, accuracy, params.ratio, params)
+    return Plan(retention, samples, new, accuracy, params.ratio, params, preservation)
 
 
 def new_task_spec(config: ExperimentConfig, eval_path: Path | None) -> Compiled:
@@ -288,18 +300,26 @@ def evaluate_tasks(config: ExperimentConfig, tasks: list[SpecTask], model, token
 
 # --- the experiment --------------------------------------------------------------------
 
-def training_config(config: ExperimentConfig, run: Path, train_path: Path) -> Config:
+def training_config(config: ExperimentConfig, run: Path, train_path: Path, new_records: Path | None = None) -> Config:
+    """`new_records`: the new task's own records when `train_path` mixes replay records in (the adapter's
+    prompt is detected from them)."""
     recipe = config.new_task.train_data is None
+    prompt = config.new_task.prompt if recipe else None
+    if not recipe and new_records is not None:
+        prompt = detect_prompt(read_conversations(new_records))
     data = DataConfig(path=str(train_path), format=config.new_task.format, seq_len=config.new_task.seq_len,
-                      prompt=config.new_task.prompt if recipe else None)
+                      prompt=prompt)
+    retention = scaling.training_retention(config.retention)
+    # replay is in the training set itself (its digest is in the training's identity), not a training step
+    retention = replace(retention, methods=tuple(m for m in retention.methods if m != "replay"))
     return Config(model=config.model, lora=config.lora, data=data, train=config.train,
-                  distributed=config.distributed, retention=scaling.training_retention(config.retention),
-                  out=str(run / "train"), resume=True)
+                  distributed=config.distributed, retention=retention, out=str(run / "train"), resume=True)
 
 
-def run_training(config: ExperimentConfig, run: Path, train_path: Path, on_step, every: int, model, tokenizer):
+def run_training(config: ExperimentConfig, run: Path, train_path: Path, on_step, every: int, model, tokenizer,
+                 new_records: Path | None = None):
     """Train (resuming when possible) the loaded model; returns keeptune.train.loop's Result."""
-    settings = training_config(config, run, train_path)
+    settings = training_config(config, run, train_path, new_records)
     try:
         return train(settings, on_step, every, model=model, tokenizer=tokenizer)
     except ResumeMismatchError:
@@ -341,14 +361,14 @@ def run_experiment(config: ExperimentConfig, command: str, on_track=None) -> dic
     main = rank()[0] == 0
     run = run_dir(config)
     inputs = (config.model.source, config.new_task.train_data, config.new_task.source, config.new_task.eval_data,
-              *(item.data for item in config.original))
+              config.retention.preservation, *(item.data for item in config.original))
     with exclusive(run, config.overwrite, inputs) if main else contextlib.nullcontext():
         return _run_experiment(config, command, plan, run, main, started, on_track)
 
 
 # What `keeptune run` writes into its run directory: a folder holding only these is one of its runs.
-RUN_OUTPUTS = ("data", "baseline", "train", "tracking", "checkpoints", "best", "plots", "results.json",
-               "report.md", "report.html", ".lock")
+RUN_OUTPUTS = ("data", "baseline", "preservation", "replay", "train", "tracking", "checkpoints", "best", "plots",
+               "results.json", "report.md", "report.html", ".lock")
 
 
 @contextlib.contextmanager
@@ -385,6 +405,19 @@ def _run_experiment(config: ExperimentConfig, command: str, plan: Plan, run: Pat
         print("== baseline: the base model on every task")
         baseline = evaluate_tasks(config, tasks, model, tokenizer, run / "baseline", {**identity, "state": "base"},
                                   timing, "baseline")
+    train_for = train_path  # the training set: the new task's records (and replay's, mixed in)
+    if main and needs_preservation(config.retention):  # the base model writes / answers, before any training
+        with timing.phase("preservation"):
+            if plan.preservation is None:  # the offline default: self-written, cached in RUN/preservation
+                plan.preservation = load_preservation(config.retention, tasks[:-1], run / "preservation", model,
+                                                      tokenizer, {**identity, "state": "base"}, config.batch_size)
+            write_items(run / "preservation" / "chosen.jsonl", plan.preservation)
+        if "replay" in config.retention.methods:
+            print("== replay: the base model answers the preservation prompts")
+            with timing.phase("replay"):
+                train_for, plan.replay = replaying.mixed_training_set(
+                    config.retention.replay_share, train_path, plan.preservation, tasks[:-1], model, tokenizer,
+                    run / "replay", {**identity, "state": "base"}, config.batch_size, config.new_task.format)
 
     print("== training")
     on_step, tracker = None, None
@@ -392,7 +425,8 @@ def _run_experiment(config: ExperimentConfig, command: str, plan: Plan, run: Pat
         tracker = Tracker(config, plan, run, tasks, baseline, on_track) if main else None
         on_step = tracker.on_step if main else (lambda step, model: {})
     started_training = time.perf_counter()
-    result = run_training(config, run, train_path, on_step, config.tracking.every or 1, model, tokenizer)
+    result = run_training(config, run, train_for, on_step, config.tracking.every or 1, model, tokenizer,
+                          train_path if train_for != train_path else None)
     tracked = tracker.seconds if tracker else 0.0
     timing.add("training", time.perf_counter() - started_training - tracked, steps=result.step - result.start)
     if tracker and tracker.count:
@@ -479,4 +513,14 @@ def settings_summary(config: ExperimentConfig, plan: Plan, steps: int | None) ->
             "retention_tasks": [f"{c.spec.name} ({Path(c.spec.data.path or '').name})" for c, _ in plan.retention],
             "new_task": f"{new.name} ({evaluated})",
             "max_new_tokens": new.generation.max_new_tokens,
-            "postprocess": json.dumps(list(new.postprocess))}
+            "postprocess": json.dumps(list(new.postprocess)), **preservation_settings(plan)}
+
+
+def preservation_settings(plan: Plan) -> dict:
+    """The preservation data and replay's mix, when a retention method used them."""
+    settings = {}
+    if plan.preservation is not None:
+        settings["preservation"] = plan.preservation.describe()
+    if plan.replay is not None:
+        settings["replay"] = replaying.describe(plan.replay)
+    return settings
