@@ -14,6 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from keeptune.train import checkpoint
 from keeptune.train.loop import train
 from tests.conftest import REPO
 from tests.train.conftest import tiny_config, tiny_words
@@ -23,17 +24,30 @@ RUN = ("train.epochs=5", "train.global_batch=4", "train.micro_batch=2", "train.l
 
 
 def log_of(run):
-    return [(r["step"], r["loss"], r["lr"]) for r in map(json.loads, (run / "log.jsonl").read_text().splitlines())]
+    return [(r["step"], r["loss"], r["lr"], r.get("ce"), r.get("kl"))
+            for r in map(json.loads, (run / "log.jsonl").read_text().splitlines())]
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_killed_run_resumes_to_the_identical_adapter(tiny_dir, tiny_data, tmp_path, precision):
-    run = (*RUN, f"train.precision={precision}")
-    reference = train(tiny_config(tiny_dir, tiny_data, tmp_path / "reference", *run))
+# Retention `corda`'s preservation prompts (passed to train: the subprocess below runs it the same way).
+PROMPTS = [f"Passage {i}: the river runs {7 * i + 3} miles past town {i % 5}. Question: how far does it run?"
+           for i in range(16)]
+# `keeptune train` in a subprocess; with corda, train(config, preservation=PROMPTS) from the same words.
+CORDA_CHILD = ("import sys; from keeptune.train.config import load_config; from keeptune.train.loop import train; "
+               "from tests.train.test_resume import PROMPTS; train(load_config(None, sys.argv[1:]), "
+               "preservation=PROMPTS)")
+
+
+@pytest.mark.parametrize("precision,methods", [("fp32", ""), ("bf16", ""), ("fp32", "kl"), ("fp32", "corda"),
+                                               ("bf16", "kl,corda")])
+def test_killed_run_resumes_to_the_identical_adapter(tiny_dir, tiny_data, tmp_path, precision, methods):
+    run = (*RUN, f"train.precision={precision}", f"retention.methods=[{methods}]")
+    reference = train(tiny_config(tiny_dir, tiny_data, tmp_path / "reference", *run), preservation=PROMPTS)
 
     out = tmp_path / "killed"
     with open(tmp_path / "stderr.txt", "w") as stderr:
-        command = [sys.executable, "-m", "keeptune", "train", *tiny_words(tiny_dir, tiny_data, out, *run)]
+        words = tiny_words(tiny_dir, tiny_data, out, *run)
+        command = [sys.executable, *(["-c", CORDA_CHILD] if "corda" in methods else ["-m", "keeptune", "train"]),
+                   *words]
         process = subprocess.Popen(command, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"},
                                    stdout=subprocess.DEVNULL, stderr=stderr)
         deadline = time.monotonic() + 300
@@ -50,12 +64,17 @@ def test_killed_run_resumes_to_the_identical_adapter(tiny_dir, tiny_data, tmp_pa
     with open(out / "log.jsonl", "a") as log:
         log.write('{"step": 99, "lo')
 
-    resumed = train(dataclasses.replace(tiny_config(tiny_dir, tiny_data, out, *run), resume=True))
+    resumed = train(dataclasses.replace(tiny_config(tiny_dir, tiny_data, out, *run), resume=True),
+                    preservation=PROMPTS)
     assert resumed.step == reference.step == 60
     expected, actual = load_file(reference.adapter / "adapter_model.safetensors"), \
         load_file(resumed.adapter / "adapter_model.safetensors")
     assert expected.keys() == actual.keys()
     assert all(torch.equal(expected[k], actual[k]) for k in expected)
+    if "corda" in methods:  # and the weights as trained on CorDA's residual, which resuming loads
+        expected, actual = (load_file(r / "checkpoints" / "step-000060" / checkpoint.CORDA_WEIGHTS)
+                            for r in (reference.run, out))
+        assert expected.keys() == actual.keys() and all(torch.equal(expected[k], actual[k]) for k in expected)
     assert log_of(out) == log_of(reference.run)  # every step's loss and lr, the torn line gone
     assert not list((out / "checkpoints").glob(".*"))
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [f"step-{s:06d}" for s in (12, 24, 36, 48, 60)]

@@ -36,7 +36,8 @@ from pathlib import Path
 from keeptune.data.math.build import eligible
 from keeptune.data.math.commands import build as build_training_set
 from keeptune.data.math.generate import generate_pairs
-from keeptune.data.preservation import load_preservation, needs_preservation, plan_preservation, write_items
+from keeptune.data.preservation import load_preservation, model_texts, needs_preservation, plan_preservation, \
+    write_items
 from keeptune.data.prompts import PROMPTS, unwrap_prompt
 from keeptune.evaluate.engine import ResumeMismatchError, evaluate
 from keeptune.evaluate.generation import GenerationSettings
@@ -317,15 +318,16 @@ def training_config(config: ExperimentConfig, run: Path, train_path: Path, new_r
 
 
 def run_training(config: ExperimentConfig, run: Path, train_path: Path, on_step, every: int, model, tokenizer,
-                 new_records: Path | None = None):
-    """Train (resuming when possible) the loaded model; returns keeptune.train.loop's Result."""
+                 new_records: Path | None = None, preservation=None):
+    """Train (resuming when possible) the loaded model; returns keeptune.train.loop's Result.
+    `preservation`: corda's prompts (keeptune.train.loop.train)."""
     settings = training_config(config, run, train_path, new_records)
     try:
-        return train(settings, on_step, every, model=model, tokenizer=tokenizer)
+        return train(settings, on_step, every, model=model, tokenizer=tokenizer, preservation=preservation)
     except ResumeMismatchError:
         print(f"{run / 'train'}: training settings changed, training again")
         shutil.rmtree(run / "train")
-        return train(settings, on_step, every, model=model, tokenizer=tokenizer)
+        return train(settings, on_step, every, model=model, tokenizer=tokenizer, preservation=preservation)
 
 
 def task_entries(plan: Plan, baseline: dict) -> list[dict]:
@@ -424,11 +426,19 @@ def _run_experiment(config: ExperimentConfig, command: str, plan: Plan, run: Pat
     if config.tracking.every:  # rank 0 evaluates; the others take part in the loop's stop vote with nothing
         tracker = Tracker(config, plan, run, tasks, baseline, on_track) if main else None
         on_step = tracker.on_step if main else (lambda step, model: {})
+    def corda_prompts(model, tokenizer):  # CorDA's covariance prompts: rank 0 chose them above, the others read them
+        chosen = plan.preservation or load_preservation(config.retention, tasks[:-1], run / "preservation", model,
+                                                        tokenizer, {**identity, "state": "base"}, config.batch_size)
+        return model_texts(chosen, tasks[:-1])
+
     started_training = time.perf_counter()
     result = run_training(config, run, train_for, on_step, config.tracking.every or 1, model, tokenizer,
-                          train_path if train_for != train_path else None)
+                          train_path if train_for != train_path else None, corda_prompts)
     tracked = tracker.seconds if tracker else 0.0
-    timing.add("training", time.perf_counter() - started_training - tracked, steps=result.step - result.start)
+    if result.corda_seconds:  # CorDA's covariance and decomposition, once: not a cost of every step
+        timing.add("corda", result.corda_seconds)
+    timing.add("training", time.perf_counter() - started_training - tracked - result.corda_seconds,
+               steps=result.step - result.start)
     if tracker and tracker.count:
         timing.add("tracking", tracked, evaluations=tracker.count)
     if not main:

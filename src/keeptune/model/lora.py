@@ -9,14 +9,17 @@ gets, so what is trained is never a guess.
 """
 from __future__ import annotations
 
+import os
 import re
 import sys
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TextIO
 
 import torch
+from safetensors.torch import load_file, save_file
 
 # Weight of the parameter term in the contest score (SPEC section 4).
 PARAMETER_SCORE_WEIGHT = 0.3
@@ -109,16 +112,85 @@ def resolve_targets(model: torch.nn.Module, targets: Sequence[str] | str) -> lis
     return [n for n in candidates if n in chosen]
 
 
-def apply_lora(model: torch.nn.Module, settings: LoraSettings):
-    """Wrap `model` in a PEFT LoRA model on the resolved targets; only LoRA weights train."""
-    from peft import LoraConfig, get_peft_model
+def lora_config(model: torch.nn.Module, settings: LoraSettings, corda: bool = False):
+    """PEFT's LoraConfig of `settings` on `model`'s resolved targets; with `corda`, CorDA's knowledge-preserved
+    initialisation (init_lora_weights="corda", CordaConfig(corda_method="kpm"))."""
+    from peft import LoraConfig
+    from peft.tuners.lora.config import CordaConfig
 
-    config = LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
-                        target_modules=resolve_targets(model, settings.targets), bias="none",
-                        task_type="CAUSAL_LM")
+    init = {"init_lora_weights": "corda", "corda_config": CordaConfig(corda_method=CORDA_METHOD)} if corda else {}
+    return LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+                      target_modules=resolve_targets(model, settings.targets), bias="none", task_type="CAUSAL_LM",
+                      **init)
+
+
+def apply_lora(model: torch.nn.Module, settings: LoraSettings, config=None):
+    """Wrap `model` in a PEFT LoRA model on the resolved targets (or PEFT LoraConfig `config`); only LoRA
+    weights train."""
+    from peft import get_peft_model
+
+    config = config or lora_config(model, settings)
     with warnings.catch_warnings():  # PEFT calls a transformers 5 deprecated alias; nothing for a user to do
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         return get_peft_model(model, config)
+
+
+# --- CorDA ---------------------------------------------------------------------------------
+
+# CorDA's knowledge-preserved mode: the adapter starts on the directions of W C (C: the covariance of the
+# preservation prompts' activations) with the smallest singular values, which those prompts use least.
+CORDA_METHOD = "kpm"
+CORDA_FIELDS = ("S_WC", "U_WC", "V_WC")
+
+
+def apply_corda(model: torch.nn.Module, settings: LoraSettings, run_model: Callable[[], None],
+                cache: Path | None = None, key: str = "", write_cache: bool = True):
+    """`model` wrapped in PEFT LoRA initialised by CorDA (knowledge-preserved mode), in place.
+
+    PEFT's `preprocess_corda` hooks every target's input while `run_model()` runs the preservation
+    prompts through `model` (batch 1: its hook squeezes the batch away), builds each target's input
+    covariance C and decomposes W C; `get_peft_model` then starts A, B on the r smallest singular
+    directions (B A scaled by alpha / r equals W's part along them) and rewrites the base weight to
+    the residual W - (alpha / r) B A, so the model computes W x before training, to float error.
+
+    `cache` (a safetensors file, PEFT's "SVD cache" of the decomposition, written only by
+    `write_cache`) is read instead of running the prompts when its metadata holds `key`; PEFT's own
+    cache_file is a torch pickle, which keeptune never reads."""
+    from peft.tuners.lora.corda import CordaEigens, preprocess_corda, target_modules
+
+    config = lora_config(model, settings, corda=True)
+    device = next(model.parameters()).device
+    if cache is not None and cache_key(cache) == key:
+        tensors = load_file(cache, device=str(device))
+        for name, module in target_modules(model, config):
+            module.eigens = CordaEigens(**{f: tensors[f"{name}.{f}"] for f in CORDA_FIELDS})
+    else:
+        preprocess_corda(model, config, run_model=run_model)
+        if cache is not None and write_cache:
+            tensors = {f"{name}.{f}": getattr(module.eigens, f).detach().cpu().contiguous()
+                       for name, module in target_modules(model, config) for f in CORDA_FIELDS}
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_name(f".{cache.name}.tmp")
+            save_file(tensors, tmp, metadata={"key": key})
+            os.replace(tmp, cache)  # a kill leaves the old cache or none, never half of one
+    return apply_lora(model, settings, config)
+
+
+def cache_key(cache: Path) -> str | None:
+    """The key in a CorDA cache file's metadata; None when there is no readable cache."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(cache), framework="pt") as handle:
+            return (handle.metadata() or {}).get("key")
+    except (OSError, ValueError, RuntimeError):  # absent, torn or not safetensors: build it again
+        return None
+
+
+def is_corda(peft_model) -> bool:
+    """Whether a PEFT model's default adapter was initialised by CorDA (its base weights are CorDA's residual)."""
+    config = getattr(peft_model, "peft_config", {}).get("default")
+    return str(getattr(config, "init_lora_weights", "")).lower() == "corda"
 
 
 @dataclass(frozen=True)

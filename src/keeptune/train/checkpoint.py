@@ -25,6 +25,7 @@ import os
 import random
 import re
 import shutil
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -37,6 +38,9 @@ from keeptune.train.distributed import Dist, barrier
 CHECKPOINTS = "checkpoints"
 STEP_DIR = re.compile(r"step-(\d+)")
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "keeptune.json")
+# A CorDA checkpoint's rank-r weights as trained, on CorDA's residual base (its adapter_model.safetensors is
+# PEFT's conversion to a plain rank-2r LoRA on the original base): what resuming and in-place evaluation load.
+CORDA_WEIGHTS = "corda_residual_adapter.safetensors"
 
 
 def adapter_info(adapter: Path) -> dict:
@@ -157,8 +161,11 @@ def full_state(**options):
 
 
 def save(run: Path, step: int, model: torch.nn.Module, peft_model, optimizer, scheduler,
-         info: dict, position: dict, d: Dist) -> Path:
-    """Write checkpoint `step` (collective: every rank calls it; rank 0 writes all but its RNG file)."""
+         info: dict, position: dict, d: Dist, corda_initial: Optional[Path] = None) -> Path:
+    """Write checkpoint `step` (collective: every rank calls it; rank 0 writes all but its RNG file).
+
+    `corda_initial`: a CorDA run's initial adapter (keeptune.train.retention); the adapter is then saved
+    converted for the original base, and its weights as trained in CORDA_WEIGHTS."""
     from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
 
     adapter = get_model_state_dict(model, options=full_state(ignore_frozen_params=True))
@@ -169,7 +176,10 @@ def save(run: Path, step: int, model: torch.nn.Module, peft_model, optimizer, sc
     atomic_write_json(tmp / f"rng-rank{d.rank}.json", rng_state())
     barrier(d)
     if d.main:
-        peft_model.save_pretrained(tmp, state_dict=adapter)
+        if corda_initial is None:
+            peft_model.save_pretrained(tmp, state_dict=adapter)
+        else:
+            save_corda(peft_model, tmp, corda_initial, adapter)
         (tmp / "README.md").unlink(missing_ok=True)  # PEFT's model card template: nothing in it
         atomic_write_json(tmp / "keeptune.json", {**info, "step": step})
         tensors = {f"{name}::{key}": value.contiguous() for name, state in optim["state"].items()
@@ -183,11 +193,43 @@ def save(run: Path, step: int, model: torch.nn.Module, peft_model, optimizer, sc
     return target
 
 
+def save_corda(peft_model, folder: Path, initial: Path, adapter: dict) -> None:
+    """A CorDA adapter as PEFT converts it (rank 2r, for the original base) and its rank-r weights as trained."""
+    from peft import get_peft_model_state_dict
+
+    save_file(get_peft_model_state_dict(peft_model, state_dict=adapter), folder / CORDA_WEIGHTS)
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    modes = [(module, module.training) for module in peft_model.modules()]
+    # PEFT loads the initial adapter into the model for the subtraction and deletes it: its new layers' random
+    # initialisation must not move the RNG training continues with (a resumed run restores the saved state),
+    # and the eval mode it leaves the model in must not stop dropout
+    with torch.random.fork_rng(devices=devices), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*corda_config.*ignored.*")  # the initial adapter: as meant
+        warnings.filterwarnings("ignore", message="CorDA changes the base weights")  # and deleted at once
+        peft_model.save_pretrained(folder, selected_adapters=["default"],
+                                   path_initial_model_for_weight_conversion=str(initial))
+    for module, training in modes:
+        module.training = training
+    config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+    atomic_write_json(folder / "adapter_config.json", {**config, "corda_config": None})  # a plain LoRA now: PEFT
+    # would warn at every load that the CorDA settings are ignored
+
+
 def load_adapter_weights(path: Path, peft_model) -> None:
-    """Put a checkpoint's LoRA weights into the (not yet wrapped) PEFT model."""
+    """Put a checkpoint's LoRA weights into the (not yet wrapped) PEFT model; a CorDA checkpoint's weights as
+    trained, into a CorDA model (on the same residual base)."""
     from peft import set_peft_model_state_dict
 
-    result = set_peft_model_state_dict(peft_model, load_file(Path(path) / "adapter_model.safetensors"))
+    from keeptune.model.lora import is_corda
+
+    path = Path(path)
+    corda = (path / CORDA_WEIGHTS).is_file()
+    if corda != is_corda(peft_model):
+        raise RuntimeError(f"{path}: a {'CorDA' if corda else 'plain LoRA'} checkpoint cannot be loaded into a "
+                           f"{'CorDA' if is_corda(peft_model) else 'plain LoRA'} model (CorDA's base weights are "
+                           "a residual): load its adapter_model.safetensors on the original base with PEFT")
+    weights = path / (CORDA_WEIGHTS if corda else "adapter_model.safetensors")
+    result = set_peft_model_state_dict(peft_model, load_file(weights))
     if result.unexpected_keys:
         raise RuntimeError(f"{path}: adapter weights the model does not have: {result.unexpected_keys[:3]}")
 

@@ -37,11 +37,25 @@ def train(config: Optional[Path] = None, overrides: Optional[list[str]] = None, 
         resume: continue from the last complete checkpoint in the run directory.
     """
     from keeptune.train.loop import train as run_training
+    from keeptune.train.retention import check_training
 
     settings = load_config(config, overrides or [])
+    check_training(settings.retention, origin(config, overrides or [], "retention.methods"))  # replay, scale
     if resume:
         settings = dataclasses.replace(settings, resume=True)
     return run_training(settings).adapter
+
+
+def origin(config: Optional[Path], overrides: list[str], key: str) -> str:
+    """Where `key` was set: the last override naming it, else its line in the config file, else defaults."""
+    for word in reversed(overrides):
+        if word.partition("=")[0].strip() == key:
+            return f"override {word!r}"
+    if config is not None:
+        from keeptune.train.config import read_yaml
+
+        return read_yaml(Path(config))[1].get(key, str(config))
+    return "defaults"
 
 
 def main(argv: list[str]) -> None:

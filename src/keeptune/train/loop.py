@@ -6,6 +6,8 @@ Arithmetic of one optimizer step (nanoGPT style):
     global batch   = micro_batch x accumulation x world size        (samples)
     tokens / step  = every non-padding token of the global batch
     loss           = sum of token losses / label tokens of the global batch
+                     (with retention `kl`: (sum of CE + kl_weight x sum of KL) / label tokens;
+                     log.jsonl's `ce` is then the loss a plain run reports, `kl` the mean KL)
 Each micro-batch's backward gets (its loss sum x world / label tokens of the
 global batch); DDP averages over ranks (/ world), so the gradient is the same
 for any split into micro-batches and ranks. Steps per epoch = samples //
@@ -24,6 +26,7 @@ checkpoint at that step.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import math
@@ -41,17 +44,18 @@ from keeptune.evaluate.engine import ResumeMismatchError
 from keeptune.io import (DataError, append_jsonl, atomic_write_text, check_output_dir, claim_output_dir,
                          read_jsonl_prefix, write_jsonl)
 from keeptune.model.load import load_model, model_name
-from keeptune.model.lora import apply_lora, print_parameter_groups
+from keeptune.model.lora import print_parameter_groups
 from keeptune.model.params import check_targets
-from keeptune.train import checkpoint, distributed, precision
+from keeptune.train import checkpoint, distributed, precision, retention
 from keeptune.train.config import Config, ConfigError, to_dict, to_yaml
 from keeptune.train.data import (IGNORE, collate, detect_prompt, encode, epoch_batches, label_count,
                                  micro_batches, read_conversations, special_ids)
 from keeptune.train.distributed import Dist
+from keeptune.train.dropout import use_fast_dropout
 
 OnStep = Callable[[int, torch.nn.Module], Optional[dict]]
 # What `keeptune train` writes into its run directory (`out`): a folder holding only these is a run of it.
-RUN_OUTPUTS = ("checkpoints", "adapter", "log.jsonl", "tensorboard", "config.yaml")
+RUN_OUTPUTS = ("checkpoints", "adapter", "log.jsonl", "tensorboard", "config.yaml", retention.CORDA_DIR)
 # Config fields that may change between a run and its resumption (they do not change the result's maths).
 RESUMABLE_CHANGES = {"resume", "overwrite", "model.device", "train.micro_batch", "train.gradient_checkpointing",
                      "distributed.strategy", "distributed.backend"}
@@ -69,6 +73,7 @@ class Result:
     stopped_early: bool
     model: Optional[torch.nn.Module] = None  # the PEFT model, holding the last step's weights
     start: int = 0  # the step this invocation resumed from (0: a fresh run)
+    corda_seconds: float = 0.0  # spent preparing CorDA (covariance and decomposition) in this invocation
 
 
 @dataclass
@@ -92,18 +97,26 @@ class Run:
     start: int
     info: dict
     bf16: bool
+    kl: Optional[retention.KL] = None  # retention `kl`: the loss's KL term
+    corda_initial: Optional[Path] = None  # retention `corda`: the initial adapter checkpoints are converted with
+    corda_seconds: float = 0.0
 
 
-def train(config: Config, on_step: Optional[OnStep] = None, every: int = 1, model=None, tokenizer=None) -> Result:
+def train(config: Config, on_step: Optional[OnStep] = None, every: int = 1, model=None, tokenizer=None,
+          preservation: Optional[retention.Prompts] = None) -> Result:
     """Fine-tune with LoRA as `config` says; returns where the final adapter is.
 
     `model` and `tokenizer`, when given, are the base model already loaded (the experiment
-    loads it once): LoRA is applied to it in place, and Result.model is that PEFT model."""
+    loads it once): LoRA is applied to it in place, and Result.model is that PEFT model.
+    `preservation`: retention `corda`'s prompts, or a function (model, tokenizer) -> prompts
+    (default: keeptune.data.preservation's, of retention.preservation)."""
     if every < 1:
         raise ValueError(f"every must be at least 1, not {every}")
+    retention.check_training(config.retention)
+    config = dataclasses.replace(config, retention=retention.training_retention(config.retention))
     d = distributed.setup(config.model.device, config.distributed.backend)
     try:
-        run = setup(config, d, model, tokenizer)
+        run = setup(config, d, model, tokenizer, preservation)
         # bf16 on a CPU: the frozen base in bfloat16 and eager attention while the loop runs (keeptune.train.precision)
         cast = run.bf16 and d.device.type == "cpu" and not (d.world > 1 and config.distributed.strategy == "fsdp")
         with precision.CpuBf16(run.peft_model, cast) as compute:
@@ -114,7 +127,7 @@ def train(config: Config, on_step: Optional[OnStep] = None, every: int = 1, mode
 
 # --- setup -------------------------------------------------------------------------------
 
-def setup(config: Config, d: Dist, model=None, tokenizer=None) -> Run:
+def setup(config: Config, d: Dist, model=None, tokenizer=None, preservation=None) -> Run:
     t, out = config.train, Path(config.out)
     # global batch = micro_batch x accumulation x world size
     accumulation, rest = divmod(t.global_batch, t.micro_batch * d.world)
@@ -134,14 +147,20 @@ def setup(config: Config, d: Dist, model=None, tokenizer=None) -> Run:
     bf16 = precision.use_bf16(t.precision, d.device)
     identity = {**to_dict(config), "data_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
                 "compute": "bf16" if bf16 else "fp32"}  # what precision=auto chose on this machine
-    if prior is not None:
-        check_resumable(prior, identity)
+    if prior is not None:  # CorDA's prompts are checked once they are read, after the model loads
+        check_resumable(prior, identity, ignore={retention.PROMPTS_KEY})
+    preservation = retention.default_prompts(config, preservation)
 
     torch.manual_seed(t.seed)
     random.seed(t.seed)
     if model is None:
         model, tokenizer = load_model(config.model.source, config.model.dtype, d.device)
     model.config.use_cache = False
+    preservation = retention.corda_prompts(config, d, preservation, model, tokenizer)  # None without corda
+    if preservation is not None:
+        identity[retention.PROMPTS_KEY] = retention.prompts_digest(preservation)
+        if prior is not None:
+            check_resumable(prior, identity)
     dataset = encode(conversations, tokenizer, config.data.format, config.data.seq_len, config.data.add_bos, path)
     samples = dataset.samples
     # steps per epoch = samples // global batch (a partial last batch is dropped)
@@ -157,17 +176,21 @@ def setup(config: Config, d: Dist, model=None, tokenizer=None) -> Run:
             "add_bos": bool(head), "seq_len": config.data.seq_len, "total_steps": total, "data": str(path),
             "lora": {"targets": list(config.lora.targets), "rank": config.lora.rank, "alpha": config.lora.alpha,
                      "dropout": config.lora.dropout},
-            "config": identity}
+            "retention": to_dict(config.retention), "config": identity}
 
     if t.gradient_checkpointing:
         enable_activation_checkpointing(model)
-    peft_model = apply_lora(model, config.lora)
+    methods = retention.prepare(model, tokenizer, config, preservation, d.main)  # LoRA (or CorDA) and KL
+    peft_model = methods.peft_model
+    info.update(methods.info)
     if d.main:
         print(dataset.report(path, config.data.seq_len))
         print_parameter_groups(peft_model, t.weight_decay, config.lora.names)
     if prior is not None:
         checkpoint.load_adapter_weights(prior, peft_model)
     peft_model.train()
+    if d.device.type == "cpu":
+        use_fast_dropout(peft_model)  # bernoulli_ was a tenth of a CPU step (keeptune.train.dropout)
     model = distributed.wrap(peft_model, d, config.distributed.strategy, bf16)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW([{"params": trainable, "name": "decay", "weight_decay": t.weight_decay}],
@@ -193,7 +216,7 @@ def setup(config: Config, d: Dist, model=None, tokenizer=None) -> Run:
     distributed.barrier(d)
     return Run(config, d, out, samples, [len(s.tokens) for s in samples], [label_count(s) for s in samples],
                tokenizer.pad_token_id, peft_model, model, optimizer, scheduler, steps_per_epoch, total, save_at,
-               start, info, bf16)
+               start, info, bf16, methods.kl, methods.corda_initial, methods.corda_seconds)
 
 
 def enable_activation_checkpointing(model) -> None:
@@ -204,12 +227,12 @@ def enable_activation_checkpointing(model) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
-def check_resumable(prior: Path, identity: dict) -> None:
-    """Refuse to resume a run made with other settings or other data."""
+def check_resumable(prior: Path, identity: dict, ignore: set = frozenset()) -> None:
+    """Refuse to resume a run made with other settings or other data (`ignore`: keys checked later)."""
     saved = json.loads((prior / "keeptune.json").read_text(encoding="utf-8"))["config"]
     flat_saved, flat_now = flatten(saved), flatten(identity)
     changed = sorted(k for k in flat_saved.keys() | flat_now.keys()
-                     if k not in RESUMABLE_CHANGES and flat_saved.get(k) != flat_now.get(k))
+                     if k not in RESUMABLE_CHANGES | ignore and flat_saved.get(k) != flat_now.get(k))
     if changed:
         raise ResumeMismatchError(f"{prior} was trained with other settings ({', '.join(changed)} differ); "
                                   "resume with the same config and data, or use another out=")
@@ -246,7 +269,8 @@ def loop(run: Run, on_step: Optional[OnStep], every: int, float32=contextlib.nul
                 inputs = {k: v.to(d.device) for k, v in collate([run.samples[i] for i in micro], run.pad_id).items()}
                 with distributed.gradient_sync(run.model, number == len(mine) - 1):
                     with torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=run.bf16):
-                        micro_loss = token_loss_sum(run.model, inputs)
+                        micro_loss = token_loss_sum(run.model, inputs) if run.kl is None else \
+                            token_loss_sum(run.model, inputs, run.kl)
                     (micro_loss * d.world / label_tokens).backward()
                 loss_sum += micro_loss.item()
             loss = distributed.all_reduce_sum(d, [loss_sum])[0] / label_tokens
@@ -262,7 +286,9 @@ def loop(run: Run, on_step: Optional[OnStep], every: int, float32=contextlib.nul
             step += 1
             seconds = time.perf_counter() - started
             record = {"step": step, "epoch": step / run.steps_per_epoch, "loss": loss, "lr": lr,
-                      "grad_norm": grad_norm, "tokens": tokens, "tokens_per_s": tokens / seconds}
+                      "grad_norm": grad_norm, "tokens": tokens, "tokens_per_s": tokens / seconds, "seconds": seconds}
+            if run.kl is not None:
+                record.update(run.kl.step_record(label_tokens, d))
             if on_step is not None and step % every == 0:
                 with float32():
                     extra = dict(on_step(step, run.peft_model) or {})
@@ -276,7 +302,7 @@ def loop(run: Run, on_step: Optional[OnStep], every: int, float32=contextlib.nul
             if step in run.save_at or stopped or step == run.total:
                 position = {"epoch": epoch, "batch_in_epoch": index + 1, "samples_seen": step * t.global_batch}
                 checkpoint.save(run.out, step, run.model, run.peft_model, run.optimizer, run.scheduler,
-                                run.info, position, d)
+                                run.info, position, d, run.corda_initial)
     finally:
         bar.close()
         if log is not None:
@@ -285,18 +311,44 @@ def loop(run: Run, on_step: Optional[OnStep], every: int, float32=contextlib.nul
     return finish(run, step, stopped)
 
 
-def token_loss_sum(model: torch.nn.Module, batch: dict) -> torch.Tensor:
-    """Sum of the cross-entropy of every label token (position t predicts token t + 1).
+def token_loss_sum(model: torch.nn.Module, batch: dict, kl: Optional[retention.KL] = None) -> torch.Tensor:
+    """Sum of the cross-entropy of every label token (position t predicts token t + 1); with
+    `kl`, plus kl_weight x the sum of KL(base || tuned) at the same positions.
 
     Only positions that predict a label go through the output head: prompts are
     most of each sequence and the head is a fifth of a small model's weights
     (SmolLM2: 28M of 135M), so skipping it there saves compute in both passes.
     """
-    targets = batch["labels"][:, 1:]
-    keep = (targets != IGNORE).any(0).nonzero().squeeze(-1)  # positions predicting a label in any row
+    keep, targets = label_positions(batch["labels"])
+    base = kl.base_logits(batch, keep) if kl is not None else None  # first: its no-grad pass holds no graph
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep).logits
-    return F.cross_entropy(logits.flatten(0, 1).float(), targets[:, keep].flatten(), ignore_index=IGNORE,
-                           reduction="sum")
+    ce = F.cross_entropy(logits.flatten(0, -2).float(), targets.flatten(), ignore_index=IGNORE, reduction="sum")
+    return ce if kl is None else kl.add(ce, logits, base, targets != IGNORE)
+
+
+# transformers >= 5.2x slices the head's input with a (batch, length) boolean mask (`slice_logits_to_keep`);
+# older releases take positions shared by every row.
+try:
+    from transformers.modeling_utils import slice_logits_to_keep as _row_masks  # noqa: F401
+    ROW_MASKS = True
+except ImportError:
+    ROW_MASKS = False
+
+
+def label_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(`logits_to_keep`, the targets of the logits it keeps): position t predicts token t + 1.
+
+    With row masks the head sees exactly the label tokens: logits (label tokens, vocabulary),
+    targets (label tokens,). Otherwise it sees the positions that predict a label in ANY row, for
+    every row: logits (batch, positions, vocabulary), targets (batch, positions) with IGNORE
+    where a row has no label there (on the default's batches of 8, 1.9 rows computed per label).
+    """
+    targets = labels[:, 1:]
+    labelled = targets != IGNORE
+    if ROW_MASKS:
+        return F.pad(labelled, (0, 1)), targets[labelled]  # the last position predicts nothing
+    keep = labelled.any(0).nonzero().squeeze(-1)
+    return keep, targets[:, keep]
 
 
 def diverged(run: Run, step: int, loss: float, grad_norm: float) -> None:
@@ -337,4 +389,4 @@ def finish(run: Run, step: int, stopped: bool) -> Result:
         why = "stopped early by the callback" if stopped else "done"
         print(f"training {why} at step {step}: adapter in {adapter}; checkpoints in {run.out / checkpoint.CHECKPOINTS}")
     distributed.barrier(run.d)
-    return Result(run.out, adapter, step, stopped, run.peft_model, run.start)
+    return Result(run.out, adapter, step, stopped, run.peft_model, run.start, run.corda_seconds)
