@@ -62,7 +62,7 @@ def test_a_disjoint_squad_file_is_chosen_evenly_and_rendered_in_the_seed_prompt(
 
 
 def test_evenly_spaced_covers_the_whole_source():
-    assert evenly_spaced(list(range(18896)), 4) == [0, 4724, 9448, 14172]
+    assert evenly_spaced(list(range(1001)), 4) == [0, 250, 500, 750]  # floor(k x 1001 / 4)
     assert evenly_spaced([1, 2], 5) == [1, 2]
 
 

@@ -18,7 +18,7 @@ from keeptune.io import DataError, MalformedLineError, read_text
 from keeptune.model.load import cache_dir
 
 OFFICIAL_DEV_URL = "https://rajpurkar.github.io/SQuAD-explorer/dataset/dev-v1.1.json"
-# The official training set (87,599 questions over 18,896 paragraphs of 442 articles, none of them the dev set's):
+# The official training set (87,599 questions on 442 articles, none of them an article of the dev set):
 # a natural choice of preservation data (retention.preservation, docs/retention.md).
 OFFICIAL_TRAIN_URL = "https://rajpurkar.github.io/SQuAD-explorer/dataset/train-v1.1.json"
 
