@@ -58,7 +58,8 @@ def test_a_disjoint_squad_file_is_chosen_evenly_and_rendered_in_the_seed_prompt(
                                  "gate's samples")
     # squad-seed reads plain prompts: the text the model reads is the prompt itself
     assert preservation_prompts(retention(path, n=4), gate) == [i.prompt for i in chosen.items]
-    assert len(plan_preservation(retention(path, n=50), gate).items) == 10  # fewer than asked: all of them
+    every = plan_preservation(retention(path, n=50), gate)  # fewer than asked: all of them
+    assert len(every.items) == 10 and every.describe().startswith("SQuAD file train.json: all 10 samples; none")
 
 
 def test_evenly_spaced_covers_the_whole_source():

@@ -74,7 +74,9 @@ class Preservation:
         """One line for the report's settings."""
         leak = (f"{len(self.overlap)} overlap the gate's samples (allowed by retention.allow_overlap)"
                 if self.overlap else "none overlaps the gate's samples")
-        return f"{self.source}: {len(self.items)} of {self.available} samples (evenly spaced); {leak}"
+        used = (f"all {self.available} samples" if len(self.items) == self.available
+                else f"{len(self.items)} of {self.available} samples (evenly spaced)")
+        return f"{self.source}: {used}; {leak}"
 
     def digest(self) -> str:
         """Of every item's task, id and prompt: what replay and corda depend on."""
