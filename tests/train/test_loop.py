@@ -101,6 +101,36 @@ def test_first_loss_is_the_base_model_loss_on_answer_tokens(tiny_dir, tiny_data,
         assert logged != pytest.approx(total / count, rel=1e-5)
 
 
+@pytest.mark.parametrize("row_masks", [True, False])
+def test_the_head_sees_only_what_the_loss_needs(tiny_dir, monkeypatch, row_masks):
+    """token_loss_sum (head on label positions only: exactly them with transformers' row masks, else the
+    positions any row needs) equals the cross-entropy of the full logits at the label tokens."""
+    from transformers import AutoModelForCausalLM
+
+    from keeptune.train import loop
+    from keeptune.train.data import IGNORE
+
+    if row_masks and not loop.ROW_MASKS:
+        pytest.skip("this transformers has no row masks for logits_to_keep")
+    monkeypatch.setattr(loop, "ROW_MASKS", row_masks)
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir)
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, model.config.vocab_size, (3, 12), generator=generator)
+    mask = torch.ones_like(ids)
+    mask[2, 9:] = 0  # a padded row
+    labels = torch.full_like(ids, IGNORE)
+    labels[0, 4:8], labels[1, 7:12], labels[2, 2:9] = ids[0, 4:8], ids[1, 7:12], ids[2, 2:9]
+    batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    keep, targets = loop.label_positions(labels)
+    assert (targets != IGNORE).sum() == 4 + 5 + 7 and (targets.numel() == 16) == row_masks
+    with torch.no_grad():
+        got = loop.token_loss_sum(model, batch)
+        logits = model(input_ids=ids, attention_mask=mask).logits
+    expected = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(),
+                                                 ignore_index=IGNORE, reduction="sum")
+    assert got.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
 def test_same_seed_same_adapter_other_seed_other(trained, tiny_dir, tiny_data, tmp_path):
     again = train(tiny_config(tiny_dir, tiny_data, tmp_path / "again", "train.epochs=2", "train.checkpoints=3"))
     other = train(tiny_config(tiny_dir, tiny_data, tmp_path / "other", "train.epochs=2", "train.checkpoints=1",
