@@ -304,9 +304,11 @@ def sweep_pareto(trials: list[dict], front: list[int], gates: list[float]) -> Fi
         if points:
             ax.scatter([100 * t["accuracy"] for t in points], [100 * t["retention"] for t in points], marker=marker,
                        color=color, label=label, zorder=3)
-    labels: dict[tuple[float, float], list[str]] = {}  # trials on one point share one label
+    labels: dict[tuple[float, float], list[str]] = {}  # trials within 1% of a labelled point share its label
     for t in drawn:
-        labels.setdefault((100 * t["accuracy"], 100 * t["retention"]), []).append(f"#{t['number']}")
+        x, y = 100 * t["accuracy"], 100 * t["retention"]
+        near = next((p for p in labels if abs(p[0] - x) <= 1 and abs(p[1] - y) <= 1), (x, y))
+        labels.setdefault(near, []).append(f"#{t['number']}")
     for point, names in labels.items():
         ax.annotate(", ".join(names), point, textcoords="offset points", xytext=(4, 4), fontsize="x-small")
     on_front = sorted((t for t in drawn if t["number"] in front), key=lambda t: t["accuracy"])
