@@ -16,7 +16,7 @@ from keeptune.model.lora import LoraSettings, apply_lora
 from keeptune.train.config import ConfigError, RetentionConfig, load_config
 from keeptune.train.data import IGNORE, collate, encode, parse_conversation
 from keeptune.train.loop import token_loss_sum, train
-from keeptune.train.retention import KL, kl_sum, training_retention
+from keeptune.train.retention import KL, training_retention
 from tests.tiny import byte_tokenizer, tiny_llama
 from tests.train.conftest import conversation, tiny_config, tiny_words
 
@@ -25,17 +25,26 @@ def log_of(run) -> list[dict]:
     return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
 
 
-def test_kl_sum_is_torch_distributions_kl():
+def test_the_kl_term_is_torch_distributions_kl_beside_the_cross_entropy():
     torch.manual_seed(0)
     base, tuned = torch.randn(5, 11) * 3, torch.randn(5, 11) * 3
-    expected = torch.distributions.kl_divergence(torch.distributions.Categorical(logits=base.double()),
-                                                 torch.distributions.Categorical(logits=tuned.double())).sum()
-    assert kl_sum(base, tuned).item() == pytest.approx(expected.item(), rel=1e-6)
-    assert kl_sum(base, base).item() == 0
-    # bfloat16 logits: the softmaxes in float32, the same sum as float32 logits of the same values
-    assert kl_sum(base.bfloat16(), tuned.bfloat16()).dtype == torch.float32
-    assert kl_sum(base.bfloat16(), tuned.bfloat16()).item() == pytest.approx(
-        kl_sum(base.bfloat16().float(), tuned.bfloat16().float()).item(), rel=1e-6)
+    targets = torch.tensor([3, IGNORE, 0, 7, IGNORE])  # rows 1 and 4 predict no label: left out
+    kl = KL(None, 0.5)
+    total = kl.loss_sum(tuned, targets, base)
+    rows = targets != IGNORE
+    expected_kl = torch.distributions.kl_divergence(torch.distributions.Categorical(logits=base[rows].double()),
+                                                    torch.distributions.Categorical(logits=tuned[rows].double()))
+    expected_ce = torch.nn.functional.cross_entropy(tuned.double(), targets, ignore_index=IGNORE, reduction="sum")
+    assert kl.kl == pytest.approx(expected_kl.sum().item(), rel=1e-6) and expected_kl.sum() > 0.5
+    assert kl.ce == pytest.approx(expected_ce.item(), rel=1e-6)
+    assert total.item() == pytest.approx(kl.ce + 0.5 * kl.kl, rel=1e-6)
+    assert KL(None, 1.0).loss_sum(tuned, targets, tuned).item() == pytest.approx(expected_ce.item(), rel=1e-6)
+    # bfloat16 logits: the softmaxes in float32
+    low = KL(None, 0.5)
+    assert low.loss_sum(tuned.bfloat16(), targets, base.bfloat16()).dtype == torch.float32
+    same = KL(None, 0.5)
+    same.loss_sum(tuned.bfloat16().float(), targets, base.bfloat16().float())
+    assert (low.kl, low.ce) == (pytest.approx(same.kl, rel=1e-6), pytest.approx(same.ce, rel=1e-6))
 
 
 def test_token_loss_sum_adds_the_weighted_kl_of_base_and_tuned_at_the_label_positions():

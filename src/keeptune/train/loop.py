@@ -322,8 +322,9 @@ def token_loss_sum(model: torch.nn.Module, batch: dict, kl: Optional[retention.K
     keep, targets = label_positions(batch["labels"])
     base = kl.base_logits(batch, keep) if kl is not None else None  # first: its no-grad pass holds no graph
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep).logits
-    ce = F.cross_entropy(logits.flatten(0, -2).float(), targets.flatten(), ignore_index=IGNORE, reduction="sum")
-    return ce if kl is None else kl.add(ce, logits, base, targets != IGNORE)
+    if kl is not None:  # the CE and the KL share the tuned model's log-softmax
+        return kl.loss_sum(logits.flatten(0, -2), targets.flatten(), base.flatten(0, -2))
+    return F.cross_entropy(logits.flatten(0, -2).float(), targets.flatten(), ignore_index=IGNORE, reduction="sum")
 
 
 # transformers >= 5.2x slices the head's input with a (batch, length) boolean mask (`slice_logits_to_keep`);

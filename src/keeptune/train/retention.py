@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from keeptune.train import distributed
+from keeptune.train.data import IGNORE
 from keeptune.train.config import ConfigError, RetentionConfig
 
 TRAINING_METHODS = ("kl", "corda")
@@ -78,14 +79,6 @@ def training_retention(retention: RetentionConfig) -> RetentionConfig:
 
 # --- kl -----------------------------------------------------------------------------------
 
-def kl_sum(base_logits: torch.Tensor, tuned_logits: torch.Tensor) -> torch.Tensor:
-    """Sum over rows (positions) of KL(base || tuned) = sum_v p_base(v) (log p_base(v) - log p_tuned(v)),
-    from logits of shape (positions, vocabulary), in float32."""
-    base = F.log_softmax(base_logits.float(), dim=-1)
-    tuned = F.log_softmax(tuned_logits.float(), dim=-1)
-    return F.kl_div(tuned, base, reduction="sum", log_target=True)  # sum of exp(base) * (base - tuned)
-
-
 class KL:
     """The term kl_weight x KL(base || tuned) of training's loss, and the step's sums for log.jsonl."""
 
@@ -111,10 +104,17 @@ class KL:
         finally:
             self.model.train(training)
 
-    def add(self, ce: torch.Tensor, logits: torch.Tensor, base: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """ce + kl_weight x KL summed at the label positions `mask` (of logits' first two dimensions); the
-        sums are kept for `step_record`."""
-        kl = kl_sum(base[mask], logits[mask])
+    def loss_sum(self, logits: torch.Tensor, targets: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+        """Sum of CE + kl_weight x KL(base || tuned) over the positions whose target is a label (logits and base:
+        positions x vocabulary; targets: positions, IGNORE where a row predicts nothing); the sums are kept
+        for `step_record`. One float32 log-softmax of the tuned logits serves both terms (F.cross_entropy is
+        nll_loss of log_softmax: the same CE)."""
+        labelled = targets != IGNORE
+        if not bool(labelled.all()):
+            logits, targets, base = logits[labelled], targets[labelled], base[labelled]
+        tuned = F.log_softmax(logits.float(), dim=-1)
+        ce = F.nll_loss(tuned, targets, reduction="sum")
+        kl = F.kl_div(tuned, F.log_softmax(base.float(), dim=-1), reduction="sum", log_target=True)
         self.ce += ce.item()
         self.kl += kl.item()
         return ce + self.weight * kl
