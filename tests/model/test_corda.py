@@ -198,3 +198,27 @@ def test_the_experiment_rewrites_the_base_after_its_baseline_and_evaluates_every
         assert raws(out) == raws(run / "checkpoints" / folder.name / "squad-seed")
     results = json.loads((run / "results.json").read_text())
     assert [r["phase"] for r in results["timing"]].count("corda") == 1  # its one-off cost, apart from the steps
+
+
+def squad_file(path: Path, contexts: list[str]) -> Path:
+    path.write_text(json.dumps({"version": "1.1", "data": [{"title": "p", "paragraphs": [
+        {"context": context, "qas": [{"id": f"p{i}", "question": "What is it about?",
+                                      "answers": [{"text": context.split()[0], "answer_start": 0}]}]}
+        for i, context in enumerate(contexts)]}]}))
+    return path
+
+
+def test_keeptune_train_reads_retention_preservation_and_refuses_the_gate_s_own_passages(tiny, data, tmp_path,
+                                                                                       capsys):
+    from keeptune.data.shared import PACKAGED_DIR
+
+    words = [f"model.source={tiny}", f"data.path={data}", "train.max_steps=2", "train.global_batch=8",
+             "train.micro_batch=4", "retention.methods=[corda]", "retention.preservation_samples=8"]
+    source = squad_file(tmp_path / "p.json", [p.split(" Question")[0] for p in PROMPTS])
+    assert main(["train", *words, f"retention.preservation={source}", f"out={tmp_path / 'run'}"]) == 0
+    info = json.loads((tmp_path / "run" / "adapter" / "keeptune.json").read_text())
+    assert info["corda"]["prompts"] == 8
+    gate = next(PACKAGED_DIR.glob("*.json"))  # squad-seed's packaged article, which keeptune train checks against
+    assert main(["train", *words, f"retention.preservation={gate}", f"out={tmp_path / 'leak'}"]) == 2
+    assert "overlap" in capsys.readouterr().err
+    assert not (tmp_path / "leak").exists()  # refused before any model load or output
