@@ -15,17 +15,10 @@ from keeptune.model.lora import LoraSettings, apply_lora
 from keeptune.train.checkpoint import export_adapter
 from keeptune.train.config import ConfigError, RetentionConfig
 from tests.tiny import save_tiny
+from tests.train.conftest import one_thread  # noqa: F401  (autouse: one torch thread here too)
 
 SETTINGS = LoraSettings(targets=("q_proj", "v_proj"), rank=8, alpha=16, dropout=0.0)
 IDS = torch.tensor([[5, 80, 81, 90, 100, 7, 3, 60, 61, 62, 63, 64]])
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def logits(model):

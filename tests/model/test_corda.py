@@ -21,7 +21,7 @@ from keeptune.train import checkpoint
 from keeptune.train.loop import train
 from keeptune.train.retention import prompt_runner
 from tests.tiny import byte_tokenizer, save_tiny, tiny_llama
-from tests.train.conftest import conversation, tiny_config
+from tests.train.conftest import conversation, one_thread, tiny_config  # noqa: F401  (one_thread: autouse, one torch thread)
 
 IDS = torch.tensor([[1, 5, 9, 33, 100, 7, 250, 3, 77, 12]])
 # Preservation prompts: passages and questions, varied enough to give each 64-wide input a full-rank covariance.
@@ -30,14 +30,6 @@ PROMPTS = [f"Passage {i}: the {w} river runs {7 * i + 3} miles past the town of 
            for i, w in enumerate(["red", "blue", "long", "slow", "old", "wide", "cold", "dark", "north", "east",
                                   "west", "south", "deep", "clear", "green", "quiet"])]
 RUN = ("retention.methods=[corda]", "train.epochs=2", "train.checkpoints=3", "train.precision=fp32")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -496,12 +496,6 @@ def _encode(choice: Any) -> str:
 
 # --- one trial ------------------------------------------------------------------------------
 
-def retention_of(entry: dict) -> float:
-    """The lowest gated scalar / baseline of a checkpoint (1.0 when every baseline is 0)."""
-    ratios = [r for task in entry["retention"].values() for r in task.values() if r is not None]
-    return min(ratios) if ratios else 1.0
-
-
 def violation(entry: dict, results: dict) -> float:
     """How far a checkpoint is below the gate: the largest (fraction - scalar / baseline) over the gated scalars,
     0 when it passes (Optuna's constraint: <= 0 is feasible)."""
@@ -525,7 +519,7 @@ def trial_outcome(results: dict, objective: str) -> dict:
     else:
         chosen, constraint = None, 1.0
     accuracy = chosen["accuracy"] if chosen else 0.0
-    retention = retention_of(chosen) if chosen else 0.0
+    retention = rules.lowest_retention(chosen["retention"]) if chosen else 0.0
     values = [rules.score(accuracy, ratio)] if objective == "score" else [accuracy, retention]
     return {"values": values, "constraint": constraint, "feasible": best is not None,
             "score": best["score"] if best else None, "accuracy": accuracy, "retention": retention,
