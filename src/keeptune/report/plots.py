@@ -277,6 +277,7 @@ def frontier(results: dict) -> Figure | None:
     unit = task.unit(task.accuracy)
     figure, (ax,) = _figure("Retention-accuracy frontier: every evaluated (checkpoint, scale)", height=4.4)
     scales = sorted({entry_scale(c) for c in checkpoints}, reverse=True)
+    labels = []  # (x, y, step, colour): drawn last, once the axes' limits are known
     for i, scale in enumerate(scales):
         entries = sorted((c for c in checkpoints if entry_scale(c) == scale), key=lambda c: c["step"])
         points = [(100 * lowest_retention(c), fmt.shown(c.get("accuracy"), unit), c) for c in entries
@@ -291,9 +292,7 @@ def frontier(results: dict) -> Figure | None:
             if chosen:
                 ax.scatter(*zip(*chosen), color=color, marker=marker, zorder=3,
                            label=f"{label}: {'passes' if passes else 'fails'} the gate")
-        for x, y, c in points:
-            ax.annotate(str(c["step"]), (x, y), textcoords="offset points", xytext=(4, 3), fontsize="x-small",
-                        color=color)
+        labels += [(x, y, c["step"], color) for x, y, c in points]
     base = score(results["baseline"], task, task.accuracy)
     if base is not None:
         ax.scatter([100.0], [fmt.shown(base, unit)], marker="s", color="0.5", zorder=3, label="base model")
@@ -305,6 +304,14 @@ def frontier(results: dict) -> Figure | None:
         ax.scatter([100 * lowest_retention(best)], [fmt.shown(best["accuracy"], unit)], marker="*", s=260,
                    facecolor="none", edgecolor="black", lw=1.5, zorder=4,
                    label=f"chosen: step {best['step']}, scale {show_scale(entry_scale(best))}")
+    # A step label within ~5% of the axes (about a label's width) of one already placed goes a line lower.
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    placed = []
+    for x, y, step, color in labels:
+        crowd = sum(abs(x - px) < 0.05 * (x1 - x0) and abs(y - py) < 0.04 * (y1 - y0) for px, py in placed)
+        placed.append((x, y))
+        ax.annotate(str(step), (x, y), textcoords="offset points", xytext=(4, 3 - 8 * crowd), fontsize="x-small",
+                    color=color)
     ax.set_xlabel("retention (%): lowest gated scalar / baseline")
     ax.set_ylabel(f"{task.name} {task.accuracy}" + (" (%)" if unit == fmt.FRACTION else ""))
     _legend(ax)
