@@ -306,10 +306,8 @@ def frontier(results: dict) -> Figure | None:
                    label=f"chosen: step {best['step']}, scale {show_scale(entry_scale(best))}")
     # A step label within ~5% of the axes (about a label's width) of one already placed goes a line lower.
     (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
-    placed = []
-    for x, y, step, color in labels:
-        crowd = sum(abs(x - px) < 0.05 * (x1 - x0) and abs(y - py) < 0.04 * (y1 - y0) for px, py in placed)
-        placed.append((x, y))
+    for k, (x, y, step, color) in enumerate(labels):
+        crowd = sum(abs(x - px) < 0.05 * (x1 - x0) and abs(y - py) < 0.04 * (y1 - y0) for px, py, _, _ in labels[:k])
         ax.annotate(str(step), (x, y), textcoords="offset points", xytext=(4, 3 - 8 * crowd), fontsize="x-small",
                     color=color)
     ax.set_xlabel("retention (%): lowest gated scalar / baseline")
