@@ -290,6 +290,27 @@ def test_a_trial_whose_tracked_retention_fails_is_pruned_with_step_and_reason(se
     assert row[2] == f"pruned: {trial.user_attrs['pruned_reason']}" and row[-2] == "2"
 
 
+def test_a_new_trial_reuses_the_baseline_only_where_its_samples_are_the_same(setup, tmp_path):
+    """Trial 1 evaluates fewer held-out problems than trial 0: its copy of trial 0's `qa` baseline is used (no
+    sample generated again, the same predictions), its copy of the new task's is refused by the resume check and
+    evaluated again."""
+    tmp, overrides = setup
+    out = tmp_path / "sweep"
+    fixed = {key: value for key, value in overrides.items() if key != "new_task.eval_n"}
+    path = write_sweep(tmp_path / "share.yaml", fixed, {"new_task.eval_n": {"type": "categorical", "choices": [4, 3]}},
+                       trials=2, out=str(out), sampler={"name": "random", "seed": 0},
+                       pruning={"gate": False, "median": False},
+                       start=[{"new_task.eval_n": 4}, {"new_task.eval_n": 3}])
+    assert main(["sweep", str(path)]) == 0
+    first, second = (Path(t.user_attrs["run_dir"]) / "baseline" for t in study_of(out, "share").get_trials())
+    (new_task,) = {p.name for p in first.iterdir()} - {"qa"}
+    assert read(first / "qa" / "metrics.json")["generated"] == 4 and read(first / new_task / "metrics.json")["generated"] == 4
+    assert read(second / "qa" / "metrics.json")["generated"] == 0  # all 4 reused
+    assert (second / "qa" / "predictions.jsonl").read_text() == (first / "qa" / "predictions.jsonl").read_text()
+    assert read(second / "qa" / "metrics.json")["scores"] == read(first / "qa" / "metrics.json")["scores"]
+    assert read(second / new_task / "metrics.json")["generated"] == 3  # other samples: evaluated again
+
+
 STALL = """
 import sys, time
 from pathlib import Path

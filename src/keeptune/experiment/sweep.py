@@ -5,6 +5,8 @@ any experiment field (the `key=value` names of `keeptune run`). Optuna samples
 the space (TPE by default, seeded); every trial is an ordinary `keeptune run`
 directory, SWEEP/trials/trial-HASH, named by a hash of the trial's parameters,
 so its cache, report and resume work as for `keeptune run`.
+A new trial's directory starts with a copy of the baseline evaluations an earlier trial finished
+(share_baseline); the engine's resume check uses each only where its samples and settings match.
 
 The objective is the score of the trial's best checkpoint that passes the gate.
 A trial with no passing checkpoint is *infeasible*: it gets Optuna's constraint
@@ -40,6 +42,7 @@ import hashlib
 import json
 import os
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
@@ -636,6 +639,34 @@ def _rdb_class():
     return RDBStorage
 
 
+def share_baseline(run: Path, sweep: Sweep) -> list[str]:
+    """Start a new trial's run directory with the base model's evaluations of an earlier trial; returns the tasks.
+
+    Every trial evaluates the same base model on the same tasks before it trains (a minute of a demo trial's
+    six), so a trial whose directory does not exist yet gets a copy of each finished baseline folder
+    (RUN/baseline/TASK with its metrics.json) of a sibling trial. The evaluation engine's resume check decides
+    whether the copy is used: one made for other samples (their sha256), another model name or other generation
+    settings is evaluated again, as after any change of settings. Nothing is shared when the space searches a
+    `model.` field: the engine knows the model by its name, not its dtype or device."""
+    if run.exists() or any(p.key.startswith("model.") for p in sweep.params):
+        return []
+    found: dict[str, Path] = {}
+    for metrics in sorted(run.parent.glob("*/baseline/*/metrics.json")):
+        found.setdefault(metrics.parent.name, metrics.parent)
+    if not found:
+        return []
+    staging = run.parent / f".{run.name}.tmp"  # built aside, renamed into place: a kill leaves no half copy
+    shutil.rmtree(staging, ignore_errors=True)
+    for task, folder in found.items():
+        (staging / "baseline" / task).mkdir(parents=True)
+        for name in ("eval.json", "predictions.jsonl"):
+            shutil.copyfile(folder / name, staging / "baseline" / task / name)
+    os.replace(staging, run)
+    print(f"baseline of {', '.join(found)}: the base model's predictions of "
+          f"{', '.join(sorted({f.parent.parent.name for f in found.values()}))}, checked as on resume")
+    return list(found)
+
+
 def work(sweep: Sweep, storage: Optional[str] = None) -> None:
     """One worker: run trials of the shared study until the budget is spent."""
     import optuna
@@ -665,6 +696,7 @@ def work(sweep: Sweep, storage: Optional[str] = None) -> None:
         hook = Pruning(sweep, trial, new_task, accuracy_key)
         try:
             with _run_lock(sweep, config.name):  # a trial of the same parameters elsewhere: wait, then reuse it
+                share_baseline(run_dir(config), sweep)
                 results = run_experiment(config, command, on_track=hook)
                 build_report(run_dir(config))
         except KeyboardInterrupt:
