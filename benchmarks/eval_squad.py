@@ -22,7 +22,7 @@ import time
 import torch
 from transformers import GenerationConfig
 
-from keeptune.evaluate.generation import GenerationSettings, left_pad, positions, generate
+from keeptune.evaluate.generation import GenerationSettings, generate, left_pad, positions
 from keeptune.evaluate.spec import SpecTask, load_spec, load_task_samples, resolve_data_path
 from keeptune.model.load import load_model
 

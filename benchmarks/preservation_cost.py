@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/preservation_cost.py [--n 64] [--out DIR]
 
 Loads the embedded model (float32, as `keeptune run` evaluates), lets it write N self-written
-preservation samples (keeptune.data.selfwritten: passages, then questions) and answer them in the
-squad-seed prompt as replay does (keeptune.experiment.replay.base_answers), and prints the
+preservation samples (keeptune.retention.selfwritten: passages, then questions) and answer them in the
+squad-seed prompt as replay does (keeptune.retention.replay.base_answers), and prints the
 generation seconds of each pass (model loading excluded) and what was written. Everything is cached
 in --out (a fresh temporary folder by default): run it twice on one folder and the second run
 generates nothing.
@@ -17,10 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from keeptune.data.preservation import load_preservation
 from keeptune.evaluate.spec import SpecTask, load_spec, load_task_samples, resolve_data_path
-from keeptune.experiment.replay import base_answers
 from keeptune.model.load import load_model
+from keeptune.retention.preservation import load_preservation
+from keeptune.retention.replay import base_answers
 from keeptune.train.config import RetentionConfig
 
 

@@ -41,9 +41,9 @@ BATCH, SEQ_LEN, LR, SEED = 8, 256, 1e-3, 0
 
 
 def make_data(folder: Path, samples: int) -> Path:
+    from keeptune.core.io import write_jsonl
     from keeptune.data.math.build import build_records
     from keeptune.data.math.generate import generate_pairs
-    from keeptune.io import write_jsonl
 
     pairs = (pair for _, pair in generate_pairs(20 * samples, SEED, None, "real"))
     path = folder / "train.jsonl"
@@ -81,7 +81,7 @@ def run_trainer(data: Path, steps: int, out: Path, bf16: bool) -> dict:
 
     from keeptune.model.load import load_model
     from keeptune.model.lora import LoraSettings, apply_lora
-    from keeptune.train.data import encode, read_conversations
+    from keeptune.train.records import encode, read_conversations
 
     model, tokenizer = load_model(None)
     samples = encode(read_conversations(data), tokenizer, "plain", SEQ_LEN).samples

@@ -1,4 +1,4 @@
-"""keeptune.io: the output-directory guard, unwritable outputs and user-file decoding
+"""keeptune.core.io: the output-directory guard, unwritable outputs and user-file decoding
 (issue 11: nothing lost, no traceback)."""
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import os
 
 import pytest
 
-from keeptune.io import (OWNER_FILE, DataError, MalformedLineError, OutputError, claim_output_dir,
-                         check_output_dir, iter_jsonl, located_jsonl, read_jsonl_prefix, read_text, write_jsonl)
-
+from keeptune.core.errors import DataError, MalformedLineError, OutputError
+from keeptune.core.io import iter_jsonl, located_jsonl, read_jsonl_prefix, read_text, write_jsonl
+from keeptune.core.outputs import OWNER_FILE, check_output_dir, claim_output_dir
 
 # --- claim_output_dir ---------------------------------------------------------------------
 

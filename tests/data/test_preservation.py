@@ -1,4 +1,4 @@
-"""Preservation data (keeptune.data.preservation): from a SQuAD file or address, a task spec or the
+"""Preservation data (keeptune.retention.preservation): from a SQuAD file or address, a task spec or the
 self-written offline default; chosen evenly; rendered in the retention task's prompt; refused when it
 shares a passage or a prompt with what the gate evaluates (both outcomes). Nothing touches the network."""
 from __future__ import annotations
@@ -8,9 +8,10 @@ import urllib.request
 
 import pytest
 
-from keeptune.data.preservation import evenly_spaced, load_preservation, plan_preservation, preservation_prompts
+from keeptune.core.errors import ConfigError
 from keeptune.evaluate.spec import SpecTask, load_spec, load_task_samples
-from keeptune.train.config import ConfigError, RetentionConfig
+from keeptune.retention.preservation import evenly_spaced, load_preservation, plan_preservation, preservation_prompts
+from keeptune.train.config import RetentionConfig
 
 # The seed's SQuAD prompt (SPEC section 1), written out here byte for byte.
 SEED = ("Read the passage and answer the question below.\n\n### Instruction:\n{passage}\n\n### Input:\n{question}"
@@ -171,7 +172,7 @@ def test_no_method_that_needs_preservation_reads_nothing(gate):
 # --- the offline default ------------------------------------------------------------------------
 
 def test_the_offline_default_is_self_written_cached_deterministic_and_checked(tmp_path, gate):
-    from keeptune.data import selfwritten
+    from keeptune.retention import selfwritten
     from tests.tiny import byte_tokenizer, tiny_llama
 
     model, tokenizer = tiny_llama(), byte_tokenizer()
@@ -197,7 +198,7 @@ def test_the_offline_default_is_self_written_cached_deterministic_and_checked(tm
 
 
 def test_the_offline_default_is_leak_checked_too(tmp_path, gate, monkeypatch):
-    from keeptune.data import selfwritten
+    from keeptune.retention import selfwritten
     from tests.tiny import byte_tokenizer, tiny_llama
 
     monkeypatch.setattr(selfwritten, "tidy_passage", lambda raw: LONG)  # as if the model wrote the gate's text
@@ -206,7 +207,7 @@ def test_the_offline_default_is_leak_checked_too(tmp_path, gate, monkeypatch):
 
 
 def test_passages_and_questions_are_tidied():
-    from keeptune.data.selfwritten import tidy_passage, tidy_question
+    from keeptune.retention.selfwritten import tidy_passage, tidy_question
 
     assert tidy_passage("# Owls\n\n**Owls** are birds.\nThey hunt at night. They can tu") == \
         "Owls Owls are birds. They hunt at night."
@@ -219,8 +220,8 @@ def test_the_topics_avoid_the_gate_article():
     """No topic word (of 4 letters or more, but a few plain ones) is a word of the packaged Super Bowl 50 article."""
     import re
 
-    from keeptune.data.selfwritten import TOPICS
     from keeptune.data.shared import PACKAGED_SQUAD
+    from keeptune.retention.selfwritten import TOPICS
 
     article = json.loads(PACKAGED_SQUAD.read_text(encoding="utf-8"))
     words = set(re.findall(r"[a-z]+", json.dumps(article).lower()))

@@ -4,15 +4,14 @@ a fake `urllib.request.urlopen`, into a cache under tmp_path."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
 from keeptune.data import shared
 from keeptune.data.squad import SquadDataError, default_data_path, load_samples, resolve_data
-from keeptune.io import DataError
 
 OFFICIAL_URL = "https://rajpurkar.github.io/SQuAD-explorer/dataset/dev-v1.1.json"
 

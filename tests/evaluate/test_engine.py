@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from keeptune.evaluate.engine import ResumeMismatchError, evaluate
+from keeptune.core.errors import ResumeMismatchError
+from keeptune.evaluate.engine import evaluate
 from keeptune.evaluate.generation import GenerationSettings
 from tests.tiny import byte_tokenizer, tiny_llama
 
@@ -111,7 +112,8 @@ def test_add_bos_puts_the_bos_id_before_the_prompt(tmp_path, model_and_tokenizer
 
 
 def test_a_second_evaluation_into_the_same_folder_is_refused(tmp_path, model_and_tokenizer):
-    from keeptune.io import DataError, locked
+    from keeptune.core.errors import DataError
+    from keeptune.core.outputs import locked
 
     with locked(tmp_path, "busy"):  # a first evaluation holds OUT/.lock
         with pytest.raises(DataError, match="another evaluation is writing into this directory"):

@@ -8,8 +8,8 @@ import json
 import pytest
 
 from keeptune.cli import main
+from keeptune.core.errors import DataError
 from keeptune.evaluate.spec import SpecError, load_spec, load_task_samples
-from keeptune.io import DataError
 from tests.tiny import save_tiny
 
 SPEC = """\

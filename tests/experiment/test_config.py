@@ -48,7 +48,7 @@ def test_overriding_one_key_keeps_the_experiments_own_section_defaults():
 def test_run_help_shows_the_defaults_a_bare_run_uses():
     # Every `section.field=default` line of `keeptune run --help` parses back, as an override,
     # to the value the bare ExperimentConfig holds: help and run share one source of defaults.
-    from keeptune.train.config import describe
+    from keeptune.core.config import describe
 
     lines = [line.strip() for line in describe(ExperimentConfig) if line.startswith("  ")]
     assert len(lines) > 40

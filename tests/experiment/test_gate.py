@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from keeptune.experiment.gate import TaskGate, best, judge, lowest_retention, score
+from keeptune.core.gate import TaskGate, best, judge, lowest_retention, score
 
 SEED = TaskGate("squad-seed", ("emf1.F1", "emf1.Em"), 0.9)
 CHAT = TaskGate("squad-chat", ("squad_v1.f1",), 0.8)

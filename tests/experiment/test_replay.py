@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from keeptune.cli import main
-from keeptune.experiment.replay import replay_count
+from keeptune.retention.replay import replay_count
 from tests.experiment.test_runner import SQUAD, tiny_experiment
 
 SEED = ("Read the passage and answer the question below.\n\n### Instruction:\n{passage}\n\n### Input:\n{question}"

@@ -10,10 +10,11 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
-from keeptune.experiment import scale as scaling
+from keeptune.core.errors import ConfigError
+from keeptune.model.adapter import export_adapter
 from keeptune.model.lora import LoraSettings, apply_lora
-from keeptune.train.checkpoint import export_adapter
-from keeptune.train.config import ConfigError, RetentionConfig
+from keeptune.retention import scale as scaling
+from keeptune.train.config import RetentionConfig
 from tests.tiny import save_tiny
 from tests.train.conftest import one_thread  # noqa: F401  (autouse: one torch thread here too)
 
@@ -82,7 +83,7 @@ def write_checkpoint(directory, peft_model, folder):
 def test_a_folded_export_loads_in_plain_peft_and_merges_to_the_scaled_model(tiny, tmp_path, capsys):
     from peft import PeftModel
 
-    from keeptune.train.commands import merge
+    from keeptune.model.commands import merge
 
     directory, peft_model = tiny
     checkpoint = write_checkpoint(directory, peft_model, tmp_path / "step-000004")

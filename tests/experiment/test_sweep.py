@@ -102,8 +102,8 @@ def line_of(text: str, needle: str) -> int:
      "  lora.alpha: {type: uniform, low: 1, high: 2, when: {lora.rank: 8}}\n", "lora.alpha", "not one of its choices"),
 ])
 def test_space_errors_name_the_file_line_and_field(setup, tmp_path, space, needle, message):
-    from keeptune.experiment.sweep import load_sweep
-    from keeptune.train.config import ConfigError
+    from keeptune.core.errors import ConfigError
+    from keeptune.sweep.study import load_sweep
 
     model = setup[1]["model.source"]
     text = f"overrides:\n  model.source: {model}\n  new_task.n: 16\nspace:\n{space}trials: 2\n"
@@ -115,8 +115,8 @@ def test_space_errors_name_the_file_line_and_field(setup, tmp_path, space, needl
 
 
 def test_unknown_override_and_a_word_are_named(setup, tmp_path):
-    from keeptune.experiment.sweep import load_sweep
-    from keeptune.train.config import ConfigError
+    from keeptune.core.errors import ConfigError
+    from keeptune.sweep.study import load_sweep
 
     model = setup[1]["model.source"]
     text = f"overrides:\n  model.source: {model}\n  train.lrate: 0.1\nspace:\n  train.lr: {{type: uniform, low: 0.1, high: 0.2}}\n"
@@ -136,7 +136,7 @@ def test_unknown_override_and_a_word_are_named(setup, tmp_path):
 
 
 def test_conditional_fields_are_suggested_only_when_their_condition_holds(setup, tmp_path):
-    from keeptune.experiment.sweep import load_sweep, suggest, trial_config, trial_name
+    from keeptune.sweep.study import load_sweep, suggest, trial_config, trial_name
 
     model = setup[1]["model.source"]
     path = write_sweep(tmp_path / "s.yaml", {"model.source": model}, {
@@ -160,7 +160,7 @@ def test_conditional_fields_are_suggested_only_when_their_condition_holds(setup,
 # --- the constraint -------------------------------------------------------------------------------
 
 def test_a_trial_without_a_passing_checkpoint_is_infeasible_not_zero():
-    from keeptune.experiment.sweep import trial_outcome
+    from keeptune.sweep.study import trial_outcome
 
     tasks = [{"name": "qa", "role": "retention", "gate": {"fraction": 0.9}}, {"name": "new", "role": "new"}]
 
@@ -183,7 +183,7 @@ def test_a_trial_without_a_passing_checkpoint_is_infeasible_not_zero():
 
 
 def test_median_rule_prunes_with_the_step_and_reason():
-    from keeptune.experiment.sweep import Pruning, PruningConfig, Sweep, SweepConfig
+    from keeptune.sweep.study import Pruning, PruningConfig, Sweep, SweepConfig
 
     class Trial:
         def __init__(self, prune):
@@ -252,8 +252,9 @@ def test_sweep_end_to_end_both_sides_of_the_gate(setup, tmp_path):
     page = (out / "sweep.html").read_text()
     assert page.count('src="data:image/png;base64,') == 2 and "http" not in page.replace("https://optuna", "")
     # best.yaml: the best trial's full config, as keeptune's loader reads it and as its run recorded it.
+    from keeptune.core.config import to_dict
     from keeptune.experiment.config import ExperimentConfig
-    from keeptune.train.config import load_config, to_dict
+    from keeptune.train.config import load_config
 
     loaded = load_config(out / "best.yaml", root=ExperimentConfig)
     assert to_dict(loaded) == read(Path(best.user_attrs["run_dir"]) / "results.json")["config"]

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from keeptune.core.gate import TaskGate
+from keeptune.core.io import write_jsonl
 from keeptune.evaluate.spec import Sample, SpecTask, load_spec
 from keeptune.experiment.config import ExperimentConfig, TrackingConfig
-from keeptune.experiment.gate import TaskGate
 from keeptune.experiment.tracking import Tracker
-from keeptune.io import write_jsonl
 from tests.tiny import byte_tokenizer, tiny_llama
 
 SAMPLES = [Sample(f"q{i}", {"id": f"q{i}", "passage": f"Passage {i} names Ada.", "question": f"Who is in {i}?",

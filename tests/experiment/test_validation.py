@@ -49,8 +49,8 @@ def test_a_folder_keeptune_did_not_make_is_refused_unless_overwrite(tmp_path, ca
 
 
 def test_a_second_run_into_the_same_folder_is_refused(tmp_path):
+    from keeptune.core.errors import DataError
     from keeptune.experiment.runner import exclusive
-    from keeptune.io import DataError
 
     out = tmp_path / "run"
     with exclusive(out, False, ()):

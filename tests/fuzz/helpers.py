@@ -1,7 +1,7 @@
 """The fuzz suite's contract, reusable for any reader of user input (issue 11).
 
 For any generated input a reader either succeeds or raises one of the CLI's user
-errors (`keeptune.errors.USER_ERRORS`: printed as `keeptune: error: ...`, exit 2)
+errors (`keeptune.core.errors.USER_ERRORS`: printed as `keeptune: error: ...`, exit 2)
 whose message names the input; never another exception, and never a partial
 output left behind. `user_error_or_success` checks a Python call, `cli_exit`
 a whole command through `keeptune.cli.main`.
@@ -32,7 +32,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-from keeptune.errors import USER_ERRORS
+from keeptune.core.errors import USER_ERRORS
 
 LONG = 1000
 

@@ -5,8 +5,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from keeptune.data.math.loader import PairReader
-from tests.fuzz.helpers import (cli_exit, damaged, dumps, encode, encodings, fuzz, json_values, long_fuzz,
-                                user_error_or_success, workdir)
+from tests.fuzz.helpers import (
+    cli_exit,
+    damaged,
+    dumps,
+    encode,
+    encodings,
+    fuzz,
+    json_values,
+    long_fuzz,
+    user_error_or_success,
+    workdir,
+)
 
 PROBLEMS = ["计算 1.00 + 2.00 等于多少？", "将分数 6/8 进行简化。", "计算 3.5 的 2 次方？", "What is $1+1$?", ""]
 SOLUTIONS = ["1.00 + 2.00 = 3.00", "最简化的形式为：3/4", "3.5^2 = 12.25", "$\\boxed{2}$", ""]

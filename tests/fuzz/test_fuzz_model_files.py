@@ -10,8 +10,8 @@ import struct
 from hypothesis import given
 from hypothesis import strategies as st
 
-from keeptune.model.load import (ModelLoadError, check_config_json, check_safetensors, gguf_to_model_dir,
-                                 read_gguf_header)
+from keeptune.core.errors import ModelLoadError
+from keeptune.model.load import check_config_json, check_safetensors, gguf_to_model_dir, read_gguf_header
 from tests.fuzz.helpers import damaged, fuzz, json_values, long_fuzz, user_error_or_success, workdir
 
 # --- GGUF ---------------------------------------------------------------------------------------
@@ -178,6 +178,6 @@ def test_config_json_long(content):
 
 
 def test_a_model_load_error_is_a_user_error():
-    from keeptune.errors import USER_ERRORS
+    from keeptune.core.errors import USER_ERRORS
 
     assert issubclass(ModelLoadError, USER_ERRORS)

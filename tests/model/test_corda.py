@@ -15,11 +15,12 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from keeptune.cli import main
+from keeptune.model import adapter as adapters
 from keeptune.model.lora import LoraSettings, apply_corda, apply_lora, count_parameters
 from keeptune.model.params import lora_accounting, source_config
+from keeptune.retention.training import prompt_runner
 from keeptune.train import checkpoint
 from keeptune.train.loop import train
-from keeptune.train.retention import prompt_runner
 from tests.tiny import byte_tokenizer, save_tiny, tiny_llama
 from tests.train.conftest import conversation, one_thread, tiny_config  # noqa: F401  (one_thread: autouse, one torch thread)
 
@@ -39,7 +40,7 @@ def tiny(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    from keeptune.io import write_jsonl
+    from keeptune.core.io import write_jsonl
 
     path = tmp_path_factory.mktemp("data") / "train.jsonl"
     write_jsonl(path, [conversation(i) for i in range(48)])
@@ -110,7 +111,7 @@ def test_every_checkpoint_is_a_plain_lora_on_the_original_base_and_loads_in_plac
         assert (config["r"], config["lora_alpha"], config["init_lora_weights"]) == (16, 32, True)
         plain = logits_of(PeftModel.from_pretrained(original(tiny), folder))
         # the experiment's way: the checkpoint's weights as trained, into the model trained in place
-        checkpoint.load_adapter_weights(folder, corda_run.model)
+        adapters.load_adapter_weights(folder, corda_run.model)
         assert torch.allclose(logits_of(corda_run.model), plain, atol=1e-5)
     assert torch.allclose(plain, trained, atol=1e-5)  # the last checkpoint is the trained model
     assert not torch.allclose(plain, logits_of(original(tiny)), atol=1e-3)  # and it learned something
@@ -124,7 +125,7 @@ def test_every_checkpoint_is_a_plain_lora_on_the_original_base_and_loads_in_plac
 
 def test_a_corda_checkpoint_does_not_load_into_a_plain_model(corda_run, tiny):
     with pytest.raises(RuntimeError, match="a CorDA checkpoint cannot be loaded into a plain LoRA model"):
-        checkpoint.load_adapter_weights(corda_run.adapter.parent / "checkpoints" / "step-000004",
+        adapters.load_adapter_weights(corda_run.adapter.parent / "checkpoints" / "step-000004",
                                         apply_lora(original(tiny), LoraSettings()))
 
 
@@ -182,7 +183,7 @@ def test_the_experiment_rewrites_the_base_after_its_baseline_and_evaluates_every
     assert raws(tmp_path / "b") == raws(run / "baseline" / "squad-seed")
     # each checkpoint evaluated in place (its weights on the residual) = its adapter in plain PEFT on the original base
     folders = checkpoint.complete_checkpoints(run / "train")
-    assert len(folders) == 2 and all((f / checkpoint.CORDA_WEIGHTS).is_file() for f in folders)
+    assert len(folders) == 2 and all((f / adapters.CORDA_WEIGHTS).is_file() for f in folders)
     for folder in folders:
         out = tmp_path / folder.name
         assert main(["eval", "squad-seed", "--adapter", str(folder), "--model", str(model), "--data", str(squad),

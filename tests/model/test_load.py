@@ -14,7 +14,8 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaForCausalLM
 
-from keeptune.model.load import ModelLoadError, default_model_file, load_model, resolve_dtype
+from keeptune.core.errors import ModelLoadError
+from keeptune.model.load import default_model_file, load_model, resolve_dtype
 from tests.tiny import byte_tokenizer, save_tiny, tiny_llama
 
 

@@ -11,9 +11,9 @@ import io
 import pytest
 import torch
 
+from keeptune.core.errors import TargetError
 from keeptune.model.lora import (
     LoraSettings,
-    TargetError,
     apply_lora,
     count_parameters,
     mindformers_lora_name,

@@ -16,9 +16,9 @@ from safetensors.torch import save_file
 from transformers import AutoModelForCausalLM
 
 from keeptune.cli import main
+from keeptune.interop.mindformers import hf_weight_name, mindformers_weight_name, peft_module_of_mindpet
+from keeptune.interop.mindspore_ckpt import read_checkpoint, write_checkpoint
 from keeptune.model.lora import LoraSettings, trainable_parameters
-from keeptune.model.mindformers import hf_weight_name, mindformers_weight_name, peft_module_of_mindpet
-from keeptune.model.mindspore_ckpt import read_checkpoint, write_checkpoint
 from keeptune.model.params import architecture_config, lora_accounting
 from tests.tiny import save_tiny
 
@@ -153,7 +153,7 @@ def test_a_training_checkpoint_imports_its_weights_and_skips_the_rest(tmp_path, 
 def test_llama3_8b_shapes_get_its_published_configuration(tmp_path, capsys):
     from transformers import LlamaConfig
 
-    from keeptune.model.mindformers import LLAMA3_8B, expected_shapes, infer_config
+    from keeptune.interop.mindformers import LLAMA3_8B, expected_shapes, infer_config
 
     shapes = expected_shapes(architecture_config("llama3-8b"))  # as the weights of its checkpoint give them
     config = infer_config(shapes, tmp_path / "llama3_8b.ckpt")
@@ -225,7 +225,7 @@ def test_a_mindformers_yaml_is_a_config(tmp_path, tiny, capsys):
 
 
 def yaml_config_of(tmp_path: Path, **model_config):
-    from keeptune.model.mindformers import yaml_config
+    from keeptune.interop.mindformers import yaml_config
 
     return yaml_config(mindformers_yaml(tmp_path / "other.yaml", **model_config))[0]
 

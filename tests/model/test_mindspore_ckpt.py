@@ -1,4 +1,4 @@
-"""MindSpore checkpoints read and written without MindSpore (keeptune.model.mindspore_ckpt).
+"""MindSpore checkpoints read and written without MindSpore (keeptune.interop.mindspore_ckpt).
 
 `data/mindspore-save_checkpoint.ckpt` is what MindSpore 2.10's own `save_checkpoint`
 wrote (crc_check=True, SLICE_SIZE lowered to 1 KB so that its 1200-byte tensor is split
@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from keeptune.cli import main
-from keeptune.model import mindspore_ckpt
-from keeptune.model.mindspore_ckpt import CheckpointError, CheckpointFile, read_checkpoint, write_checkpoint
+from keeptune.interop import mindspore_ckpt
+from keeptune.interop.mindspore_ckpt import CheckpointError, CheckpointFile, read_checkpoint, write_checkpoint
 
 MINDSPORE_FILE = Path(__file__).parent / "data" / "mindspore-save_checkpoint.ckpt"
 

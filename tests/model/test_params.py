@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from keeptune.cli import main
-from keeptune.model.load import ModelLoadError
+from keeptune.core.errors import ModelLoadError
 from keeptune.model.lora import LoraSettings
 from keeptune.model.params import architecture_config, leaderboard_ratio, lora_accounting, source_config
 from tests.tiny import tiny_llama

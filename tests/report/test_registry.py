@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from keeptune.io import DataError
+from keeptune.core.errors import DataError
 from keeptune.report.registry import write_registry
 from tests.report.synthetic import markdown_headers, markdown_rows, scaled_results, synthetic_results, write_run
 

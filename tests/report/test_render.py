@@ -14,7 +14,14 @@ import pytest
 from keeptune.report import build_report
 from keeptune.report.plots import file_names
 from tests.report.synthetic import (
-    LOG, RESULTS, markdown_headers, markdown_rows, results, scaled_results, synthetic_results, write_run,
+    LOG,
+    RESULTS,
+    markdown_headers,
+    markdown_rows,
+    results,
+    scaled_results,
+    synthetic_results,
+    write_run,
 )
 
 DPI = 30

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from keeptune.io import DataError
+from keeptune.core.errors import DataError
 from keeptune.report import build_report
 from keeptune.report.results import load_results, new_task, retention_tasks
 from tests.report.synthetic import RESULTS, markdown_rows, results, synthetic_results, write_run

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from keeptune.experiment.config import ExperimentConfig
-from keeptune.experiment.sweep import Param, Sweep, SweepConfig
+from keeptune.sweep.study import Param, Sweep, SweepConfig
 from keeptune.train.config import load_config
 
 optuna = pytest.importorskip("optuna")
@@ -31,7 +31,7 @@ def make_sweep(tmp_path: Path, params=PARAMS, objective: str = "score", start: l
 
 
 def trial(number, lr, rank, kind="complete", score=None, accuracy=0.5, retention=1.0, root=Path("sweep"), **attrs):
-    """A finished trial as keeptune.experiment.sweep records it (user attributes, the `gate` constraint)."""
+    """A finished trial as keeptune.sweep.study records it (user attributes, the `gate` constraint)."""
     feasible = kind == "complete"
     gap = 0.0 if feasible else 0.2
     if kind == "killed":  # a killed trial never finished: no outcome

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from keeptune.core.io import write_jsonl
 from keeptune.data.prompts import PROMPTS
-from keeptune.io import write_jsonl
 from keeptune.train.config import Config, load_config
 from keeptune.train.loop import train
 from tests.tiny import save_tiny

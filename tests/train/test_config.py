@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 
 from keeptune.cli import main
+from keeptune.core.config import field_docs
+from keeptune.core.errors import ConfigError
 from keeptune.model.lora import LoraSettings
 from keeptune.model.params import architecture_config, lora_accounting
-from keeptune.train.config import Config, ConfigError, field_docs, load_config
+from keeptune.train.config import Config, load_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 

@@ -11,9 +11,18 @@ import json
 
 import pytest
 
-from keeptune.io import DataError, MalformedLineError, write_jsonl
-from keeptune.train.data import (IGNORE, Conversation, collate, detect_prompt, encode, epoch_batches,
-                                 micro_batches, read_conversations)
+from keeptune.core.errors import DataError, MalformedLineError
+from keeptune.core.io import write_jsonl
+from keeptune.train.records import (
+    IGNORE,
+    Conversation,
+    collate,
+    detect_prompt,
+    encode,
+    epoch_batches,
+    micro_batches,
+    read_conversations,
+)
 from tests.tiny import byte_tokenizer, chat_tokenizer
 from tests.train.conftest import conversation
 

@@ -11,9 +11,8 @@ import torch
 from safetensors.torch import load_file
 
 from keeptune.cli import main
-from keeptune.evaluate.engine import ResumeMismatchError
-from keeptune.train.config import ConfigError
-from keeptune.train.loop import TrainingDivergedError, train
+from keeptune.core.errors import ConfigError, ResumeMismatchError, TrainingDivergedError
+from keeptune.train.loop import train
 from tests.train.conftest import N_RECORDS, conversation, tiny_config
 
 STEPS, CHECKPOINTS = 12, [4, 8, 12]  # 48 samples / global batch 8 = 6 steps per epoch, 2 epochs; round(k*12/3)
@@ -108,7 +107,7 @@ def test_the_head_sees_only_what_the_loss_needs(tiny_dir, monkeypatch, row_masks
     from transformers import AutoModelForCausalLM
 
     from keeptune.train import loop
-    from keeptune.train.data import IGNORE
+    from keeptune.train.records import IGNORE
 
     if row_masks and not loop.ROW_MASKS:
         pytest.skip("this transformers has no row masks for logits_to_keep")

@@ -14,6 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from keeptune.model import adapter as adapters
 from keeptune.train import checkpoint
 from keeptune.train.loop import train
 from tests.conftest import REPO
@@ -72,7 +73,7 @@ def test_killed_run_resumes_to_the_identical_adapter(tiny_dir, tiny_data, tmp_pa
     assert expected.keys() == actual.keys()
     assert all(torch.equal(expected[k], actual[k]) for k in expected)
     if "corda" in methods:  # and the weights as trained on CorDA's residual, which resuming loads
-        expected, actual = (load_file(r / "checkpoints" / "step-000060" / checkpoint.CORDA_WEIGHTS)
+        expected, actual = (load_file(r / "checkpoints" / "step-000060" / adapters.CORDA_WEIGHTS)
                             for r in (reference.run, out))
         assert expected.keys() == actual.keys() and all(torch.equal(expected[k], actual[k]) for k in expected)
     assert log_of(out) == log_of(reference.run)  # every step's loss and lr, the torn line gone

@@ -11,12 +11,13 @@ import torch
 from safetensors.torch import load_file
 
 from keeptune.cli import main
+from keeptune.core.errors import ConfigError
 from keeptune.experiment.config import ExperimentConfig
 from keeptune.model.lora import LoraSettings, apply_lora
-from keeptune.train.config import ConfigError, RetentionConfig, load_config
-from keeptune.train.data import IGNORE, collate, encode, parse_conversation
+from keeptune.retention.training import KL, training_retention
+from keeptune.train.config import RetentionConfig, load_config
 from keeptune.train.loop import token_loss_sum, train
-from keeptune.train.retention import KL, training_retention
+from keeptune.train.records import IGNORE, collate, encode, parse_conversation
 from tests.tiny import byte_tokenizer, tiny_llama
 from tests.train.conftest import conversation, tiny_config, tiny_words
 

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import sys
 
-from keeptune.data.math import commands as data_commands
+from keeptune.cli import data as data_commands
+from keeptune.cli import run as experiment_commands
+from keeptune.cli import sweep as sweep_command
+from keeptune.cli import train as train_commands
 from keeptune.evaluate import commands as eval_commands
-from keeptune.experiment import commands as experiment_commands
-from keeptune.experiment import sweep as sweep_command
-from keeptune.model import commands as model_commands
+from keeptune.interop import commands as model_commands
+from keeptune.model import commands as merge_command
 from keeptune.report import commands as report_commands
-from keeptune.train import commands as train_commands
 
 COMMANDS = {
     "eval": eval_commands.eval_task,  # eval TASK: a built-in name (squad, math, ...) or a task spec file
@@ -24,7 +25,7 @@ COMMANDS = {
     "run": experiment_commands.run,  # run, train and sweep take key=value words: parsed by their own `main`
     "train": train_commands.train,
     "sweep": sweep_command.sweep,  # listed in --help; WORD_COMMANDS parses it
-    "merge": train_commands.merge,
+    "merge": merge_command.merge,
     "report": report_commands.report,
     "runs": report_commands.runs,
 }
@@ -97,7 +98,7 @@ def _run_with_own_parser(args: list[str]) -> bool:
 def main(argv: list[str] | None = None) -> int:
     from jsonargparse import CLI
 
-    from keeptune.errors import USER_ERRORS
+    from keeptune.core.errors import USER_ERRORS
 
     args = _positional_folder([_underscored(a) for a in (sys.argv[1:] if argv is None else argv)])
     args = _bare_switches(args)

@@ -5,8 +5,9 @@ import shlex
 from pathlib import Path
 from typing import Optional
 
+from keeptune.core.config import parse_words
 from keeptune.experiment.config import ExperimentConfig
-from keeptune.train.config import load_config, parse_words
+from keeptune.train.config import load_config
 
 RUN_USAGE = """\
 examples:

@@ -13,7 +13,7 @@ accuracy scalar (a fraction).
 Best (SPEC section 4, over every evaluated state): the passing entry with the
 highest score. An entry is a checkpoint, or with retention method `scale` a
 (checkpoint, scale) pair: the same checkpoint with its adapter's update scaled
-(keeptune.experiment.scale); every one is judged by the same gate and score. On
+(keeptune.retention.scale); every one is judged by the same gate and score. On
 equal scores the larger scale wins (the adapter closest to as trained: a scaled
 state is chosen only when it is strictly better), then the later step. An entry
 without a `scale` (a plain run's, or an older results.json) is at scale 1.

@@ -13,34 +13,14 @@ replaces or writes into a folder it did not make, nor into its own input.
 """
 from __future__ import annotations
 
-import contextlib
 import errno
-import fcntl
-import fnmatch
 import json
 import os
 import tempfile
-import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Optional
 
-
-class DataError(ValueError):
-    """Input data keeptune cannot use; the message names the file and what is wrong."""
-
-
-class MalformedLineError(DataError):
-    """A line of a data file that is not the record it should be."""
-
-    def __init__(self, path: Path, line: int, field: Optional[str], reason: str):
-        self.path, self.line, self.field, self.reason = path, line, field, reason
-        where = f"field {field!r}: " if field else ""
-        super().__init__(f"{path}:{line}: {where}{reason}")
-
-
-class OutputError(DataError):
-    """A place keeptune cannot or will not write to (not writable, a file in the way, a foreign folder)."""
-
+from keeptune.core.errors import DataError, MalformedLineError, OutputError
 
 # OS errors that say the output path is unusable, not that keeptune is broken.
 UNWRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENOSPC,
@@ -222,140 +202,13 @@ def append_jsonl(handle, records: Iterable[Any]) -> None:
 
 # --- output directories ------------------------------------------------------------------
 
-OWNER_FILE = ".keeptune-output.json"
 """The marker `claim_output_dir` leaves in a directory keeptune made: which command, when."""
-STAGING = ".*.tmp"
 """keeptune's own half-written files and folders (atomic writes, checkpoint staging): never foreign."""
 
 
-def _inside(child: Path, parent: Path) -> bool:
-    return child == parent or parent in child.parents
-
-
-def _owner(path: Path) -> Optional[dict]:
-    try:
-        owner = json.loads((path / OWNER_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return owner if isinstance(owner, dict) and isinstance(owner.get("kind"), str) else None
-
-
-def check_output_dir(path: Path | str, kind: str, overwrite: bool = False, inputs: Iterable = (),
-                     outputs: Optional[Sequence[str]] = None) -> bool:
-    """Refuse an output directory a command must not write; True when it exists already.
-
-    See `claim_output_dir`, which calls this and then creates and marks the directory.
-    This alone writes nothing: use it where the directory is filled elsewhere first
-    (a staging directory renamed onto it, see `mark_output_dir`).
-    """
-    path = Path(path)
-    target = Path(os.path.abspath(path.expanduser())).resolve()
-    for item in inputs:
-        if item is None or str(item).startswith(("http://", "https://")):
-            continue
-        source = Path(os.path.abspath(Path(item).expanduser())).resolve()
-        if _inside(target, source) or _inside(source, target):
-            how = ("is" if target == source else "is inside" if _inside(target, source) else "contains")
-            raise OutputError(f"{path}: the output directory {how} this command's input {item}; "
-                              "choose another output directory (--out)")
-    if not os.path.lexists(path):
-        return False
-    if not path.is_dir():
-        raise OutputError(f"{path}: cannot write a directory here: a file of that name exists")
-    try:
-        entries = sorted(p.name for p in path.iterdir())
-    except OSError as err:
-        raise unwritable(path, err) from None
-    if overwrite:
-        return True
-    owner = _owner(path)
-    own = set(owner.get("files") or ()) if owner else set()
-    foreign = [name for name in entries if name != OWNER_FILE and name not in own
-               and not any(fnmatch.fnmatchcase(name, pattern) for pattern in (STAGING, *(outputs or ())))]
-    if owner is not None and owner["kind"] != kind:
-        raise OutputError(f"{path}: this directory holds the output of `keeptune {owner['kind']}`, not of "
-                          f"`keeptune {kind}`; choose another output directory, or pass --overwrite to write into it")
-    if owner is None and entries and (outputs is None or foreign):
-        listed = ", ".join((foreign or entries)[:5]) + (", ..." if len(foreign or entries) > 5 else "")
-        raise OutputError(f"{path}: the output directory exists and keeptune did not create it (it holds {listed}); "
-                          "choose another output directory, or pass --overwrite to write into it anyway")
-    if foreign:
-        listed = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
-        raise OutputError(f"{path}: the output directory holds files keeptune did not write ({listed}); "
-                          "move them away, choose another output directory, or pass --overwrite")
-    return True
-
-
-def mark_output_dir(path: Path | str, kind: str, files: Optional[Iterable[str]] = None) -> None:
-    """Write (or refresh) the ownership marker of a directory keeptune made.
-
-    `files`: the names this command wrote into it; later claims treat only those
-    (and the command's `outputs` patterns) as its own. An earlier marker's `created`
-    time is kept."""
-    path = Path(path)
-    owner = _owner(path) or {}
-    record = {"kind": kind, "created": owner.get("created") or time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-              "note": "made by keeptune: a later keeptune command may replace this directory's contents"}
-    if files is not None:
-        record["files"] = sorted(set(files) - {OWNER_FILE})
-    atomic_write_json(path / OWNER_FILE, record)
-
-
-def claim_output_dir(path: Path | str, kind: str, overwrite: bool = False, inputs: Iterable = (),
-                     outputs: Optional[Sequence[str]] = None) -> Path:
-    """Make sure a command may write the directory `path`, create it and mark it as that command's.
-
-    The guard every command that writes a directory goes through, so that keeptune
-    never overwrites a folder it did not make, nor writes into its own input.
-
-    Args:
-        path: the output directory (`--out`).
-        kind: the command, as a user types it after `keeptune` (`merge`, `train`,
-            `eval squad`, `run`): recorded in the marker file `OWNER_FILE`.
-        overwrite: the user's `--overwrite`: accept a directory that exists
-            with other contents (the contents stay; the caller decides what to replace).
-            Even then an output that is, is inside or contains an input is refused.
-        inputs: paths the command reads (adapter, model directory, data files);
-            None entries and http(s) addresses are ignored.
-        outputs: glob patterns of the top-level names the command writes
-            (e.g. `("predictions.jsonl", "metrics.json", "eval.json")`); they
-            count as its own even without the marker (directories from before the
-            marker existed). None: only the marker's recorded `files`; an
-            unmarked non-empty directory is then always foreign.
-
-    Refused (OutputError, a DataError: `keeptune: error: DIR: ...`, exit 2):
-    - the path is, is inside, or contains one of `inputs` (even with overwrite);
-    - a file (not a directory) is in the way, or the directory cannot be created;
-    - without overwrite: a non-empty directory without the marker whose entries
-      are not all matched by `outputs`; a marked directory of another `kind`;
-      a marked directory holding names neither recorded nor matched by `outputs`.
-    An empty directory, or one this same command made, is accepted. keeptune's
-    staging names (`.*.tmp`) are never foreign.
-
-    Returns the path; the directory exists and holds the marker.
-    """
-    path = Path(path)
-    check_output_dir(path, kind, overwrite, inputs, outputs)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        if _owner(path) is None or _owner(path)["kind"] != kind:
-            mark_output_dir(path, kind)
-    except OSError as err:
-        raise unwritable(path, err) from None
-    return path
-
-
-@contextlib.contextmanager
-def locked(folder: Path | str, busy: str):
-    """Hold FOLDER/.lock while the body runs; DataError `FOLDER: BUSY` when another process holds it.
-
-    Two commands writing the same folder at once are refused, not interleaved; the lock
-    goes with the process, so a killed run leaves nothing to clean up."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise DataError(f"{folder}: {busy}") from None
-        yield
+def cache_dir() -> Path:
+    """keeptune's cache: $KEEPTUNE_CACHE, else $XDG_CACHE_HOME/keeptune, else ~/.cache/keeptune."""
+    if os.environ.get("KEEPTUNE_CACHE"):
+        return Path(os.environ["KEEPTUNE_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "keeptune"

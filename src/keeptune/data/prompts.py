@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
-from keeptune.io import DataError
+from keeptune.core.errors import DataError
 
 PROMPTS: dict[str, str] = {
     "alpaca": (
@@ -41,7 +41,7 @@ VICUNA_SYSTEM = (
     "gives helpful, detailed, and polite answers to the user's questions."
 )
 VICUNA_TEMPLATE = VICUNA_SYSTEM + " USER: {prompt} ASSISTANT: {answer}"
-# How a prompt and its answer become one training sequence (keeptune.train.data).
+# How a prompt and its answer become one training sequence (keeptune.train.records).
 FORMATS: tuple[str, ...] = ("plain", "vicuna", "chat")
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from keeptune.io import DataError
+from keeptune.core.errors import DataError
 
 SQUAD_SAMPLE = "squad/dev-v1.1-super-bowl-50.json"  # 54 paragraphs of SQuAD v1.1 dev
 # The same file, shipped as package data (CC BY-SA 4.0; attribution in files/NOTICE).

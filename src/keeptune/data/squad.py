@@ -13,9 +13,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from keeptune.core.errors import DataError, MalformedLineError
+from keeptune.core.io import cache_dir, read_text
 from keeptune.data.shared import PACKAGED_SQUAD
-from keeptune.io import DataError, MalformedLineError, read_text
-from keeptune.model.load import cache_dir
 
 OFFICIAL_DEV_URL = "https://rajpurkar.github.io/SQuAD-explorer/dataset/dev-v1.1.json"
 # The official training set (87,599 questions on 442 articles, none of them an article of the dev set):

@@ -5,12 +5,13 @@ import re
 from pathlib import Path
 from typing import Any, Optional
 
+from keeptune.core.errors import DataError
+from keeptune.core.outputs import check_output_dir, claim_output_dir
 from keeptune.data.prompts import PROMPTS
 from keeptune.evaluate.engine import evaluate
 from keeptune.evaluate.spec import SpecTask, given_path, load_spec, load_task_samples, resolve_data_path
-from keeptune.io import DataError, check_output_dir, claim_output_dir
+from keeptune.model.adapter import adapter_digest, adapter_info
 from keeptune.model.load import load_model, model_name
-from keeptune.train.checkpoint import adapter_digest, adapter_info
 
 # What an evaluation writes into its --out: a folder holding only these is one of its outputs.
 EVAL_OUTPUTS = ("predictions.jsonl", "metrics.json", "eval.json", ".lock")

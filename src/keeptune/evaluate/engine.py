@@ -29,8 +29,10 @@ from typing import Any, Protocol
 
 from tqdm.auto import tqdm
 
+from keeptune.core.errors import DataError, ResumeMismatchError
+from keeptune.core.io import append_jsonl, atomic_write_json, read_jsonl_prefix
+from keeptune.core.outputs import locked
 from keeptune.evaluate.generation import GenerationSettings, generate
-from keeptune.io import DataError, append_jsonl, atomic_write_json, locked, read_jsonl_prefix
 
 
 class Task(Protocol):
@@ -49,10 +51,6 @@ class Task(Protocol):
 
     def summary(self, metrics: dict) -> list[str]:
         """Lines printed at the end of an evaluation."""
-
-
-class ResumeMismatchError(RuntimeError):
-    """OUT already holds predictions made with other settings."""
 
 
 def eos_token_ids(tokenizer, model) -> list[int]:

@@ -31,11 +31,12 @@ from typing import Any, Literal, Optional, Sequence
 
 import yaml
 
+from keeptune.core.errors import DataError, MalformedLineError
+from keeptune.core.io import decode_line, json_line, read_lines
 from keeptune.data.prompts import FORMATS, NAMED_PROMPTS, sequence_bos, sequence_prompt
 from keeptune.evaluate import steps as steps_module
 from keeptune.evaluate.generation import GenerationSettings
 from keeptune.evaluate.metrics import registry
-from keeptune.io import DataError, MalformedLineError, decode_line, json_line, read_lines
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "tasks"
 ALIASES = {"squad": "squad-seed", "math": "math-contest"}
@@ -177,7 +178,8 @@ def _locations(path: Path, text: str) -> dict[str, str]:
 
 def load_spec(name_or_path: str | Path, changes: Optional[dict] = None) -> Compiled:
     """Read, type-check and compile a task spec; `changes` (dotted field -> value) override it."""
-    from keeptune.train.config import ConfigError, build
+    from keeptune.core.config import build
+    from keeptune.core.errors import ConfigError
 
     path = spec_path(name_or_path)
     try:

@@ -33,28 +33,42 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from keeptune.data.math.build import eligible
-from keeptune.data.math.commands import build as build_training_set
+from keeptune.core import gate as rules
+from keeptune.core.config import to_dict
+from keeptune.core.errors import ConfigError, ResumeMismatchError
+from keeptune.core.io import atomic_write_json, iter_jsonl, write_jsonl
+from keeptune.core.outputs import claim_output_dir, locked
+from keeptune.data.math.build import eligible, write_training_set
 from keeptune.data.math.generate import generate_pairs
-from keeptune.data.preservation import load_preservation, model_texts, needs_preservation, plan_preservation, \
-    write_items
 from keeptune.data.prompts import PROMPTS, unwrap_prompt
-from keeptune.evaluate.engine import ResumeMismatchError, evaluate
-from keeptune.evaluate.generation import GenerationSettings
-from keeptune.evaluate.spec import Compiled, SpecTask, given_path, load_spec, load_task_samples, \
-    render_prompt, resolve_data_path
-from keeptune.experiment import gate as rules
-from keeptune.experiment import replay as replaying
-from keeptune.experiment import scale as scaling
+from keeptune.evaluate.run import evaluate_tasks
+from keeptune.evaluate.spec import (
+    Compiled,
+    SpecTask,
+    given_path,
+    load_spec,
+    load_task_samples,
+    render_prompt,
+    resolve_data_path,
+)
 from keeptune.experiment.config import ExperimentConfig
 from keeptune.experiment.timing import Timing
-from keeptune.io import atomic_write_json, claim_output_dir, iter_jsonl, locked, write_jsonl
+from keeptune.model import adapter as adapters
 from keeptune.model.load import load_model, model_name, resolve_device
 from keeptune.model.params import lora_accounting, source_config
+from keeptune.retention import replay as replaying
+from keeptune.retention import scale as scaling
+from keeptune.retention.preservation import (
+    load_preservation,
+    model_texts,
+    needs_preservation,
+    plan_preservation,
+    write_items,
+)
 from keeptune.train import checkpoint
-from keeptune.train.config import Config, ConfigError, DataConfig, to_dict
-from keeptune.train.data import detect_prompt, read_conversations, special_ids, texts
+from keeptune.train.config import Config, DataConfig
 from keeptune.train.loop import train
+from keeptune.train.records import detect_prompt, read_conversations, special_ids, texts
 
 # The new-task fields that change the data files (the others only change training or evaluation).
 DATA_FIELDS = ("task", "train_data", "source", "strategy", "n", "counts", "cot", "prompt", "seed", "eval_data",
@@ -81,7 +95,7 @@ class Plan:
     accuracy: str
     ratio: float
     params: object
-    preservation: object = None  # retention methods corda/replay: keeptune.data.preservation.Preservation
+    preservation: object = None  # retention methods corda/replay: keeptune.retention.preservation.Preservation
     replay: dict | None = None  # retention method replay: what the mixed training set holds
 
     @property
@@ -196,7 +210,7 @@ def prepare_data(config: ExperimentConfig, run: Path, plan: Plan) -> tuple[Path,
     if task.train_data is not None:
         write_jsonl(train_path, conversations_from(Path(given_path(task.train_data)), plan.new))
     else:
-        build_training_set(source=Path(task.source) if task.source else None, strategy=task.strategy, n=task.n,
+        write_training_set(source=Path(task.source) if task.source else None, strategy=task.strategy, n=task.n,
                            cot=task.cot, prompt=task.prompt, seed=task.seed, out=train_path, counts=task.counts)
         if task.eval_data:
             shutil.copyfile(task.eval_data, eval_path)
@@ -273,30 +287,6 @@ def held_out_problems(train_path: Path, n: int, seed: int, templates: list[str] 
 
 
 # --- evaluations -----------------------------------------------------------------------
-
-def evaluate_fresh(task, model, tokenizer, out: Path, settings: GenerationSettings, identity: dict,
-                   add_bos: bool = False, skip_bad: bool = False) -> dict:
-    """`evaluate`, resuming when OUT holds the same configuration, redoing it when not."""
-    try:
-        return evaluate(task, model, tokenizer, out, settings, identity, add_bos, skip_bad)
-    except ResumeMismatchError:
-        print(f"{out}: settings changed, evaluating again")
-        shutil.rmtree(out)
-        return evaluate(task, model, tokenizer, out, settings, identity, add_bos, skip_bad)
-
-
-def evaluate_tasks(config: ExperimentConfig, tasks: list[SpecTask], model, tokenizer, out: Path,
-                   identity: dict, timing: Timing | None = None, phase: str = "") -> dict[str, dict]:
-    """Every task on one model state: {task: {"total_count", "scores", "breakdown"}}; each task's
-    seconds go to `timing` under `phase` when given."""
-    results = {}
-    for task in tasks:
-        with timing.phase(phase, task.name) if timing else contextlib.nullcontext():
-            metrics = evaluate_fresh(task, model, tokenizer, out / task.name, task.settings(config.batch_size),
-                                     identity, task.add_bos, config.skip_bad)
-        results[task.name] = {"total_count": metrics["total_count"], "scores": metrics["scores"],
-                              "breakdown": metrics["breakdowns"].get(task.spec.breakdown)}
-    return results
 
 
 # --- the experiment --------------------------------------------------------------------
@@ -405,8 +395,8 @@ def _run_experiment(config: ExperimentConfig, command: str, plan: Plan, run: Pat
                                    config.new_task.format)
         warn_if_overlapping(train_path, tasks[-1])
         print("== baseline: the base model on every task")
-        baseline = evaluate_tasks(config, tasks, model, tokenizer, run / "baseline", {**identity, "state": "base"},
-                                  timing, "baseline")
+        baseline = evaluate_tasks(tasks, model, tokenizer, run / "baseline", {**identity, "state": "base"},
+                                  config.batch_size, config.skip_bad, timing, "baseline")
     train_for = train_path  # the training set: the new task's records (and replay's, mixed in)
     if main and needs_preservation(config.retention):  # the base model writes / answers, before any training
         with timing.phase("preservation"):
@@ -454,17 +444,17 @@ def _run_experiment(config: ExperimentConfig, command: str, plan: Plan, run: Pat
     losses = {r["step"]: r["loss"] for r in map(json.loads, (run / "train" / "log.jsonl").open())}
     entries = []
     for ckpt in checkpoints:
-        checkpoint.load_adapter_weights(ckpt, peft_model)
+        adapters.load_adapter_weights(ckpt, peft_model)
         peft_model.eval()
-        step, digest = checkpoint.step_of(ckpt), checkpoint.adapter_digest(ckpt)
+        step, digest = checkpoint.step_of(ckpt), adapters.adapter_digest(ckpt)
         for factor in scaling.factors(config.retention):  # 1 (as trained) first; more with retention `scale`
             out, state, phase = run / "checkpoints" / ckpt.name, f"{ckpt.name} {digest}", f"checkpoint {step}"
             if factor != 1:  # its own folder, keyed on the factor too
                 out, state = out / scaling.folder(factor), f"{state} scale {factor!r}"
                 phase = f"{phase} scale {factor:g}"
             with scaling.scaled(peft_model, factor):
-                scores = evaluate_tasks(config, tasks, peft_model, tokenizer, out, {**identity, "state": state},
-                                        timing, phase)
+                scores = evaluate_tasks(tasks, peft_model, tokenizer, out, {**identity, "state": state},
+                                        config.batch_size, config.skip_bad, timing, phase)
             entries.append({"step": step, "scale": factor,
                             "methods": scaling.state_methods(config.retention.methods, factor),
                             "loss": losses.get(step), "adapter": str(ckpt), "tasks": scores,
@@ -491,10 +481,10 @@ def export_best(config: ExperimentConfig, run: Path, entries: list[dict]) -> dic
     best = rules.best(entries)
     if best is None:
         return None
-    adapter = checkpoint.export_adapter(Path(best["adapter"]), run / "best" / "adapter", best.get("scale", 1.0))
+    adapter = adapters.export_adapter(Path(best["adapter"]), run / "best" / "adapter", best.get("scale", 1.0))
     merged = None
     if config.export_merged:
-        from keeptune.train.commands import merge
+        from keeptune.model.commands import merge
 
         merged = merge(adapter, out=run / "best" / "merged")
     return {**best, "adapter": str(adapter), "merged": str(merged) if merged else None}

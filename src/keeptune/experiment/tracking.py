@@ -14,8 +14,9 @@ import json
 import time
 from pathlib import Path
 
+from keeptune.core import gate as rules
+from keeptune.evaluate.run import evaluate_tasks
 from keeptune.evaluate.spec import SpecTask
-from keeptune.experiment import gate as rules
 from keeptune.experiment.config import ExperimentConfig
 
 KEY = "track"
@@ -49,10 +50,8 @@ class Tracker:
     def _track(self, step: int, model) -> dict:
         model.eval()
         out = self.run / "tracking" / f"step-{step:06d}"
-        from keeptune.experiment.runner import evaluate_tasks
-
-        results = evaluate_tasks(self.config, self.tasks, model, self.tasks[0].tokenizer, out,
-                                 {"state": f"training step {step}"})
+        results = evaluate_tasks(self.tasks, model, self.tasks[0].tokenizer, out, {"state": f"training step {step}"},
+                                 self.config.batch_size, self.config.skip_bad)
         scores = {name: result["scores"] for name, result in results.items()}
         verdict = rules.judge(self.plan.gates, scores, self.baseline)
         record = {KEY: {"tasks": {name: {"scores": s} for name, s in scores.items()},

@@ -7,7 +7,8 @@ import textwrap
 from pathlib import Path
 from typing import Literal, Optional
 
-from keeptune.model.load import DEFAULT_MODEL_NAME, ModelLoadError
+from keeptune.core.errors import ModelLoadError
+from keeptune.model.load import DEFAULT_MODEL_NAME
 from keeptune.model.lora import LoraSettings, print_parameter_groups
 from keeptune.model.params import architecture_config, leaderboard_ratio, lora_accounting, source_config
 
@@ -86,10 +87,10 @@ def import_checkpoint(
         dtype: cast floating-point weights to float32, bfloat16 or float16; default: keep the file's.
         overwrite: write into an existing directory keeptune did not make (its files of the same names are replaced).
     """
-    from keeptune.io import atomic_write_json
-    from keeptune.model.mindformers import checkpoint_kind, import_adapter, import_model
-    from keeptune.model.mindspore_ckpt import CheckpointFile
-    from keeptune.train.checkpoint import claim_output, publish_dir, staging_dir
+    from keeptune.core.io import atomic_write_json
+    from keeptune.core.outputs import claim_output, publish_dir, staging_dir
+    from keeptune.interop.mindformers import checkpoint_kind, import_adapter, import_model
+    from keeptune.interop.mindspore_ckpt import CheckpointFile
 
     ckpt = Path(ckpt)
     with CheckpointFile(ckpt) as file:  # the record framing and every name are read here
@@ -160,10 +161,10 @@ def export(
     """
     import torch
 
-    from keeptune.io import OutputError
+    from keeptune.core.errors import OutputError
+    from keeptune.interop.mindformers import mindformers_model_tensors, read_adapter
+    from keeptune.interop.mindspore_ckpt import write_checkpoint
     from keeptune.model.load import resolve_dtype
-    from keeptune.model.mindformers import mindformers_model_tensors, read_adapter
-    from keeptune.model.mindspore_ckpt import write_checkpoint
 
     source = Path(source)
     is_adapter = (source / "adapter_config.json").is_file()

@@ -38,10 +38,16 @@ from pathlib import Path
 
 import torch
 
-from keeptune.model.load import ModelLoadError, check_config_json, check_model_dir, check_safetensors, \
-    resolve_dtype, resolve_model_dir
+from keeptune.core.errors import ModelLoadError
+from keeptune.interop.mindspore_ckpt import CheckpointError, CheckpointFile
+from keeptune.model.load import (
+    check_config_json,
+    check_model_dir,
+    check_safetensors,
+    resolve_dtype,
+    resolve_model_dir,
+)
 from keeptune.model.lora import MINDFORMERS_BLOCK, MINDFORMERS_TO_HF, mindformers_lora_name, mindformers_name
-from keeptune.model.mindspore_ckpt import CheckpointError, CheckpointFile
 from keeptune.model.params import ARCHITECTURES, meta_model, source_config
 
 # Names outside the decoder layers, and the layers' norms (convert_weight.py, name_replace).
@@ -117,7 +123,7 @@ def yaml_config(path: Path):
     import yaml
     from transformers import LlamaConfig
 
-    from keeptune.io import read_text
+    from keeptune.core.io import read_text
 
     try:
         data = yaml.safe_load(read_text(path))
@@ -544,7 +550,7 @@ def read_adapter(adapter: Path, model: str | None = None) -> tuple[AdapterExport
     """An adapter directory checked against its base model's configuration (meta device); returns it and the base."""
     from safetensors.torch import load_file
 
-    from keeptune.train.checkpoint import adapter_info
+    from keeptune.model.adapter import adapter_info
 
     adapter = Path(adapter)
     info = adapter_info(adapter)

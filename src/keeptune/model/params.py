@@ -11,7 +11,8 @@ from pathlib import Path
 
 import torch
 
-from keeptune.model.load import ModelLoadError, check_config_json, resolve_model_dir
+from keeptune.core.errors import ModelLoadError
+from keeptune.model.load import check_config_json, resolve_model_dir
 from keeptune.model.lora import LoraSettings, ParameterCount, apply_lora, count_parameters, resolve_targets
 
 # Built-in architectures (SPEC sections 3 and 6), as Llama configurations.

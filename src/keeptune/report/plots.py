@@ -22,8 +22,17 @@ from matplotlib.figure import Figure
 
 from keeptune.report import fmt
 from keeptune.report.results import (
-    Task, breakdown, entry_scale, lowest_retention, new_task, retention, retention_tasks, same_state, score,
-    show_scale, tasks,
+    Task,
+    breakdown,
+    entry_scale,
+    lowest_retention,
+    new_task,
+    retention,
+    retention_tasks,
+    same_state,
+    score,
+    show_scale,
+    tasks,
 )
 
 

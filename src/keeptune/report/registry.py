@@ -13,11 +13,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from keeptune.io import DataError, atomic_write_text
+from keeptune.core.errors import DataError
+from keeptune.core.io import atomic_write_text
 from keeptune.report import fmt
 from keeptune.report.document import Block, Heading, Items, Table, Text, to_markdown
 from keeptune.report.results import (
-    RESULTS, Task, entry_scale, load_results, method_label, new_task, retention_tasks, run_methods, score, show_scale,
+    RESULTS,
+    Task,
+    entry_scale,
+    load_results,
+    method_label,
+    new_task,
+    retention_tasks,
+    run_methods,
+    score,
+    show_scale,
 )
 
 REGISTRY = "RUNS.md"

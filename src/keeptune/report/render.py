@@ -12,13 +12,30 @@ import json
 import time
 from pathlib import Path
 
-from keeptune.io import atomic_write_json, atomic_write_text
+from keeptune.core.io import atomic_write_json, atomic_write_text
 from keeptune.report import fmt
 from keeptune.report.document import Block, Code, Heading, Image, Items, Table, Text, to_html, to_markdown
 from keeptune.report.plots import group_names, make_plots
 from keeptune.report.results import (
-    NEW, RESULTS, Task, breakdown, entry_methods, entry_scale, evaluation, load_results, method_label, new_task,
-    read_log, retention, retention_tasks, run_methods, same_state, score, show_scale, task_gate, tasks,
+    NEW,
+    RESULTS,
+    Task,
+    breakdown,
+    entry_methods,
+    entry_scale,
+    evaluation,
+    load_results,
+    method_label,
+    new_task,
+    read_log,
+    retention,
+    retention_tasks,
+    run_methods,
+    same_state,
+    score,
+    show_scale,
+    task_gate,
+    tasks,
 )
 
 

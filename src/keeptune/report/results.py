@@ -59,8 +59,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from keeptune.experiment import gate as rules
-from keeptune.io import DataError, read_jsonl_prefix
+from keeptune.core import gate as rules
+from keeptune.core.errors import DataError
+from keeptune.core.io import read_jsonl_prefix
 from keeptune.report import fmt
 
 RESULTS = "results.json"

@@ -7,7 +7,7 @@ Sections: the summary (counts, the best feasible trial against trial 0), the tri
 accuracy-retention plot with the Pareto front and the gate, Optuna's parameter importances, and the best trial's
 full experiment config (best.yaml, which `keeptune run SWEEP/best.yaml` runs as it is).
 
-Optuna is imported lazily, like in keeptune.experiment.sweep.
+Optuna is imported lazily, like in keeptune.sweep.study.
 """
 from __future__ import annotations
 
@@ -21,13 +21,14 @@ from typing import Any, Optional
 
 from matplotlib.figure import Figure
 
+from keeptune.core.config import to_yaml
+from keeptune.core.io import atomic_write_text
 from keeptune.experiment.config import ExperimentConfig
-from keeptune.experiment.sweep import Sweep, decoded, params_text, trial_config
-from keeptune.io import atomic_write_text
 from keeptune.report import fmt
 from keeptune.report.document import Block, Code, Heading, Image, Items, Table, Text, to_html, to_markdown
 from keeptune.report.plots import _figure, _legend, _number
-from keeptune.train.config import load_config, to_yaml
+from keeptune.sweep.study import Sweep, decoded, params_text, trial_config
+from keeptune.train.config import load_config
 
 BEST = "best.yaml"
 # Optuna's importances need a few finished trials to compare; below this many the report says so instead.

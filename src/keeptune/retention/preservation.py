@@ -40,11 +40,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
+from keeptune.core.errors import ConfigError, DataError
+from keeptune.core.io import write_jsonl
 from keeptune.data.squad import OFFICIAL_TRAIN_URL, resolve_data
-from keeptune.evaluate.spec import ALIASES, Sample, SpecTask, builtin_names, given_path, load_spec, \
-    load_task_samples, prompt_fields, prompt_template, render_prompt, resolve_data_path
-from keeptune.io import DataError, write_jsonl
-from keeptune.train.config import ConfigError, RetentionConfig
+from keeptune.evaluate.spec import (
+    ALIASES,
+    Sample,
+    SpecTask,
+    builtin_names,
+    given_path,
+    load_spec,
+    load_task_samples,
+    prompt_fields,
+    prompt_template,
+    render_prompt,
+    resolve_data_path,
+)
+from keeptune.train.config import RetentionConfig
 
 FIELD = "retention.preservation"
 # A passage inside another counts as shared from this many characters on (a SQuAD paragraph has ~700;
@@ -114,7 +126,7 @@ def load_preservation(retention: RetentionConfig, gated_tasks: Sequence[SpecTask
         if model is None or tokenizer is None or cache is None:
             raise ValueError("the offline default (retention.preservation: null) is written by the base model: "
                              "pass cache, model and tokenizer")
-        from keeptune.data.selfwritten import self_written
+        from keeptune.retention.selfwritten import self_written
 
         source, samples = self_written(retention.preservation_samples, model, tokenizer, cache,
                                        identity or {}, batch_size)
@@ -127,7 +139,7 @@ def plan_preservation(retention: RetentionConfig, gated_tasks: Sequence[SpecTask
     if not needs_preservation(retention):
         return None
     if retention.preservation is None:
-        from keeptune.data.selfwritten import FIELDS
+        from keeptune.retention.selfwritten import FIELDS
 
         renderable(gated_tasks, FIELDS, "the offline default (self-written passages and questions)")
         return None

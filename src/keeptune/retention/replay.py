@@ -15,7 +15,7 @@ of the new task, n_replay / (n_new + n_replay) = share, i.e.
 taken in order from the preservation samples (cycled when more are needed than there are). The
 mixed set, RUN/replay/train.jsonl, is the new task's records followed by the replay records
 (training shuffles every epoch); its digest is in the training's identity, so a change of the replay
-data retrains. The leak check of keeptune.data.preservation has refused any sample that shares a
+data retrains. The leak check of keeptune.retention.preservation has refused any sample that shares a
 passage or a prompt with what the gate evaluates (unless retention.allow_overlap).
 """
 from __future__ import annotations
@@ -23,11 +23,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from keeptune.data.preservation import Preservation
-from keeptune.data.selfwritten import GenerationTask, generate_raw
+from keeptune.core.io import iter_jsonl, write_jsonl
 from keeptune.data.prompts import sequence_bos
+from keeptune.evaluate.run import GenerationTask, generate_raw
 from keeptune.evaluate.spec import SpecTask
-from keeptune.io import iter_jsonl, write_jsonl
+from keeptune.retention.preservation import Preservation
 
 
 def replay_count(share: float, n_new: int) -> int:

@@ -7,8 +7,8 @@ weights (s = 0) to the tuned ones (s = 1). With `scale` in retention.methods eve
 evaluated at s = 1 (as trained) and at each factor of retention.scales, on the one loaded model,
 through PEFT's own `rescale_adapter_scale` (it multiplies every LoraLayer's `scaling` and restores
 it on exit). Each (checkpoint, scale) is an entry of results.json judged by the same gate and score
-(keeptune.experiment.gate.best picks among them); the chosen one is exported with s folded into
-its weights (keeptune.train.checkpoint.export_adapter: lora_B x s, since (alpha / r) (s B) A = s dW).
+(keeptune.core.gate.best picks among them); the chosen one is exported with s folded into
+its weights (keeptune.model.adapter.export_adapter: lora_B x s, since (alpha / r) (s B) A = s dW).
 
 Training does not change: a checkpoint is the same with or without `scale`, and its scale-1
 evaluation is the plain run's (RUN/checkpoints/step-N/TASK); scale s is cached in
@@ -20,7 +20,8 @@ import contextlib
 import dataclasses
 from collections.abc import Iterator, Sequence
 
-from keeptune.train.config import ConfigError, RetentionConfig
+from keeptune.core.errors import ConfigError
+from keeptune.train.config import RetentionConfig
 
 SCALE = "scale"
 FOLDER_PREFIX = "scale-"

@@ -12,14 +12,11 @@ samples in CACHE/samples.jsonl. docs/retention.md weighs this choice against the
 """
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import dataclass
 from pathlib import Path
 
-from keeptune.evaluate.generation import GenerationSettings
+from keeptune.core.io import write_jsonl
+from keeptune.evaluate.run import GenerationTask, generate_raw
 from keeptune.evaluate.spec import Sample
-from keeptune.io import write_jsonl
 
 # The fields of a self-written sample (a retention task's prompt must read only these to render it).
 FIELDS = ("id", "topic", "passage", "question")
@@ -51,43 +48,6 @@ QUESTION = ("Here is a paragraph:\n\n{passage}\n\nWrite one question that this p
             "question only.")
 FALLBACK_QUESTION = "What does the passage say about {topic}?"  # when the model writes no question
 PASSAGE_TOKENS, QUESTION_TOKENS = 128, 32  # a SQuAD paragraph is ~150 tokens; a question ~15
-
-
-@dataclass
-class GenerationTask:
-    """An engine task that only generates: each sample's prompt is given, its record is the raw text."""
-
-    name: str
-    samples: list[Sample]
-    prompts: dict[str, str]  # sample id -> the text the model reads
-
-    def prompt(self, sample: Sample) -> str:
-        return self.prompts[sample.id]
-
-    def score(self, sample: Sample, raw: str) -> dict:
-        return {"id": sample.id, "raw": raw}
-
-    def aggregate(self, records: list[dict]) -> dict:
-        return {"scores": {}, "metrics": {}, "breakdowns": {}}
-
-    def summary(self, metrics: dict) -> list[str]:
-        return [f"{self.name}: {metrics['total_count']} generations"]
-
-    def describe(self) -> dict:
-        """Keys the cache on every prompt (with the model's name in the caller's identity)."""
-        digest = hashlib.sha256(json.dumps([[s.id, self.prompts[s.id]] for s in self.samples],
-                                           ensure_ascii=False).encode()).hexdigest()
-        return {"prompts_sha256": digest}
-
-
-def generate_raw(task: GenerationTask, model, tokenizer, out: Path, max_new_tokens: int, identity: dict,
-                 batch_size: int = 64, add_bos: bool = False, min_new_tokens: int | None = None) -> dict[str, str]:
-    """Greedy generations of every sample (keeptune's engine, resumable in OUT): sample id -> raw text."""
-    from keeptune.experiment.runner import evaluate_fresh
-
-    settings = GenerationSettings(max_new_tokens, min_new_tokens, batch_size)
-    evaluate_fresh(task, model, tokenizer, out, settings, identity, add_bos)
-    return {r["id"]: r["raw"] for r in map(json.loads, (out / "predictions.jsonl").open(encoding="utf-8"))}
 
 
 def instruction(tokenizer, text: str) -> str:

@@ -21,7 +21,7 @@ rebuilds the same residual without running the prompts again) and the initial ad
 (corda_initial/), from which every checkpoint is saved as PEFT converts it
 (`save_pretrained(path_initial_model_for_weight_conversion=...)`): a plain LoRA of rank 2r,
 alpha 2 x alpha, that applies to the original base model, beside the rank-r weights as trained on
-the residual (keeptune.train.checkpoint.CORDA_WEIGHTS), which resuming and the experiment's
+the residual (keeptune.model.adapter.CORDA_WEIGHTS), which resuming and the experiment's
 in-place evaluation load.
 """
 from __future__ import annotations
@@ -40,9 +40,10 @@ from typing import Any, Callable, Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 
+from keeptune.core.errors import ConfigError
 from keeptune.train import distributed
-from keeptune.train.data import IGNORE
-from keeptune.train.config import ConfigError, RetentionConfig
+from keeptune.train.config import RetentionConfig
+from keeptune.train.records import IGNORE
 
 TRAINING_METHODS = ("kl", "corda")
 CORDA_DIR = "corda"  # in the run directory
@@ -195,10 +196,10 @@ def default_prompts(config, preservation: Optional[Prompts]) -> Optional[Prompts
 
 
 def train_preservation(config) -> Callable[[Any, Any], list[str]]:
-    """`keeptune train`'s preservation prompts: keeptune.data.preservation's, of retention.preservation, checked
+    """`keeptune train`'s preservation prompts: keeptune.retention.preservation's, of retention.preservation, checked
     against squad-seed's packaged article (the offline default is cached in RUN/corda/preservation)."""
-    from keeptune.data.preservation import plan_preservation, preservation_prompts
     from keeptune.evaluate.spec import SpecTask, load_spec, load_task_samples, resolve_data_path
+    from keeptune.retention.preservation import plan_preservation, preservation_prompts
 
     compiled = load_spec(TRAIN_GATED_TASK)
     samples = load_task_samples(compiled, resolve_data_path(compiled.spec))
@@ -239,8 +240,8 @@ def corda_model(model, tokenizer, lora, source: Optional[str], prompts: Sequence
     frozen initial adapter added as `corda_reference`. Returns (PEFT model, seconds spent)."""
     from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
+    from keeptune.core.outputs import replace_dir, staging_dir
     from keeptune.model.lora import apply_corda, resolve_targets
-    from keeptune.train.checkpoint import replace_dir, staging_dir
 
     if not prompts:
         raise ConfigError("field 'retention.preservation': corda found no preservation prompt to build its "

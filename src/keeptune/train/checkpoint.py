@@ -19,9 +19,7 @@ state-dict API, so the same code serves a plain model, DDP and FSDP.
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import random
 import re
 import shutil
@@ -32,39 +30,13 @@ from typing import Optional
 import torch
 from safetensors.torch import load_file, save_file
 
-from keeptune.io import OutputError, atomic_write_json, check_output_dir, mark_output_dir
+from keeptune.core.io import atomic_write_json
+from keeptune.core.outputs import replace_dir, staging_dir
+from keeptune.model.adapter import CORDA_WEIGHTS
 from keeptune.train.distributed import Dist, barrier
 
 CHECKPOINTS = "checkpoints"
 STEP_DIR = re.compile(r"step-(\d+)")
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "keeptune.json")
-# A CorDA checkpoint's rank-r weights as trained, on CorDA's residual base (its adapter_model.safetensors is
-# PEFT's conversion to a plain rank-2r LoRA on the original base): what resuming and in-place evaluation load.
-CORDA_WEIGHTS = "corda_residual_adapter.safetensors"
-
-
-def adapter_info(adapter: Path) -> dict:
-    """An adapter directory's keeptune.json (base model, prompt, format, BOS); {} when it has none.
-
-    ModelLoadError when the directory is no PEFT adapter or its keeptune.json is not a JSON object."""
-    from keeptune.model.load import ModelLoadError
-
-    adapter = Path(adapter)
-    if not (adapter / "adapter_config.json").is_file():
-        raise ModelLoadError(f"{adapter} is not a PEFT adapter directory: it has no adapter_config.json")
-    record = adapter / "keeptune.json"
-    try:
-        info = json.loads(record.read_text(encoding="utf-8")) if record.is_file() else {}
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ModelLoadError(f"{record}: not valid JSON ({err})") from None
-    if not isinstance(info, dict):
-        raise ModelLoadError(f"{record}: not a JSON object")
-    return info
-
-
-def adapter_digest(adapter: Path) -> str:
-    """A short hash of an adapter's weights: what an evaluation of it is keyed on."""
-    return hashlib.sha256((Path(adapter) / "adapter_model.safetensors").read_bytes()).hexdigest()[:16]
 
 
 def checkpoint_steps(total: int, count: int) -> list[int]:
@@ -109,50 +81,6 @@ def set_rng_state(state: dict) -> None:
     random.setstate((version, tuple(values), gauss))
 
 
-def staging_dir(target: Path) -> Path:
-    """An empty `.NAME.tmp` directory beside `target`, to fill and then `replace_dir` onto it."""
-    tmp = target.with_name(f".{target.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    return tmp
-
-
-def replace_dir(tmp: Path, target: Path) -> None:
-    """Rename `tmp` to `target` in one step (an old `target` is moved aside first, then removed)."""
-    old = target.with_name(f".{target.name}.old.tmp")
-    if target.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(target, old)
-    os.replace(tmp, target)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def publish_dir(tmp: Path, target: Path, kind: str, own: bool) -> None:
-    """Put a filled staging directory in place: in one step when `target` is new or this command's, else
-    (--overwrite of a folder keeptune did not make) file by file, leaving its other files alone."""
-    files = [p.name for p in tmp.iterdir()]
-    mark_output_dir(tmp, kind, files)
-    if own or not target.exists():
-        replace_dir(tmp, target)
-        return
-    for name in files:
-        os.replace(tmp / name, target / name)
-    mark_output_dir(target, kind, files)
-    shutil.rmtree(tmp)
-
-
-def claim_output(out: Path, kind: str, overwrite: bool, inputs) -> bool:
-    """Whether `out` is new or this command's own (True) before any work; OutputError when it may not be
-    written (--overwrite lets a folder keeptune did not make through, never one that holds an input)."""
-    try:
-        return check_output_dir(out, kind, inputs=inputs)
-    except OutputError:
-        if not overwrite:
-            raise
-        check_output_dir(out, kind, overwrite=True, inputs=inputs)
-        return False
-
-
 def full_state(**options):
     """torch.distributed's state-dict options for whole tensors on CPU (gathered from the shards under FSDP)."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions
@@ -164,7 +92,7 @@ def save(run: Path, step: int, model: torch.nn.Module, peft_model, optimizer, sc
          info: dict, position: dict, d: Dist, corda_initial: Optional[Path] = None) -> Path:
     """Write checkpoint `step` (collective: every rank calls it; rank 0 writes all but its RNG file).
 
-    `corda_initial`: a CorDA run's initial adapter (keeptune.train.retention); the adapter is then saved
+    `corda_initial`: a CorDA run's initial adapter (keeptune.retention.training); the adapter is then saved
     converted for the original base, and its weights as trained in CORDA_WEIGHTS."""
     from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
 
@@ -215,25 +143,6 @@ def save_corda(peft_model, folder: Path, initial: Path, adapter: dict) -> None:
     # would warn at every load that the CorDA settings are ignored
 
 
-def load_adapter_weights(path: Path, peft_model) -> None:
-    """Put a checkpoint's LoRA weights into the (not yet wrapped) PEFT model; a CorDA checkpoint's weights as
-    trained, into a CorDA model (on the same residual base)."""
-    from peft import set_peft_model_state_dict
-
-    from keeptune.model.lora import is_corda
-
-    path = Path(path)
-    corda = (path / CORDA_WEIGHTS).is_file()
-    if corda != is_corda(peft_model):
-        raise RuntimeError(f"{path}: a {'CorDA' if corda else 'plain LoRA'} checkpoint cannot be loaded into a "
-                           f"{'CorDA' if is_corda(peft_model) else 'plain LoRA'} model (CorDA's base weights are "
-                           "a residual): load its adapter_model.safetensors on the original base with PEFT")
-    weights = path / (CORDA_WEIGHTS if corda else "adapter_model.safetensors")
-    result = set_peft_model_state_dict(peft_model, load_file(weights))
-    if result.unexpected_keys:
-        raise RuntimeError(f"{path}: adapter weights the model does not have: {result.unexpected_keys[:3]}")
-
-
 def restore(path: Path, model: torch.nn.Module, optimizer, scheduler, d: Dist) -> dict:
     """Optimizer, scheduler and this rank's RNG state from a checkpoint; returns trainer_state.json."""
     from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
@@ -250,32 +159,6 @@ def restore(path: Path, model: torch.nn.Module, optimizer, scheduler, d: Dist) -
     if rng_file.is_file():  # absent when the world size changed: that rank starts from its seed
         set_rng_state(json.loads(rng_file.read_text(encoding="utf-8")))
     return state
-
-
-# The LoRA up-projections of a PEFT state dict (linear and embedding layers: lora_B, lora_embedding_B).
-LORA_B = re.compile(r"(^|\.)lora_(embedding_)?B(\.|$)")
-
-
-def fold_scale(tensors: dict[str, torch.Tensor], scale: float) -> dict[str, torch.Tensor]:
-    """A LoRA state dict whose update is `scale` x the given one: every B (weight and bias) times `scale`, A
-    unchanged. PEFT adds (alpha / r) B A x to a layer's output (and (alpha / r) x B's bias), so (alpha / r) (s B) A
-    is s times the update: a plain PEFT load of the result is the adapter scaled by s."""
-    return {key: value * scale if LORA_B.search(key) else value for key, value in tensors.items()}
-
-
-def export_adapter(checkpoint: Path, target: Path, scale: float = 1.0) -> Path:
-    """Copy a checkpoint's adapter (and keeptune.json) to `target`, atomically; a `scale` other than 1 is folded
-    into the weights (`fold_scale`) and recorded in keeptune.json (``scale``)."""
-    tmp = staging_dir(target)
-    for name in ADAPTER_FILES:
-        shutil.copy2(Path(checkpoint) / name, tmp / name)
-    if scale != 1:
-        weights = tmp / "adapter_model.safetensors"
-        save_file(fold_scale(load_file(weights), scale), weights, metadata={"format": "pt"})
-        info = json.loads((tmp / "keeptune.json").read_text(encoding="utf-8"))
-        atomic_write_json(tmp / "keeptune.json", {**info, "scale": scale})
-    replace_dir(tmp, target)
-    return target
 
 
 def last_step(run: Path) -> tuple[Optional[Path], int]:

@@ -13,7 +13,7 @@ global batch); DDP averages over ranks (/ world), so the gradient is the same
 for any split into micro-batches and ranks. Steps per epoch = samples //
 global batch; total steps = epochs x steps per epoch, capped by max_steps.
 
-The data order is a function of (seed, epoch, step) (see keeptune.train.data),
+The data order is a function of (seed, epoch, step) (see keeptune.train.records),
 so a checkpoint's step is its data position; with the optimizer, scheduler and
 RNG states restored, a resumed run on CPU ends bit for bit where an
 uninterrupted one does.
@@ -40,18 +40,30 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from keeptune.evaluate.engine import ResumeMismatchError
-from keeptune.io import (DataError, append_jsonl, atomic_write_text, check_output_dir, claim_output_dir,
-                         read_jsonl_prefix, write_jsonl)
+from keeptune.core.config import to_dict, to_yaml
+from keeptune.core.errors import ConfigError, DataError, ResumeMismatchError, TrainingDivergedError
+from keeptune.core.io import append_jsonl, atomic_write_text, read_jsonl_prefix, write_jsonl
+from keeptune.core.outputs import check_output_dir, claim_output_dir
+from keeptune.model import adapter as adapters
 from keeptune.model.load import load_model, model_name
 from keeptune.model.lora import print_parameter_groups
 from keeptune.model.params import check_targets
-from keeptune.train import checkpoint, distributed, precision, retention
-from keeptune.train.config import Config, ConfigError, to_dict, to_yaml
-from keeptune.train.data import (IGNORE, collate, detect_prompt, encode, epoch_batches, label_count,
-                                 micro_batches, read_conversations, special_ids)
+from keeptune.retention import training as retention
+from keeptune.train import checkpoint, distributed, precision
+from keeptune.train.config import Config
 from keeptune.train.distributed import Dist
 from keeptune.train.dropout import use_fast_dropout
+from keeptune.train.records import (
+    IGNORE,
+    collate,
+    detect_prompt,
+    encode,
+    epoch_batches,
+    label_count,
+    micro_batches,
+    read_conversations,
+    special_ids,
+)
 
 OnStep = Callable[[int, torch.nn.Module], Optional[dict]]
 # What `keeptune train` writes into its run directory (`out`): a folder holding only these is a run of it.
@@ -59,10 +71,6 @@ RUN_OUTPUTS = ("checkpoints", "adapter", "log.jsonl", "tensorboard", "config.yam
 # Config fields that may change between a run and its resumption (they do not change the result's maths).
 RESUMABLE_CHANGES = {"resume", "overwrite", "model.device", "train.micro_batch", "train.gradient_checkpointing",
                      "distributed.strategy", "distributed.backend"}
-
-
-class TrainingDivergedError(RuntimeError):
-    """The loss or the gradient norm is NaN or infinite."""
 
 
 @dataclass
@@ -109,7 +117,7 @@ def train(config: Config, on_step: Optional[OnStep] = None, every: int = 1, mode
     `model` and `tokenizer`, when given, are the base model already loaded (the experiment
     loads it once): LoRA is applied to it in place, and Result.model is that PEFT model.
     `preservation`: retention `corda`'s prompts, or a function (model, tokenizer) -> prompts
-    (default: keeptune.data.preservation's, of retention.preservation)."""
+    (default: keeptune.retention.preservation's, of retention.preservation)."""
     if every < 1:
         raise ValueError(f"every must be at least 1, not {every}")
     retention.check_training(config.retention)
@@ -187,7 +195,7 @@ def setup(config: Config, d: Dist, model=None, tokenizer=None, preservation=None
         print(dataset.report(path, config.data.seq_len))
         print_parameter_groups(peft_model, t.weight_decay, config.lora.names)
     if prior is not None:
-        checkpoint.load_adapter_weights(prior, peft_model)
+        adapters.load_adapter_weights(prior, peft_model)
     peft_model.train()
     if d.device.type == "cpu":
         use_fast_dropout(peft_model)  # bernoulli_ was a tenth of a CPU step (keeptune.train.dropout)
@@ -386,7 +394,7 @@ def finish(run: Run, step: int, stopped: bool) -> Result:
     adapter = run.out / "adapter"
     if run.d.main:
         last, _ = checkpoint.last_step(run.out)
-        checkpoint.export_adapter(last, adapter)
+        adapters.export_adapter(last, adapter)
         why = "stopped early by the callback" if stopped else "done"
         print(f"training {why} at step {step}: adapter in {adapter}; checkpoints in {run.out / checkpoint.CHECKPOINTS}")
     distributed.barrier(run.d)

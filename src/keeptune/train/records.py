@@ -32,8 +32,9 @@ from typing import Optional
 
 import torch
 
+from keeptune.core.errors import DataError, MalformedLineError
+from keeptune.core.io import decode_line, json_line, read_lines
 from keeptune.data.prompts import PROMPTS, sequence_bos, sequence_prompt
-from keeptune.io import DataError, MalformedLineError, decode_line, json_line, read_lines
 
 IGNORE = -100  # label of a position that is not trained (prompt, BOS, padding)
 

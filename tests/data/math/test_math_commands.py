@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from keeptune.data.math.commands import build, generate, stats
+from keeptune.cli.data import build, generate, stats
 from keeptune.data.math.templates import ENGLISH
 
 
@@ -61,7 +61,7 @@ def test_build_chat_prompt_uses_the_models_chat_template(tmp_path):
 
 
 def test_build_chat_prompt_refuses_a_model_without_chat_template(tmp_path):
-    from keeptune.model.load import ModelLoadError
+    from keeptune.core.errors import ModelLoadError
     from tests.tiny import save_tiny
 
     with pytest.raises(ModelLoadError, match="no chat template"):

@@ -12,15 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keeptune.evaluate.metrics.emf1 import (
-    PUNCTUATION,
-    emf1,
-    exact_match,
-    f1_score,
-    result_line,
-    segment,
-)
-
+from keeptune.evaluate.metrics.emf1 import PUNCTUATION, emf1, exact_match, f1_score, result_line, segment
 
 # --- segmentation ------------------------------------------------------------
 

@@ -23,10 +23,17 @@ from __future__ import annotations
 
 import math
 import random
+from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping, Optional
 
+from tqdm import tqdm
+
+from keeptune.core.io import write_jsonl
 from keeptune.data.math.cot import worked_answer
-from keeptune.data.math.loader import Pair, dedup as dedup_pairs
+from keeptune.data.math.generate import generate_pairs
+from keeptune.data.math.loader import Pair, PairReader
+from keeptune.data.math.loader import dedup as dedup_pairs
+from keeptune.data.math.stats import count_templates
 from keeptune.data.math.templates import TEMPLATE_NAMES, classify, template
 from keeptune.data.prompts import format_prompt
 
@@ -184,3 +191,36 @@ def build_records(
         answer = worked_answer(pair.problem, pair.solution) if cot else pair.solution
         text = format_prompt(prompt, pair.problem, chat_template)
         yield conversation(number, text, answer, name)
+
+
+def progress(items: Iterable, desc: str, total: Optional[int] = None) -> Iterator:
+    return iter(tqdm(items, desc=desc, total=total, unit=" lines", mininterval=1.0, leave=False))
+
+
+def print_counts(counts: dict[str, int]) -> None:
+    width = max(len(name) for name in counts)
+    for name, count in counts.items():
+        if count:
+            print(f"  {name:<{width}} {count:>9,}")
+    print(f"  {'total':<{width}} {sum(counts.values()):>9,}")
+
+def write_training_set(source: Optional[Path], strategy: str, n: Optional[int], cot: bool, prompt: str, seed: int,
+                       out: Path, pool: int = 200_000, mix: Optional[str] = None,
+                       weights: Optional[dict[str, float]] = None, counts: Optional[dict[str, int]] = None,
+                       dedup: bool = True, skip_bad: bool = False, chat_template=None) -> Path:
+    """`keeptune data build`'s work: conversation records of `source` (None: a generated pool) written to OUT,
+    with their count per template printed. `chat_template`: the renderer of prompt `chat`."""
+    format_prompt(prompt, "", chat_template)  # fail before reading a large file
+    reader: Optional[PairReader] = None
+    if source is None:
+        mix = mix or ("uniform" if strategy in ("uniform", "custom") else "real")
+        pairs: Iterable[Pair] = (pair for _, pair in generate_pairs(pool, seed, None, mix))
+    else:
+        pairs = reader = PairReader(source, skip_bad=skip_bad)
+    records = build_records(progress(pairs, "read"), strategy, n, cot, prompt, seed,
+                            weights=weights, counts=counts, dedup=dedup, chat_template=chat_template)
+    count = write_jsonl(out, records)
+    skipped = f" ({reader.skipped} malformed lines skipped)" if reader and reader.skipped else ""
+    print(f"keeptune: wrote {count:,} {strategy} records to {out}{skipped}")
+    print_counts(count_templates(out))
+    return out

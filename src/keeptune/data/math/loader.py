@@ -17,7 +17,8 @@ import logging
 from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple
 
-from keeptune.io import MalformedLineError, decode_line, json_line, read_lines
+from keeptune.core.errors import MalformedLineError
+from keeptune.core.io import decode_line, json_line, read_lines
 
 log = logging.getLogger("keeptune")
 FIELDS = ("problem", "solution")

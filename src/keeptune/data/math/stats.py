@@ -6,7 +6,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from keeptune.io import DataError, located_jsonl
+from keeptune.core.errors import DataError
+from keeptune.core.io import located_jsonl
 from keeptune.data.math.loader import Pair, pair_key
 from keeptune.data.math.templates import ALL_NAMES, classify
 from keeptune.data.prompts import unwrap_prompt

@@ -1,33 +1,19 @@
-"""Command functions of the math data layer, one typed function per CLI command
-(exposed through jsonargparse): ``generate``, ``build`` and ``stats``.
+"""`keeptune data generate|build|stats`: the math data commands, one typed function each.
 
-Output files are JSON lines written atomically (see `keeptune.data.math.jsonl`).
+Output files are JSON lines written atomically (keeptune.core.io). `build --prompt chat` renders
+prompts with a model's chat template, so these commands sit above the model layer; the data work
+itself is keeptune.data.math's.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Iterator, Optional
+from typing import Optional
 
-from tqdm import tqdm
-
-from keeptune.data.math.build import build_records
+from keeptune.core.io import write_jsonl
+from keeptune.data.math.build import print_counts, progress, write_training_set
 from keeptune.data.math.generate import generate_pairs
-from keeptune.io import write_jsonl
-from keeptune.data.math.loader import Pair, PairReader
 from keeptune.data.math.stats import count_templates
-from keeptune.data.prompts import CHAT, format_prompt
-
-
-def _progress(items: Iterable, desc: str, total: Optional[int] = None) -> Iterator:
-    return iter(tqdm(items, desc=desc, total=total, unit=" lines", mininterval=1.0, leave=False))
-
-
-def _print_counts(counts: dict[str, int]) -> None:
-    width = max(len(name) for name in counts)
-    for name, count in counts.items():
-        if count:
-            print(f"  {name:<{width}} {count:>9,}")
-    print(f"  {'total':<{width}} {sum(counts.values()):>9,}")
+from keeptune.data.prompts import CHAT
 
 
 def generate(
@@ -47,7 +33,7 @@ def generate(
         out: Output JSON-lines file of ``{"problem", "solution"}`` objects.
     """
     pairs = (pair._asdict() for _, pair in generate_pairs(n, seed, templates, mix))
-    count = write_jsonl(out, _progress(pairs, "generate", n))
+    count = write_jsonl(out, progress(pairs, "generate", n))
     print(f"keeptune: wrote {count:,} generated problems to {out}")
     return out
 
@@ -56,7 +42,8 @@ def chat_renderer(model: Optional[str]):
     """The problem as the user turn of the model's chat template, ready for the answer."""
     from transformers import AutoTokenizer
 
-    from keeptune.model.load import ModelLoadError, resolve_model_dir
+    from keeptune.core.errors import ModelLoadError
+    from keeptune.model.load import resolve_model_dir
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_dir(model))
     if not tokenizer.chat_template:
@@ -104,20 +91,8 @@ def build(
             prompt (directory or GGUF; default: the embedded SmolLM2).
     """
     chat_template = chat_renderer(model) if prompt == CHAT else None
-    format_prompt(prompt, "", chat_template)  # fail before reading a large file
-    reader: Optional[PairReader] = None
-    if source is None:
-        mix = mix or ("uniform" if strategy in ("uniform", "custom") else "real")
-        pairs: Iterable[Pair] = (pair for _, pair in generate_pairs(pool, seed, None, mix))
-    else:
-        pairs = reader = PairReader(source, skip_bad=skip_bad)
-    records = build_records(_progress(pairs, "read"), strategy, n, cot, prompt, seed,
-                            weights=weights, counts=counts, dedup=dedup, chat_template=chat_template)
-    count = write_jsonl(out, records)
-    skipped = f" ({reader.skipped} malformed lines skipped)" if reader and reader.skipped else ""
-    print(f"keeptune: wrote {count:,} {strategy} records to {out}{skipped}")
-    _print_counts(count_templates(out))
-    return out
+    return write_training_set(source, strategy, n, cot, prompt, seed, out, pool, mix, weights, counts, dedup,
+                              skip_bad, chat_template)
 
 
 def stats(file: Path, dedup: bool = False, skip_bad: bool = False) -> dict[str, int]:
@@ -130,5 +105,5 @@ def stats(file: Path, dedup: bool = False, skip_bad: bool = False) -> dict[str, 
     """
     counts = count_templates(file, dedup=dedup, skip_bad=skip_bad)
     print(f"keeptune: {file}")
-    _print_counts(counts)
+    print_counts(counts)
     return counts

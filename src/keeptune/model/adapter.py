@@ -1,0 +1,89 @@
+"""A PEFT adapter directory as keeptune writes it: adapter_config.json, adapter_model.safetensors and
+keeptune.json (base model, prompt, sequence format, LoRA settings), read without pickle.
+
+Its digest keys evaluations of it; `export_adapter` copies one atomically with a scale folded into
+its B matrices (retention method `scale`); `load_adapter_weights` puts a checkpoint's weights into a
+loaded PEFT model (a CorDA checkpoint's rank-r weights into a CorDA model).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from keeptune.core.io import atomic_write_json
+from keeptune.core.outputs import replace_dir, staging_dir
+
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "keeptune.json")
+
+# A CorDA checkpoint's rank-r weights as trained, on CorDA's residual base (its adapter_model.safetensors is
+# PEFT's conversion to a plain rank-2r LoRA on the original base): what resuming and in-place evaluation load.
+CORDA_WEIGHTS = "corda_residual_adapter.safetensors"
+
+def adapter_info(adapter: Path) -> dict:
+    """An adapter directory's keeptune.json (base model, prompt, format, BOS); {} when it has none.
+
+    ModelLoadError when the directory is no PEFT adapter or its keeptune.json is not a JSON object."""
+    from keeptune.core.errors import ModelLoadError
+
+    adapter = Path(adapter)
+    if not (adapter / "adapter_config.json").is_file():
+        raise ModelLoadError(f"{adapter} is not a PEFT adapter directory: it has no adapter_config.json")
+    record = adapter / "keeptune.json"
+    try:
+        info = json.loads(record.read_text(encoding="utf-8")) if record.is_file() else {}
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ModelLoadError(f"{record}: not valid JSON ({err})") from None
+    if not isinstance(info, dict):
+        raise ModelLoadError(f"{record}: not a JSON object")
+    return info
+
+def adapter_digest(adapter: Path) -> str:
+    """A short hash of an adapter's weights: what an evaluation of it is keyed on."""
+    return hashlib.sha256((Path(adapter) / "adapter_model.safetensors").read_bytes()).hexdigest()[:16]
+
+def load_adapter_weights(path: Path, peft_model) -> None:
+    """Put a checkpoint's LoRA weights into the (not yet wrapped) PEFT model; a CorDA checkpoint's weights as
+    trained, into a CorDA model (on the same residual base)."""
+    from peft import set_peft_model_state_dict
+
+    from keeptune.model.lora import is_corda
+
+    path = Path(path)
+    corda = (path / CORDA_WEIGHTS).is_file()
+    if corda != is_corda(peft_model):
+        raise RuntimeError(f"{path}: a {'CorDA' if corda else 'plain LoRA'} checkpoint cannot be loaded into a "
+                           f"{'CorDA' if is_corda(peft_model) else 'plain LoRA'} model (CorDA's base weights are "
+                           "a residual): load its adapter_model.safetensors on the original base with PEFT")
+    weights = path / (CORDA_WEIGHTS if corda else "adapter_model.safetensors")
+    result = set_peft_model_state_dict(peft_model, load_file(weights))
+    if result.unexpected_keys:
+        raise RuntimeError(f"{path}: adapter weights the model does not have: {result.unexpected_keys[:3]}")
+
+# The LoRA up-projections of a PEFT state dict (linear and embedding layers: lora_B, lora_embedding_B).
+LORA_B = re.compile(r"(^|\.)lora_(embedding_)?B(\.|$)")
+
+def fold_scale(tensors: dict[str, torch.Tensor], scale: float) -> dict[str, torch.Tensor]:
+    """A LoRA state dict whose update is `scale` x the given one: every B (weight and bias) times `scale`, A
+    unchanged. PEFT adds (alpha / r) B A x to a layer's output (and (alpha / r) x B's bias), so (alpha / r) (s B) A
+    is s times the update: a plain PEFT load of the result is the adapter scaled by s."""
+    return {key: value * scale if LORA_B.search(key) else value for key, value in tensors.items()}
+
+def export_adapter(checkpoint: Path, target: Path, scale: float = 1.0) -> Path:
+    """Copy a checkpoint's adapter (and keeptune.json) to `target`, atomically; a `scale` other than 1 is folded
+    into the weights (`fold_scale`) and recorded in keeptune.json (``scale``)."""
+    tmp = staging_dir(target)
+    for name in ADAPTER_FILES:
+        shutil.copy2(Path(checkpoint) / name, tmp / name)
+    if scale != 1:
+        weights = tmp / "adapter_model.safetensors"
+        save_file(fold_scale(load_file(weights), scale), weights, metadata={"format": "pt"})
+        info = json.loads((tmp / "keeptune.json").read_text(encoding="utf-8"))
+        atomic_write_json(tmp / "keeptune.json", {**info, "scale": scale})
+    replace_dir(tmp, target)
+    return target
