@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make test-mindspore`: keeptune's MindSpore interop checked against the real libraries
-# (tests/model/test_real_mindspore.py, marker `mindspore`) in an environment of its own,
+# (tests/interop/test_real_mindspore.py, marker `mindspore`) in an environment of its own,
 # .venv-mindspore: keeptune's lock (CPU torch, transformers, PEFT) plus MindSpore 2.10
 # (an 800 MB wheel), mindpet 1.0.4 and MindFormers 2.1.0 (requirements/mindspore.txt).
 # The environment is made once and reused until the lock, requirements/mindspore.txt or
@@ -58,4 +58,4 @@ fi
 echo "== test-mindspore: $("$VENV/bin/python" --version)," \
   "$("$VENV/bin/python" -m pip list --format=freeze 2>/dev/null \
      | grep -iE '^(mindspore|mindpet|mindformers|torch|transformers|peft|numpy|protobuf)==' | tr '\n' ' ')"
-"$VENV/bin/python" -m pytest -q -m mindspore tests/model/test_real_mindspore.py "$@"
+"$VENV/bin/python" -m pytest -q -m mindspore tests/interop/test_real_mindspore.py "$@"

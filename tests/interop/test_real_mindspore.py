@@ -32,8 +32,8 @@ from transformers import AutoModelForCausalLM  # noqa: E402
 from keeptune.cli import main  # noqa: E402
 from keeptune.interop import mindspore_ckpt  # noqa: E402
 from keeptune.interop.mindformers import mindformers_weight_name  # noqa: E402
-from tests.model.test_mindformers import _isolated, make_adapter, mindformers_yaml  # noqa: E402,F401 (autouse)
-from tests.model.test_mindspore_ckpt import MINDSPORE_FILE  # noqa: E402
+from tests.interop.test_mindformers import _isolated, make_adapter, mindformers_yaml  # noqa: E402,F401 (autouse)
+from tests.interop.test_mindspore_ckpt import MINDSPORE_FILE  # noqa: E402
 from tests.tiny import save_tiny  # noqa: E402
 
 pytestmark = pytest.mark.mindspore
@@ -129,7 +129,7 @@ def test_the_schema_is_mindspores_checkpoint_proto():
 
 
 def test_the_fixture_of_the_default_suite_is_what_mindspore_writes(tmp_path, monkeypatch):
-    """tests/model/data/mindspore-save_checkpoint.ckpt, written again by MindSpore: byte for byte."""
+    """tests/interop/data/mindspore-save_checkpoint.ckpt, written again by MindSpore: byte for byte."""
     from mindspore.train import serialization
 
     monkeypatch.setattr(serialization, "SLICE_SIZE", 1)  # KB: model.w's 1200 bytes in two records

@@ -3,7 +3,7 @@
 `data/mindspore-save_checkpoint.ckpt` is what MindSpore 2.10's own `save_checkpoint`
 wrote (crc_check=True, SLICE_SIZE lowered to 1 KB so that its 1200-byte tensor is split
 over two records as a tensor over 512 MiB is); `make test-mindspore` writes it again with
-MindSpore and checks that it is byte for byte this file (tests/model/test_real_mindspore.py).
+MindSpore and checks that it is byte for byte this file (tests/interop/test_real_mindspore.py).
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """`keeptune import` and `keeptune export` between Hugging Face / PEFT and MindFormers / mindpet, on tiny
-random Llamas, without MindSpore (tests/model/test_real_mindspore.py checks the same against the real
+random Llamas, without MindSpore (tests/interop/test_real_mindspore.py checks the same against the real
 MindSpore, mindpet and MindFormers: `make test-mindspore`)."""
 from __future__ import annotations
 
