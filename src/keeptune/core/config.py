@@ -35,12 +35,38 @@ def load_config(path: Path | str | None, overrides: Sequence[str], root: type,
     if path is not None:
         tree, where = read_yaml(Path(path))
     for word in overrides:
-        key, sep, text = word.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"override {word!r} is not key=value (e.g. train.lr=1e-3)")
-        set_word(tree, where, key.strip(), text, f"override {word!r}")
+        key, text = split_override(word)
+        set_word(tree, where, key, text, f"override {word!r}")
     config = build(root, tree, where, "", str(path) if path else "defaults")
     return check(config, where) if check else config
+
+
+def split_override(word: str) -> tuple[str, str]:
+    """`section.field=value` -> ("section.field", "value"); ConfigError when it is not key=value."""
+    key, sep, text = word.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {word!r} is not key=value (e.g. train.lr=1e-3)")
+    return key.strip(), text
+
+
+def yaml_locations(path: Path, node: yaml.Node | None) -> dict[str, str]:
+    """'FILE:LINE' of every key (dotted: `train.lr`) and list item (`original[0]`, `original[0].task`) of a
+    composed YAML document (`yaml.compose(text)`)."""
+    where: dict[str, str] = {}
+
+    def walk(node, prefix: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                dotted = f"{prefix}.{key_node.value}" if prefix else str(key_node.value)
+                where[dotted] = f"{path}:{key_node.start_mark.line + 1}"
+                walk(value_node, dotted)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                where[f"{prefix}[{i}]"] = f"{path}:{item.start_mark.line + 1}"
+                walk(item, f"{prefix}[{i}]")
+
+    walk(node, "")
+    return where
 
 
 def set_word(tree: dict, where: dict[str, str], key: str, text: str, origin: str) -> None:
@@ -57,9 +83,9 @@ def set_word(tree: dict, where: dict[str, str], key: str, text: str, origin: str
     node[key.split(".")[-1]] = value
     where[key] = origin
 
+
 def read_yaml(path: Path) -> tuple[dict, dict[str, str]]:
     """A YAML mapping and, for every dotted key, 'FILE:LINE' where it is written."""
-
     try:
         text = read_text(path)  # UTF-8, a BOM allowed
     except FileNotFoundError:
@@ -78,22 +104,7 @@ def read_yaml(path: Path) -> tuple[dict, dict[str, str]]:
         return {}, {}
     if not isinstance(tree, dict):
         raise ConfigError(f"{path}: a config file is a mapping of sections, not a {type(tree).__name__}")
-    where: dict[str, str] = {}
-
-    def walk(node, prefix: str) -> None:
-        for key_node, value_node in node.value:
-            dotted = prefix + str(key_node.value)
-            where[dotted] = f"{path}:{key_node.start_mark.line + 1}"
-            if isinstance(value_node, yaml.MappingNode):
-                walk(value_node, dotted + ".")
-            elif isinstance(value_node, yaml.SequenceNode):  # list items: `original[0]`, `original[0].task`
-                for i, item in enumerate(value_node.value):
-                    where[f"{dotted}[{i}]"] = f"{path}:{item.start_mark.line + 1}"
-                    if isinstance(item, yaml.MappingNode):
-                        walk(item, f"{dotted}[{i}].")
-
-    walk(root, "")
-    return tree, where
+    return tree, yaml_locations(path, root)
 
 def build(cls: type, values: Any, where: dict[str, str], prefix: str, source: str, base: Any = None):
     """`base` (default: `cls()`) with the fields of a mapping replaced, every field type-checked.
