@@ -5,12 +5,17 @@ litgpt). Both `--batch-size` and `--batch_size` spellings are accepted.
 """
 from __future__ import annotations
 
+import inspect
 import sys
+import textwrap
+
+from jsonargparse import CLI, ArgumentParser
 
 from keeptune.cli import data as data_commands
 from keeptune.cli import run as experiment_commands
 from keeptune.cli import sweep as sweep_command
 from keeptune.cli import train as train_commands
+from keeptune.core.errors import USER_ERRORS
 from keeptune.evaluate import commands as eval_commands
 from keeptune.interop import commands as model_commands
 from keeptune.model import commands as merge_command
@@ -58,7 +63,6 @@ def _command(args: list[str]):
 
 def _bare_switches(args: list[str]) -> list[str]:
     """`--overwrite` alone -> `--overwrite=true` for the command's boolean options (jsonargparse wants a value)."""
-    import inspect
 
     function = _command(args)
     if function is None or args[0] in WORD_COMMANDS:  # run and train parse their own words (--resume, --overwrite)
@@ -80,9 +84,7 @@ def _run_with_own_parser(args: list[str]) -> bool:
     "config" from every command's arguments), so `keeptune import --config X` parses
     here, with the same function-signature parser the CLI builds."""
     import inspect
-    import textwrap
 
-    from jsonargparse import ArgumentParser
 
     function = _command(args)
     if function is None or args[0] in WORD_COMMANDS or "config" not in inspect.signature(function).parameters:
@@ -96,9 +98,7 @@ def _run_with_own_parser(args: list[str]) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from jsonargparse import CLI
 
-    from keeptune.core.errors import USER_ERRORS
 
     args = _positional_folder([_underscored(a) for a in (sys.argv[1:] if argv is None else argv)])
     args = _bare_switches(args)

@@ -9,11 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+from keeptune.core.errors import ModelLoadError
 from keeptune.core.io import write_jsonl
 from keeptune.data.math.build import print_counts, progress, write_training_set
 from keeptune.data.math.generate import generate_pairs
 from keeptune.data.math.stats import count_templates
 from keeptune.data.prompts import CHAT
+from keeptune.model.load import resolve_model_dir
 
 
 def generate(
@@ -42,8 +44,6 @@ def chat_renderer(model: Optional[str]):
     """The problem as the user turn of the model's chat template, ready for the answer."""
     from transformers import AutoTokenizer
 
-    from keeptune.core.errors import ModelLoadError
-    from keeptune.model.load import resolve_model_dir
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_dir(model))
     if not tokenizer.chat_template:

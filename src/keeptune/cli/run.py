@@ -7,6 +7,7 @@ from typing import Optional
 
 from keeptune.core.config import parse_words
 from keeptune.experiment.config import ExperimentConfig
+from keeptune.experiment.runner import run_dir, run_experiment
 from keeptune.train.config import load_config
 
 RUN_USAGE = """\
@@ -28,8 +29,7 @@ def run(config: Optional[Path] = None, overrides: Optional[list[str]] = None) ->
         config: experiment YAML; default: the defaults (configs/smollm2-135m/experiment.yaml's values).
         overrides: `section.field=value` words applied on top, e.g. train.lr=5e-4 name=lr5e-4.
     """
-    from keeptune.experiment.runner import run_dir, run_experiment
-    from keeptune.report import build_report
+    from keeptune.report.render import build_report  # imports matplotlib: only here
 
     settings = load_config(config, overrides or [], root=ExperimentConfig)
     command = shlex.join(["keeptune", "run", *([str(config)] if config else []), *(overrides or [])])

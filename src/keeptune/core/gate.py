@@ -1,16 +1,16 @@
 """The experiment's two rules, in one place: the retention gate and the score.
 
-Gate (SPEC section 4, generalised to any number of retention tasks): a model state
+Gate (the seed's, generalised to any number of retention tasks): a model state
 passes a retention task when each of the task's gated scalars is at least
 `fraction` x the base model's on the same samples; it passes the gate when it
 passes every retention task. The seed's gate is one task, squad-seed, with
 emf1.F1 and emf1.Em at 0.9.
 
-Score (SPEC section 4): (1 - ratio) * 0.3 + accuracy * 0.7, for a state that
+Score (the contest's): (1 - ratio) * 0.3 + accuracy * 0.7, for a state that
 passes the gate; ratio = trainable / all parameters, accuracy = the new task's
 accuracy scalar (a fraction).
 
-Best (SPEC section 4, over every evaluated state): the passing entry with the
+Best (the seed's choice, over every evaluated state): the passing entry with the
 highest score. An entry is a checkpoint, or with retention method `scale` a
 (checkpoint, scale) pair: the same checkpoint with its adapter's update scaled
 (keeptune.retention.scale); every one is judged by the same gate and score. On
@@ -57,7 +57,7 @@ def judge(gates: list[TaskGate], scores: dict[str, dict], baseline: dict[str, di
 
 
 def score(accuracy: float, ratio: float) -> float:
-    """SPEC section 4: (1 - ratio) * 0.3 + accuracy * 0.7."""
+    """The contest's score: (1 - ratio) * 0.3 + accuracy * 0.7."""
     return (1 - ratio) * 0.3 + accuracy * 0.7
 
 
@@ -73,3 +73,23 @@ def best(entries: list[dict]) -> Optional[dict]:
     passes."""
     passing = [e for e in entries if e["passes_gate"]]
     return max(passing, key=lambda e: (e["score"], e.get("scale", 1.0), e["step"])) if passing else None
+
+
+def gate_distance(judged: dict, fractions: dict[str, float]) -> float:
+    """How far a judged state (`judge`'s mapping, or a results.json entry) is below the gate: the largest
+    (fraction - state / baseline) over the gated scalars, 0 when it passes. A failing state whose every gap is
+    unmeasurable (baselines of 0) is 1e-9, still > 0: Optuna reads this as the sweep's constraint, <= 0 feasible.
+    `fractions` maps each retention task to its gate fraction."""
+    if judged["passes_gate"]:
+        return 0.0
+    gaps = [fractions[task] - r for task, ratios in judged["retention"].items() for r in ratios.values()
+            if r is not None]
+    return max([g for g in gaps if g > 0] or [1e-9])
+
+
+def shortfall(judged: dict) -> tuple[list[str], Optional[float]]:
+    """The retention tasks a judged state fails, and the lowest state / baseline over their gated scalars (None
+    when none has a ratio): what the sweep's pruning says when a tracked state falls below the gate."""
+    failed = [task for task, passed in judged["gate"].items() if not passed]
+    lowest = min((r for task in failed for r in judged["retention"][task].values() if r is not None), default=None)
+    return failed, lowest

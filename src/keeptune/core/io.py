@@ -17,8 +17,9 @@ import errno
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Optional
+from typing import IO, Any, Callable, Iterable, Iterator, Optional
 
 from keeptune.core.errors import DataError, MalformedLineError, OutputError
 
@@ -101,15 +102,23 @@ def dumps(record: Any) -> str:
 
 def atomic_write_text(path: Path | str, text: str) -> None:
     """Replace `path` with `text` in one step."""
-    write_lines(path, [text])
+    with atomic_writer(path, "w") as handle:
+        handle.write(text)
 
 
 def atomic_write_json(path: Path | str, value: Any) -> None:
     atomic_write_text(path, json.dumps(value, ensure_ascii=False, indent=2) + "\n")
 
 
-def write_lines(path: Path | str, lines: Iterable[str]) -> int:
-    """Write `lines` (each with its own line ending) to `path` atomically; returns the count."""
+@contextmanager
+def atomic_writer(path: Path | str, mode: str = "wb") -> Iterator[IO]:
+    """An open file whose content replaces `path` in one step when the block ends without an error.
+
+    The file is a temporary one in the target's folder (`.NAME.XXXXXXXX.tmp`), renamed over
+    `path` at the end and removed on an error, so a reader sees the old file or the whole new
+    one, never half of one. `mode`: "wb" for bytes, "w" for UTF-8 text. An unusable `path`
+    (a directory, a read-only folder, a file in the way of its folder) is an OutputError naming it.
+    """
     path = Path(path)
     try:
         if path.is_dir():
@@ -118,20 +127,27 @@ def write_lines(path: Path | str, lines: Iterable[str]) -> int:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as err:
         raise unwritable(path, err) from None
-    count = 0
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            for line in lines:
-                handle.write(line)
-                count += 1
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as handle:
+            yield handle
         os.chmod(tmp, 0o644)  # mkstemp makes it private; a data file is not
         try:
             os.replace(tmp, path)
         except OSError as err:
             raise unwritable(path, err) from None
     except BaseException:
-        os.unlink(tmp)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
         raise
+
+
+def write_lines(path: Path | str, lines: Iterable[str]) -> int:
+    """Write `lines` (each with its own line ending) to `path` atomically; returns the count."""
+    count = 0
+    with atomic_writer(path, "w") as handle:
+        for line in lines:
+            handle.write(line)
+            count += 1
     return count
 
 

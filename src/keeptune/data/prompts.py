@@ -1,4 +1,4 @@
-"""Prompt templates for the new task (SPEC section 2), byte for byte.
+"""Prompt templates for the new task, the seed's, byte for byte.
 
 `PROMPTS` maps a name to a Python format string with one field, ``{problem}``.
 The extra name ``chat`` stands for the model's own chat template: keeptune does
@@ -24,7 +24,7 @@ PROMPTS: dict[str, str] = {
     "none": "{problem}",
 }
 
-# The seed's SQuAD prompt (SPEC section 1), over the fields of a SQuAD sample.
+# The seed's SQuAD prompt, byte for byte, over the fields of a SQuAD sample.
 SQUAD_SEED = ("Read the passage and answer the question below.\n\n### Instruction:\n{passage}"
               "\n\n### Input:\n{question}\n\n### Response:")
 # Every prompt a task spec can name.

@@ -1,4 +1,4 @@
-"""SQuAD v1.1 samples for the original task (SPEC section 1).
+"""SQuAD v1.1 samples for the original task (the seed protocol: docs/tasks.md).
 
 One sample per paragraph: the paragraph's FIRST question and that question's
 FIRST answer text as the label; all answers are kept for the official metric.

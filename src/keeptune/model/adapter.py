@@ -16,8 +16,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from keeptune.core.errors import ModelLoadError
 from keeptune.core.io import atomic_write_json
 from keeptune.core.outputs import replace_dir, staging_dir
+from keeptune.model.lora import is_corda
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "keeptune.json")
 
@@ -29,7 +31,6 @@ def adapter_info(adapter: Path) -> dict:
     """An adapter directory's keeptune.json (base model, prompt, format, BOS); {} when it has none.
 
     ModelLoadError when the directory is no PEFT adapter or its keeptune.json is not a JSON object."""
-    from keeptune.core.errors import ModelLoadError
 
     adapter = Path(adapter)
     if not (adapter / "adapter_config.json").is_file():
@@ -52,7 +53,6 @@ def load_adapter_weights(path: Path, peft_model) -> None:
     trained, into a CorDA model (on the same residual base)."""
     from peft import set_peft_model_state_dict
 
-    from keeptune.model.lora import is_corda
 
     path = Path(path)
     corda = (path / CORDA_WEIGHTS).is_file()

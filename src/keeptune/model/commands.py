@@ -7,6 +7,8 @@ from typing import Optional
 
 from keeptune.core.errors import ModelLoadError
 from keeptune.core.io import atomic_write_json, unwritable
+from keeptune.core.outputs import claim_output, publish_dir, staging_dir
+from keeptune.model.adapter import adapter_info
 from keeptune.model.load import load_model
 
 
@@ -29,8 +31,6 @@ def merge(adapter: Path, out: Optional[Path] = None, model: Optional[str] = None
     """
     from peft import PeftModel
 
-    from keeptune.core.outputs import claim_output, publish_dir, staging_dir
-    from keeptune.model.adapter import adapter_info
 
     adapter = Path(adapter)
     info = adapter_info(adapter)

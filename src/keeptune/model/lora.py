@@ -1,4 +1,4 @@
-"""LoRA through PEFT, with the seed's target names (SPEC section 3).
+"""LoRA through PEFT, with the seed's target names (MindFormers' wq, wk, wv, wo, w1, w2, w3).
 
 Targets accept Hugging Face module names (`q_proj`, `v_proj`, ...), the
 MindFormers names of the seed (`wq`, `wk`, `wv`, `wo`, `w1`, `w2`, `w3`) and
@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from keeptune.core.errors import TargetError
 
-# Weight of the parameter term in the contest score (SPEC section 4).
+# Weight of the parameter term in the contest score: (1 - ratio) * 0.3 (keeptune.core.gate).
 PARAMETER_SCORE_WEIGHT = 0.3
 
 # MindFormers (seed) module name -> Hugging Face Llama module name.
@@ -193,7 +193,7 @@ def is_corda(peft_model) -> bool:
 
 @dataclass(frozen=True)
 class ParameterCount:
-    """Trainable parameters against the base model's, as the score counts them (SPEC section 4)."""
+    """Trainable parameters against the base model's, as the score counts them (keeptune.core.gate)."""
 
     trainable: int
     """Parameters with requires_grad (the LoRA A/B matrices of a PEFT model)."""

@@ -1,4 +1,4 @@
-"""Exact LoRA parameter accounting without loading weights (SPEC sections 3, 4).
+"""Exact LoRA parameter accounting without loading weights (the seed's LoRA targets, and the score's parameter term).
 
 A model is built from its configuration on the meta device (shapes only, no
 memory, no weights read) and PEFT's LoRA is applied there: `get_peft_model`
@@ -15,7 +15,7 @@ from keeptune.core.errors import ModelLoadError
 from keeptune.model.load import check_config_json, resolve_model_dir
 from keeptune.model.lora import LoraSettings, ParameterCount, apply_lora, count_parameters, resolve_targets
 
-# Built-in architectures (SPEC sections 3 and 6), as Llama configurations.
+# Built-in architectures (the seed's Llama-3-8B and the embedded SmolLM2-135M), as Llama configurations.
 ARCHITECTURES: dict[str, dict] = {
     "llama3-8b": {"num_hidden_layers": 32, "hidden_size": 4096, "num_attention_heads": 32,
                   "num_key_value_heads": 8, "intermediate_size": 14336, "vocab_size": 128256,

@@ -1,4 +1,4 @@
-"""The new task's data: the math training file (SPEC section 2).
+"""The new task's data: the math training file (the contest's templated arithmetic; docs/tasks.md).
 
 - `loader`: streaming reader of ``train.json`` with deduplication and clear errors;
 - `templates`: the 11 Chinese templates as a data table, `classify`, `solve`, `verify`;

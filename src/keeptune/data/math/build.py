@@ -1,7 +1,7 @@
 """Training sets for the new task: selection strategies over a stream of pairs,
 optional worked-step answers, a prompt template, and conversation records.
 
-Strategies (SPEC section 2):
+Strategies (the contest's):
 
 - ``real``: the stream as it is (English problems included);
 - ``uniform``: the seed's "uniform pick": 5,000 arithmetic problems, 1,500 of
@@ -15,7 +15,7 @@ Strategies (SPEC section 2):
 from what the strategy selects; without it the selection is complete. Picks
 within a template use reservoir sampling, so a stream is read once and only
 the picked pairs are held in memory. Records keep the stream's order (training
-code shuffles). Each record is the SPEC's conversation object plus the
+code shuffles). Each record is the seed's conversation object plus the
 template name (``template``) for per-template evaluation; files hold one record
 per line (JSONL).
 """
@@ -148,7 +148,7 @@ def select(
 
 
 def conversation(number: int, prompt_text: str, answer: str, name: str) -> dict:
-    """One training record: the SPEC's conversation object plus the template name."""
+    """One training record: the seed's conversation object ({"id", "conversations": [human, gpt]}) plus the template name."""
     return {
         "id": str(number),
         "conversations": [

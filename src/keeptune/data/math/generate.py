@@ -23,7 +23,7 @@ from keeptune.data.math.templates import BY_NAME, DEC, TEMPLATE_NAMES, template
 
 CENT = Decimal("0.01")
 
-# Distinct (problem, solution) pairs per template in the real file (SPEC section 2).
+# Distinct (problem, solution) pairs per template in the real file (counted once from the contest's train.json).
 DISTINCT_COUNTS: dict[str, int] = {
     "arithmetic": 359_347, "power": 39_207, "root": 39_227, "fraction": 45,
     "mean": 19_709, "equation": 40_080, "function": 20_028, "area": 8_665,

@@ -3,7 +3,7 @@
 Each `Template` holds the problem's shape (a regex and a format string), the
 converters that turn the regex groups into parameters, the function computing
 the answer from those parameters, the solution's format string and the seed
-judge's answer pattern (SPEC section 2). The arithmetic is the real file's: Python
+judge's answer pattern (the contest's 11 templates). The arithmetic is the real file's: Python
 `decimal` with 28 significant digits for the two-decimal templates (so products
 keep 4 decimals, roots and quotients 28 digits, large function values switch to
 E notation) and Python floats for the others (mean, equation, discount, sales).
@@ -39,7 +39,7 @@ class Template:
     """One problem shape -> solution shape of the training file.
 
     Attributes:
-        id: The SPEC's template number (0..10).
+        id: The contest's template number (0..10).
         name: Short name used everywhere in keeptune.
         problem_format: ``str.format`` pattern of the problem; fields are the params.
         problem_re: Full-match regex of the problem; its groups give the params.

@@ -1,0 +1,120 @@
+"""The plan of an experiment: every task spec, gate, name and choice checked before any data is
+built or a model loaded (a mistake costs a second, not the baseline's minutes)."""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NoReturn
+
+from keeptune.core import gate as rules
+from keeptune.core.errors import ConfigError
+from keeptune.data.prompts import PROMPTS
+from keeptune.evaluate.spec import Compiled, SpecTask, given_path, load_spec, load_task_samples, resolve_data_path
+from keeptune.experiment.config import ExperimentConfig
+from keeptune.model.load import resolve_device
+from keeptune.model.params import lora_accounting, source_config
+from keeptune.retention import scale as scaling
+from keeptune.retention.preservation import plan_preservation
+
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def rank() -> tuple[int, int]:
+    """(rank, world size) under torchrun; (0, 1) in a single process."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+@dataclass
+class Plan:
+    retention: list[tuple[Compiled, rules.TaskGate]]
+    samples: list[list]  # each retention task's samples, read (and checked) by the plan
+    new: Compiled  # data.path is set once the data is prepared
+    accuracy: str
+    ratio: float
+    params: object
+    preservation: object = None  # retention methods corda/replay: keeptune.retention.preservation.Preservation
+    replay: dict | None = None  # retention method replay: what the mixed training set holds
+
+    @property
+    def gates(self) -> list[rules.TaskGate]:
+        return [g for _, g in self.retention]
+
+def invalid(field: str, message: str) -> NoReturn:
+    """Refuse the experiment: ConfigError "field FIELD: MESSAGE"."""
+    raise ConfigError(f"field {field!r}: {message}")
+
+def plan_experiment(config: ExperimentConfig) -> Plan:
+    """Load and cross-check every task spec, gate, name and choice, read the retention tasks' samples
+    (downloading an address once) and count the LoRA parameters on the meta device (so targets that
+    match nothing fail here). No data is built and no model is loaded."""
+    if not SAFE_NAME.match(config.name):
+        invalid("name", f"{config.name!r}: use letters, digits, '.', '_' and '-' (it names a folder)")
+    if not 0 < config.gate <= 1:
+        invalid("gate", f"{config.gate}; a fraction in (0, 1]")
+    if config.batch_size < 1:
+        invalid("batch_size", f"{config.batch_size}; it must be at least 1")
+    tracking = config.tracking
+    if tracking.every < 0 or tracking.retention < 1 or tracking.new_task < 1:
+        invalid("tracking", "every must be >= 0 (0: off), retention and new_task >= 1")
+    if rank()[1] > 1 and tracking.every and config.distributed.strategy == "fsdp":
+        invalid("tracking.every", "tracking evaluates on rank 0 alone, which a sharded (fsdp) model cannot; "
+                                     "set tracking.every=0 or distributed.strategy=ddp")
+    retention, names = [], []
+    for i, item in enumerate(config.original):
+        where = f"original[{i}]"
+        changes = {k: v for k, v in (("data.path", given_path(item.data)), ("data.limit", item.limit)) if v is not None}
+        if item.name is not None:
+            changes["name"] = item.name
+        compiled = load_spec(item.task, changes)
+        metrics = tuple(item.gate) if item.gate is not None else tuple(compiled.spec.gate)
+        unknown = [m for m in metrics if m not in compiled.scalars()]
+        if unknown or not metrics:
+            invalid(f"{where}.gate", f"{list(metrics)}: name one or more of the task's scalars: "
+                                        f"{', '.join(compiled.scalars())}")
+        fraction = item.fraction if item.fraction is not None else config.gate
+        if not 0 < fraction <= 1:
+            invalid(f"{where}.fraction", f"{fraction}; a fraction in (0, 1]")
+        retention.append((compiled, rules.TaskGate(compiled.spec.name, metrics, fraction)))
+        names.append(compiled.spec.name)
+    task = config.new_task
+    if task.train_data is None and task.prompt not in PROMPTS:
+        invalid("new_task.prompt", f"{task.prompt!r}; the arithmetic recipe's prompts: {', '.join(PROMPTS)}")
+    new = new_task_spec(config, None)
+    names.append(new.spec.name)
+    for name in names:
+        if not SAFE_NAME.match(name):
+            invalid("original", f"task name {name!r}: use letters, digits, '.', '_' and '-' (it names a folder)")
+    if len(set(names)) != len(names):
+        invalid("original", f"two tasks share a name ({names}); give one a `name:`")
+    scaling.check(config.retention, names)
+    accuracy = config.new_task.accuracy or new.spec.accuracy
+    if accuracy not in new.scalars():
+        invalid("new_task.accuracy", f"{accuracy!r} is not a scalar of task {new.spec.name}: "
+                                        f"{', '.join(new.scalars())}")
+    samples = [load_task_samples(compiled, resolve_data_path(compiled.spec), config.skip_bad)
+               for compiled, _ in retention]  # read now: a bad file fails before any work
+    if "replay" in config.retention.methods and rank()[1] > 1:
+        invalid("retention.methods", "replay is not supported under torchrun yet (rank 0 generates the base "
+                                        "model's answers before training); run it in a single process")
+    # Preservation data (corda, replay) read and checked for leaks into the gate now; the offline default later.
+    preservation = plan_preservation(config.retention, [SpecTask(c, s) for (c, _), s in zip(retention, samples)])
+    resolve_device(config.model.device)  # a device this machine lacks fails now, not after the data is built
+    params = lora_accounting(source_config(config.model.source), config.lora)[1]
+    return Plan(retention, samples, new, accuracy, params.ratio, params, preservation)
+
+def new_task_spec(config: ExperimentConfig, eval_path: Path | None) -> Compiled:
+    """The new task's evaluation task as training shapes it: the recipe's prompt, the training format."""
+    task = config.new_task
+    changes = {"format": task.format}
+    if task.train_data is None:
+        changes["prompt"] = task.prompt
+    if eval_path is not None:
+        changes["data.path"] = str(eval_path)
+    elif task.eval_data is not None:
+        changes["data.path"] = given_path(task.eval_data)
+    if task.max_new_tokens is not None:
+        changes["generation.max_new_tokens"] = task.max_new_tokens
+    if task.extraction is not None:
+        changes["extraction"] = task.extraction
+    return load_spec(task.task, changes)
