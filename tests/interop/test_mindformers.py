@@ -13,11 +13,12 @@ import torch
 import yaml
 from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import save_file
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, LlamaConfig
 
 from keeptune.cli import main
-from keeptune.interop.mindformers import hf_weight_name, mindformers_weight_name, peft_module_of_mindpet
+from keeptune.interop.config import LLAMA3_8B, expected_shapes, infer_config, yaml_config
 from keeptune.interop.mindspore_ckpt import read_checkpoint, write_checkpoint
+from keeptune.interop.names import hf_weight_name, mindformers_weight_name, peft_module_of_mindpet
 from keeptune.model.lora import LoraSettings, trainable_parameters
 from keeptune.model.params import architecture_config, lora_accounting
 from tests.tiny import save_tiny
@@ -151,10 +152,6 @@ def test_a_training_checkpoint_imports_its_weights_and_skips_the_rest(tmp_path, 
 
 
 def test_llama3_8b_shapes_get_its_published_configuration(tmp_path, capsys):
-    from transformers import LlamaConfig
-
-    from keeptune.interop.mindformers import LLAMA3_8B, expected_shapes, infer_config
-
     shapes = expected_shapes(architecture_config("llama3-8b"))  # as the weights of its checkpoint give them
     config = infer_config(shapes, tmp_path / "llama3_8b.ckpt")
     assert isinstance(config, LlamaConfig) and config.to_dict() == LlamaConfig(**LLAMA3_8B).to_dict()
@@ -225,8 +222,6 @@ def test_a_mindformers_yaml_is_a_config(tmp_path, tiny, capsys):
 
 
 def yaml_config_of(tmp_path: Path, **model_config):
-    from keeptune.interop.mindformers import yaml_config
-
     return yaml_config(mindformers_yaml(tmp_path / "other.yaml", **model_config))[0]
 
 

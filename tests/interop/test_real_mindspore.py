@@ -31,7 +31,7 @@ from transformers import AutoModelForCausalLM  # noqa: E402
 
 from keeptune.cli import main  # noqa: E402
 from keeptune.interop import mindspore_ckpt  # noqa: E402
-from keeptune.interop.mindformers import mindformers_weight_name  # noqa: E402
+from keeptune.interop.names import mindformers_weight_name  # noqa: E402
 from tests.interop.test_mindformers import _isolated, make_adapter, mindformers_yaml  # noqa: E402,F401 (autouse)
 from tests.interop.test_mindspore_ckpt import MINDSPORE_FILE  # noqa: E402
 from tests.tiny import save_tiny  # noqa: E402

@@ -7,8 +7,16 @@ import textwrap
 from pathlib import Path
 from typing import Literal, Optional
 
-from keeptune.core.errors import ModelLoadError
-from keeptune.model.load import DEFAULT_MODEL_NAME
+import torch
+import yaml
+
+from keeptune.core.errors import ModelLoadError, OutputError
+from keeptune.core.io import atomic_write_json
+from keeptune.core.outputs import claim_output, publish_dir, staging_dir
+from keeptune.interop.export import mindformers_model_tensors, read_adapter
+from keeptune.interop.imports import checkpoint_kind, import_adapter, import_model
+from keeptune.interop.mindspore_ckpt import CheckpointFile, write_checkpoint
+from keeptune.model.load import DEFAULT_MODEL_NAME, resolve_dtype
 from keeptune.model.lora import LoraSettings, print_parameter_groups
 from keeptune.model.params import architecture_config, leaderboard_ratio, lora_accounting, source_config
 
@@ -87,11 +95,6 @@ def import_checkpoint(
         dtype: cast floating-point weights to float32, bfloat16 or float16; default: keep the file's.
         overwrite: write into an existing directory keeptune did not make (its files of the same names are replaced).
     """
-    from keeptune.core.io import atomic_write_json
-    from keeptune.core.outputs import claim_output, publish_dir, staging_dir
-    from keeptune.interop.mindformers import checkpoint_kind, import_adapter, import_model
-    from keeptune.interop.mindspore_ckpt import CheckpointFile
-
     ckpt = Path(ckpt)
     with CheckpointFile(ckpt) as file:  # the record framing and every name are read here
         kind = checkpoint_kind(file) if what == "auto" else what
@@ -121,7 +124,7 @@ def import_checkpoint(
 
 def save_tokenizer(source: str, folder: Path) -> None:
     """Save the tokenizer AutoTokenizer loads from `source` into `folder`."""
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # seconds to import: paid by `import --tokenizer` only
 
     try:
         AutoTokenizer.from_pretrained(source).save_pretrained(folder)
@@ -159,13 +162,6 @@ def export(
         dtype: float32, bfloat16 or float16; default: keep the source's dtypes.
         overwrite: replace an existing OUT file.
     """
-    import torch
-
-    from keeptune.core.errors import OutputError
-    from keeptune.interop.mindformers import mindformers_model_tensors, read_adapter
-    from keeptune.interop.mindspore_ckpt import write_checkpoint
-    from keeptune.model.load import resolve_dtype
-
     source = Path(source)
     is_adapter = (source / "adapter_config.json").is_file()
     if merged and not is_adapter:
@@ -186,8 +182,6 @@ def export(
     kind = "merged model" if merged else "mindpet LoRA adapter" if is_adapter else "model"
     print(f"keeptune: wrote the {kind} {source} as a MindFormers checkpoint: {out} ({count} parameters)")
     if adapter is not None and not merged:
-        import yaml
-
         print("keeptune: MindFormers applies it with this pet_config under model.model_config (lora_alpha / "
               "lora_rank is the scaling the weights were exported for):")
         print(textwrap.indent(yaml.safe_dump({"pet_config": adapter.pet_config()}, sort_keys=False), "  "), end="")

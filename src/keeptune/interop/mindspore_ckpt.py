@@ -44,7 +44,6 @@ import binascii
 import mmap
 import os
 import sys
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -54,7 +53,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 
 from keeptune.core.errors import ModelLoadError
-from keeptune.core.io import unwritable
+from keeptune.core.io import atomic_writer
 
 # MindSpore's tensor_type names and their torch dtypes (mindspore/train/serialization.py, tensor_to_ms_type).
 TENSOR_TYPES: dict[str, torch.dtype] = {
@@ -350,29 +349,14 @@ def tensor_records(name: str, tensor: torch.Tensor) -> Iterator[bytes]:
 def write_checkpoint(path: Path | str, tensors: Iterable[tuple[str, torch.Tensor]]) -> int:
     """Write (name, tensor) pairs as a MindSpore checkpoint, one at a time, atomically; returns the count.
 
-    The file appears complete or not at all (a temporary file beside it is renamed);
-    a name written twice is a CheckpointError (MindSpore would merge the two)."""
-    path = Path(path)
-    try:
-        if path.is_dir():
-            raise IsADirectoryError(21, "Is a directory", str(path))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as err:
-        raise unwritable(path, err) from None
+    The file appears complete or not at all (`atomic_writer`: a temporary file beside it is
+    renamed); a name written twice is a CheckpointError (MindSpore would merge the two)."""
     seen: set[str] = set()
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            for name, tensor in tensors:
-                if name in seen:
-                    raise CheckpointError(f"{path}: parameter {name!r} twice")
-                seen.add(name)
-                for record in tensor_records(name, tensor):
-                    handle.write(record)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_writer(path) as handle:
+        for name, tensor in tensors:
+            if name in seen:
+                raise CheckpointError(f"{path}: parameter {name!r} twice")
+            seen.add(name)
+            for record in tensor_records(name, tensor):
+                handle.write(record)
     return len(seen)
