@@ -93,7 +93,7 @@ def test_batch_size_may_change_but_generation_may_not(tmp_path, model_and_tokeni
     task = EchoTask(4)
     run(task, tmp_path, model_and_tokenizer, GenerationSettings(max_new_tokens=5, batch_size=1))
     assert task.calls == 0
-    with pytest.raises(ResumeMismatchError, match="max_new_tokens|generation"):
+    with pytest.raises(ResumeMismatchError, match=r"other settings \(generation.max_new_tokens differ\); use another"):
         run(EchoTask(4), tmp_path, model_and_tokenizer, GenerationSettings(max_new_tokens=6))
 
 

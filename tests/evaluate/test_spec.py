@@ -9,7 +9,7 @@ import pytest
 
 from keeptune.cli import main
 from keeptune.core.errors import DataError
-from keeptune.evaluate.spec import SpecError, load_spec, load_task_samples
+from keeptune.evaluate.spec import SpecError, load_spec, load_task_samples, resolve_data_path
 from tests.tiny import save_tiny
 
 SPEC = """\
@@ -167,3 +167,112 @@ def test_skip_bad_leaves_out_and_counts_malformed_records(tmp_path, capsys):
     assert [s.where for s in samples][-1] == f"{data}:6"
     printed = capsys.readouterr().out
     assert f"skipped 3 malformed lines of {data}; the first: {data}:3: not valid UTF-8" in printed
+
+
+# --- include: a spec over another ---------------------------------------------------------------
+
+BASE = """\
+description: questions, exact match
+data:
+  path: qa.jsonl
+  dedup: true
+prompt: "Q: {question}\\nA:"
+generation: {max_new_tokens: 4, min_new_tokens: 1}
+postprocess: [strip, first_line]
+metrics:
+  - exact_match
+gate: [exact_match.accuracy]
+"""
+
+
+def test_an_included_spec_gives_the_defaults_and_the_includer_wins(tmp_path):
+    """Mappings merge key by key, a list is replaced whole, the name is the includer's (or its file's)."""
+    write(tmp_path)
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "qa.yaml").write_text(BASE, encoding="utf-8")
+    (tmp_path / "base" / "qa.jsonl").write_text(json.dumps(ROWS[0]) + "\n", encoding="utf-8")
+    path = tmp_path / "short.yaml"
+    path.write_text("include: base/qa.yaml\ndata: {limit: 1}\ngeneration: {max_new_tokens: 8}\n"
+                    "postprocess: [strip]\n", encoding="utf-8")
+    spec = load_spec(path).spec
+    assert (spec.name, spec.description, spec.prompt) == ("short", "questions, exact match", "Q: {question}\nA:")
+    assert (spec.generation.max_new_tokens, spec.generation.min_new_tokens) == (8, 1)
+    assert (spec.data.limit, spec.data.dedup, spec.postprocess) == (1, True, ("strip",))
+    # data.path is relative to the file that wrote it: base/qa.jsonl, not the qa.jsonl beside short.yaml
+    assert spec.data.path == str(tmp_path / "base" / "qa.jsonl") == str(resolve_data_path(spec))
+
+
+def test_errors_in_an_included_spec_name_the_file_that_wrote_the_key(tmp_path):
+    write(tmp_path)
+    base = tmp_path / "base.yaml"
+    base.write_text(BASE.replace("  - exact_match\n", "  - bleu\n"), encoding="utf-8")
+    path = tmp_path / "top.yaml"
+    path.write_text("include: base.yaml\nname: top\n", encoding="utf-8")
+    with pytest.raises(SpecError, match=rf"^{base}:9: field 'metrics\[0\]': unknown metric type 'bleu'"):
+        load_spec(path)
+    path.write_text("include: base.yaml\nmetrics: [exact_match]\ngeneration:\n  max_new_tokens: 0\n",
+                    encoding="utf-8")
+    with pytest.raises(SpecError, match=rf"^{path}:4: field 'generation.max_new_tokens': is 0"):
+        load_spec(path)
+    path.write_text("include: base.yaml\nmetrics: [exact_match]\npostprocess: [strip, last_line]\n",
+                    encoding="utf-8")
+    with pytest.raises(SpecError, match=rf"^{path}:3: field 'postprocess\[1\]'"):
+        load_spec(path)
+
+
+@pytest.mark.parametrize("include,words", [
+    ("nowhere.yaml", "'nowhere.yaml' is neither a spec file"),
+    ("[1, 2]", "[1, 2] is neither a spec file"),
+    ("top.yaml", "the specs include each other"),
+])
+def test_a_wrong_include_names_the_line(tmp_path, include, words):
+    path = tmp_path / "top.yaml"
+    path.write_text(f"name: top\ninclude: {include}\n", encoding="utf-8")
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    assert str(info.value).startswith(f"{path}:2: field 'include': ") and words in str(info.value)
+
+
+def test_a_spec_may_include_a_builtin_by_name(tmp_path):
+    path = tmp_path / "squad-full.yaml"
+    path.write_text("include: squad-seed\ndata: {path: dev-v1.1.json}\n", encoding="utf-8")
+    spec = load_spec(path).spec
+    assert (spec.name, spec.data.path, spec.data.layout, spec.prompt) == \
+        ("squad-full", "dev-v1.1.json", "squad_v1", "squad-seed")
+
+
+# --- metadata.version -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("metadata,words", [
+    ("metadata: {version: 0}\n", "field 'metadata.version': is 0; it must be at least 1"),
+    ("metadata: {version: two}\n", "field 'metadata.version' is 'two'; expected int"),
+    ("metadata: {revision: 2}\n", "unknown field 'metadata.revision'"),
+])
+def test_a_wrong_version_names_file_and_line(tmp_path, metadata, words):
+    path = write(tmp_path, SPEC + metadata)
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    assert str(info.value).startswith(f"{path}:12") and words in str(info.value), str(info.value)
+
+
+def test_the_version_is_recorded_and_a_new_version_is_evaluated_again(tmp_path, capsys):
+    """metrics.json and eval.json record task_version (1 without metadata); an eval.json written before
+    versions existed resumes as version 1; predictions of another version are refused."""
+    path = write(tmp_path)
+    assert load_spec(path).spec.metadata.version == 1
+    model = save_tiny(tmp_path / "tiny")
+    out = tmp_path / "out"
+    args = ["eval", str(path), "--model", str(model), "--out", str(out)]
+    assert main(args) == 0
+    assert json.loads((out / "metrics.json").read_text())["task_version"] == 1
+    identity = json.loads((out / "eval.json").read_text())
+    assert identity["task_version"] == 1
+    del identity["task_version"]  # as an evaluation before specs had versions wrote it
+    (out / "eval.json").write_text(json.dumps(identity))
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "resuming: 2 of 2 samples already in" in capsys.readouterr().out
+    assert json.loads((out / "metrics.json").read_text())["generated"] == 0
+    write(tmp_path, SPEC + "metadata:\n  version: 2\n")
+    assert main(args) == 2
+    assert "other settings (task_version differ)" in capsys.readouterr().err

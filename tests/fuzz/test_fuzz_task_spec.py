@@ -1,6 +1,6 @@
-"""Fuzz the task-spec reader: a near-valid spec (one node replaced, maybe damaged bytes) and a
-near-valid data file either load, then score any generation without an exception, or fail
-with a user error naming the spec or the data file."""
+"""Fuzz the task-spec reader: a near-valid spec (one node replaced, maybe damaged bytes) over a
+spec it includes and a near-valid data file either load, then score any generation without an
+exception, or fail with a user error naming a spec or the data file."""
 from __future__ import annotations
 
 import json
@@ -13,7 +13,9 @@ from keeptune.evaluate.spec import SpecTask, load_spec, load_task_samples, resol
 from tests.fuzz.helpers import damaged, encode, encodings, fuzz, long_fuzz, user_error_or_success, workdir
 from tests.fuzz.test_fuzz_squad import mutated
 
-SPEC = {"name": "qa", "data": {"path": "qa.jsonl", "layout": "jsonl", "dedup": False, "limit": None},
+BASE = "description: the included spec's\ngeneration: {max_new_tokens: 2}\ndata: {limit: 5}\n"
+SPEC = {"include": "base.yaml", "name": "qa", "metadata": {"version": 1},
+        "data": {"path": "qa.jsonl", "layout": "jsonl", "dedup": False, "limit": None},
         "prompt": "Q: {question}\nA:", "format": "plain", "reference": "answer", "references": None,
         "generation": {"max_new_tokens": 4, "min_new_tokens": None},
         "postprocess": ["strip", "first_line", {"regex": "(\\d+)"}, {"math_extract": "final"}],
@@ -31,7 +33,8 @@ def check_task_spec(data) -> None:
         (folder / "spec.yaml").write_bytes(data.draw(damaged(encode(text, data.draw(encodings)))))
         lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in (rows if isinstance(rows, list) else [rows]))
         (folder / "qa.jsonl").write_bytes(data.draw(damaged(encode(lines, data.draw(encodings)))))
-        names = ("spec.yaml", "qa.jsonl")
+        (folder / "base.yaml").write_text(BASE, encoding="utf-8")
+        names = ("spec.yaml", "qa.jsonl", "base.yaml")
 
         def load():
             compiled = load_spec(folder / "spec.yaml")

@@ -1,6 +1,8 @@
 """The runs registry: every results.json below a folder, sorted by score, corrupt files skipped."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from keeptune.core.errors import DataError
@@ -72,3 +74,55 @@ def test_the_method_and_a_scaled_best_are_shown(tmp_path):
     assert rows["scaled"][8:10] == ["200 (scale 0.5)", "emf1.F1 40.00, emf1.Em 20.00"]
     assert rows["plain"][8] == "300"
     assert rows["scaled"][-3:] == ["math: judge.accuracy@0.01 65.00%", "0.754873", "pass"]
+
+
+def versioned(content: dict, **versions: int) -> dict:
+    """`content` with results.json's `tasks[].version` set for the named tasks (underscores for dashes)."""
+    for spec in content["tasks"]:
+        key = spec["name"].replace("-", "_")
+        if key in versions:
+            spec["version"] = versions[key]
+    return content
+
+
+def test_a_task_version_other_than_most_runs_is_marked(runs_folder):
+    """b evaluated squad-seed with version 2, the others with 1 (c and e implicitly: written before versions)."""
+    path = runs_folder / "b" / "results.json"
+    path.write_text(json.dumps(versioned(json.loads(path.read_text()), squad_seed=2)), encoding="utf-8")
+    path = runs_folder / "a" / "results.json"
+    path.write_text(json.dumps(versioned(json.loads(path.read_text()), squad_seed=1, math=1)), encoding="utf-8")
+    _, text, _ = write_registry(runs_folder)
+    rows = {row[0]: row for row in markdown_rows(text)}
+    assert rows["b"][9] == "emf1.F1 44.00, emf1.Em 18.50 (v2)"
+    assert rows["a"][9] == rows["group/e"][9] == "emf1.F1 44.00, emf1.Em 18.50"
+    assert rows["b"][10] == "math: judge.accuracy@0.01 60.00%"  # the new task's versions agree
+    assert rows["c"][9] == "n/a"  # a run without a passing checkpoint has no cell to mark, but it counts
+    assert ("Task versions differ: squad-seed 1 (3 runs), 2 (1 run). A cell marked (vN) comes from version N "
+            "of its task's spec") in text
+
+
+def test_the_new_tasks_version_is_marked_and_a_tie_keeps_the_best_runs(tmp_path):
+    folder = tmp_path / "runs"
+    write_run(folder / "plain", versioned(synthetic_results(), math=3))
+    write_run(folder / "scaled", versioned(scaled_results(), math=4))  # ranked first: its version is the usual one
+    _, text, _ = write_registry(folder)
+    rows = {row[0]: row for row in markdown_rows(text)}
+    assert rows["scaled"][-3] == "math: judge.accuracy@0.01 65.00%"
+    assert rows["plain"][-3] == "math: judge.accuracy@0.01 60.00% (v3)"
+    assert "Task versions differ: math 4 (1 run), 3 (1 run)." in text
+
+
+def test_equal_versions_mark_nothing(tmp_path):
+    folder = tmp_path / "runs"
+    write_run(folder / "old", synthetic_results())  # no version: 1
+    write_run(folder / "new", versioned(synthetic_results(), squad_seed=1, math=1))
+    _, text, _ = write_registry(folder)
+    assert "(v" not in text and "versions differ" not in text
+
+
+def test_the_report_names_each_tasks_version(tmp_path):
+    """The run report's task table (keeptune.report.render) shows the version the registry compares."""
+    from keeptune.report.render import tasks_table
+
+    table = tasks_table(versioned(synthetic_results(), math=2))
+    assert table.headers[-1] == "version" and [row[-1] for row in table.rows] == ["1", "2"]

@@ -13,10 +13,11 @@ The engine does the rest, the same way for SQuAD and for math:
   in dataset order, so a resumed run ends with the same numbers as an
   uninterrupted one.
 
-`OUT/eval.json` records what produced the predictions (task, model, data,
-prompt, generation settings). Resuming with different settings is refused:
-predictions of two configurations must never mix. Batch sizes are left out of
-that check because they do not change greedy outputs.
+`OUT/eval.json` records what produced the predictions (task and its spec's
+version, model, data, prompt, generation settings). Resuming with different
+settings is refused (`keeptune.core.resume.check_same`, naming the changed
+keys): predictions of two configurations must never mix. Batch sizes are left
+out of that check because they do not change greedy outputs.
 """
 from __future__ import annotations
 
@@ -29,9 +30,10 @@ from typing import Any, Protocol
 
 from tqdm.auto import tqdm
 
-from keeptune.core.errors import DataError, ResumeMismatchError
+from keeptune.core.errors import DataError
 from keeptune.core.io import append_jsonl, atomic_write_json, read_jsonl_prefix
 from keeptune.core.outputs import locked
+from keeptune.core.resume import check_same
 from keeptune.evaluate.generation import GenerationSettings, generate
 
 
@@ -52,6 +54,12 @@ class Task(Protocol):
     def summary(self, metrics: dict) -> list[str]:
         """Lines printed at the end of an evaluation."""
 
+    # Optional: `describe() -> dict`, what else produced the predictions (eval.json and metrics.json).
+
+
+# What an eval.json written before task specs had versions lacks: every spec then was version 1.
+UNVERSIONED = {"task_version": 1}
+
 
 def eos_token_ids(tokenizer, model) -> list[int]:
     """Every token that ends a generation: the tokenizer's and the model's EOS."""
@@ -66,11 +74,9 @@ def _resume(out: Path, identity: dict) -> dict[str, dict]:
     eval_file, predictions = out / "eval.json", out / "predictions.jsonl"
     if eval_file.is_file():
         previous = json.loads(eval_file.read_text(encoding="utf-8"))
-        if previous != identity:
-            changed = sorted(k for k in identity.keys() | previous.keys() if identity.get(k) != previous.get(k))
-            raise ResumeMismatchError(
-                f"{out} holds predictions made with other settings ({', '.join(changed)} differ); "
-                "use another --out, or delete the directory to start over")
+        previous = {**{k: v for k, v in UNVERSIONED.items() if k in identity}, **previous}
+        check_same(previous, identity, f"{out} holds predictions made",
+                   "use another --out, or delete the directory to start over")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(eval_file, identity)
     if not predictions.is_file():

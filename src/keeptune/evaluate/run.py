@@ -5,13 +5,11 @@ the same engine."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from keeptune.core.errors import ResumeMismatchError
+from keeptune.core.resume import redo_on_mismatch, sha256_json
 from keeptune.evaluate.engine import evaluate
 from keeptune.evaluate.generation import GenerationSettings
 from keeptune.evaluate.spec import Sample, SpecTask
@@ -20,12 +18,9 @@ from keeptune.evaluate.spec import Sample, SpecTask
 def evaluate_fresh(task, model, tokenizer, out: Path, settings: GenerationSettings, identity: dict,
                    add_bos: bool = False, skip_bad: bool = False) -> dict:
     """`evaluate`, resuming when OUT holds the same configuration, redoing it when not."""
-    try:
-        return evaluate(task, model, tokenizer, out, settings, identity, add_bos, skip_bad)
-    except ResumeMismatchError:
-        print(f"{out}: settings changed, evaluating again")
-        shutil.rmtree(out)
-        return evaluate(task, model, tokenizer, out, settings, identity, add_bos, skip_bad)
+    return redo_on_mismatch(lambda: evaluate(task, model, tokenizer, out, settings, identity, add_bos, skip_bad),
+                            Path(out), f"{out}: settings changed, evaluating again")
+
 
 def evaluate_tasks(tasks: list[SpecTask], model, tokenizer, out: Path, identity: dict, batch_size: int,
                    skip_bad: bool = False, timing=None, phase: str = "") -> dict[str, dict]:
@@ -63,15 +58,11 @@ class GenerationTask:
 
     def describe(self) -> dict:
         """Keys the cache on every prompt (with the model's name in the caller's identity)."""
-        digest = hashlib.sha256(json.dumps([[s.id, self.prompts[s.id]] for s in self.samples],
-                                           ensure_ascii=False).encode()).hexdigest()
-        return {"prompts_sha256": digest}
+        return {"prompts_sha256": sha256_json([[s.id, self.prompts[s.id]] for s in self.samples])}
 
 def generate_raw(task: GenerationTask, model, tokenizer, out: Path, max_new_tokens: int, identity: dict,
                  batch_size: int = 64, add_bos: bool = False, min_new_tokens: int | None = None) -> dict[str, str]:
     """Greedy generations of every sample (keeptune's engine, resumable in OUT): sample id -> raw text."""
-    from keeptune.evaluate.run import evaluate_fresh
-
     settings = GenerationSettings(max_new_tokens, min_new_tokens, batch_size)
     evaluate_fresh(task, model, tokenizer, out, settings, identity, add_bos)
     return {r["id"]: r["raw"] for r in map(json.loads, (out / "predictions.jsonl").open(encoding="utf-8"))}

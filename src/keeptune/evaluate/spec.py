@@ -4,6 +4,7 @@ score it (in the manner of lm-evaluation-harness's YAML tasks):
 
     name: my-task
     description: what it measures
+    metadata: {version: 1}                       # raise it when what the task measures changes
     data: {path: data.jsonl, layout: jsonl}      # or layout squad_v1; path: file, http(s), package:, shared:
     prompt: "Question: {question}\\nAnswer:"      # a format string over the sample's fields, or a name
     reference: answer                            # the field holding the label
@@ -13,17 +14,22 @@ score it (in the manner of lm-evaluation-harness's YAML tasks):
     gate: [exact_match.accuracy]                 # what a retention gate checks
     accuracy: exact_match.accuracy               # what enters the score when this is the new task
 
-The built-ins (`squad-seed`, `math-contest`) are files of this format beside
-this module and go through the same code. Everything a spec names is checked
-when it is read, and every record when the samples are read, so a wrong field,
-metric or step is an error naming the file, the line and the field before any
-model is loaded.
+A spec may `include:` another (a file relative to it, or a built-in by name)
+and give only what differs: the included spec's fields are the defaults, the
+including spec's win, mappings are merged key by key, and errors name the file
+that wrote the key. The built-ins (`squad-seed`, `math-contest`, `math-worked`)
+are files of this format beside this module and go through the same code.
+Everything a spec names is checked when it is read, and every record when the
+samples are read, so a wrong field, metric or step is an error naming the file,
+the line and the field before any model is loaded.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
+import os
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +37,8 @@ from typing import Any, Literal, Optional, Sequence
 
 import yaml
 
-from keeptune.core.errors import DataError, MalformedLineError
+from keeptune.core.config import build, yaml_locations
+from keeptune.core.errors import ConfigError, DataError, MalformedLineError
 from keeptune.core.io import decode_line, json_line, read_lines
 from keeptune.data.prompts import FORMATS, NAMED_PROMPTS, sequence_bos, sequence_prompt
 from keeptune.evaluate import steps as steps_module
@@ -77,13 +84,26 @@ class GenerationSpec:
 
 
 @dataclass(frozen=True)
+class MetadataSpec:
+    """What the spec says about itself (as lm-evaluation-harness's task metadata)."""
+
+    version: int = 1
+    """The spec's version, from 1: raise it when a change alters what the task measures (samples, prompt,
+    steps, metrics). metrics.json and results.json record it, predictions of another version are never
+    resumed, and `keeptune runs` marks runs whose versions differ."""
+
+
+@dataclass(frozen=True)
 class TaskSpec:
     """One evaluation task."""
 
     name: str = ""
-    """The task's name: output folders, tables and plots use it."""
+    """The task's name: output folders, tables and plots use it; never taken from an included spec (default: the
+    file's name)."""
     description: str = ""
     """One line on what the task measures."""
+    metadata: MetadataSpec = field(default_factory=MetadataSpec)
+    """What the spec says about itself: its version."""
     data: DataSpec = field(default_factory=DataSpec)
     """Where the samples come from."""
     prompt: str = "none"
@@ -157,43 +177,80 @@ def spec_path(name_or_path: str | Path) -> Path:
                     f"{', '.join(builtin_names())} (aliases: {', '.join(f'{k} = {v}' for k, v in ALIASES.items())})")
 
 
-def _locations(path: Path, text: str) -> dict[str, str]:
-    """'FILE:LINE' of every key (dotted) and list item (``key[i]``) of a YAML document."""
-    where: dict[str, str] = {}
-
-    def walk(node, prefix: str) -> None:
-        if isinstance(node, yaml.MappingNode):
-            for key_node, value_node in node.value:
-                dotted = f"{prefix}.{key_node.value}" if prefix else str(key_node.value)
-                where[dotted] = f"{path}:{key_node.start_mark.line + 1}"
-                walk(value_node, dotted)
-        elif isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                where[f"{prefix}[{i}]"] = f"{path}:{item.start_mark.line + 1}"
-                walk(item, f"{prefix}[{i}]")
-
-    walk(yaml.compose(text), "")
-    return where
-
-
-def load_spec(name_or_path: str | Path, changes: Optional[dict] = None) -> Compiled:
-    """Read, type-check and compile a task spec; `changes` (dotted field -> value) override it."""
-    from keeptune.core.config import build
-    from keeptune.core.errors import ConfigError
-
-    path = spec_path(name_or_path)
+def _read(path: Path) -> tuple[dict, dict[str, str]]:
+    """A spec file's mapping and the FILE:LINE of every key (dotted) and list item (``key[i]``)."""
     try:
         text = path.read_text(encoding="utf-8-sig")
-        tree = yaml.safe_load(text)
-        where = _locations(path, text)
+        tree, root = yaml.safe_load(text), yaml.compose(text)
     except UnicodeDecodeError as err:
         raise SpecError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except OSError as err:
+        raise SpecError(f"{path}: cannot read ({err.strerror or err})") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         raise SpecError(f"{path}{f':{mark.line + 1}' if mark else ''}: not valid YAML "
                         f"({getattr(err, 'problem', None) or err})") from None
     if not isinstance(tree, dict):
         raise SpecError(f"{path}: a task spec is a mapping of fields (name, data, prompt, metrics, ...)")
+    return tree, yaml_locations(path, root)
+
+
+def _included_path(name: Any, path: Path, where: str) -> Path:
+    """The file `include: NAME` of the spec at `path` names: a file relative to it, else a built-in task."""
+    if isinstance(name, str) and name:
+        for candidate in (path.parent / name, BUILTIN_DIR / f"{ALIASES.get(name, name)}.yaml"):
+            with contextlib.suppress(OSError):  # a name too long for a path is no file either
+                if candidate.is_file():
+                    return candidate
+    raise SpecError(f"{where}: field 'include': {name!r} is neither a spec file (relative to {path}) nor a "
+                    f"built-in task ({', '.join(builtin_names())})")
+
+
+def read_spec(path: Path, including: tuple[Path, ...] = ()) -> tuple[dict, dict[str, str]]:
+    """A spec's mapping with its `include:` (and theirs) merged under it, and each key's FILE:LINE in the
+    file that wrote it. The including spec's keys win; mappings both give are merged key by key; the name
+    is never inherited."""
+    tree, where = _read(path)
+    if "include" not in tree:
+        return tree, where
+    chain = (*including, path.resolve())
+    base_path = _included_path(tree.pop("include"), path, where["include"])
+    if base_path.resolve() in chain:
+        cycle = " -> ".join(str(p) for p in (*chain, base_path.resolve()))
+        raise SpecError(f"{where['include']}: field 'include': the specs include each other ({cycle})")
+    base, base_where = read_spec(base_path, chain)
+    base.pop("name", None)
+    data = base.get("data")
+    if isinstance(data, dict) and _local_relative(data.get("path")):  # relative to the file that wrote it
+        base["data"] = {**data, "path": os.path.abspath(base_path.parent / data["path"])}
+    return _merge(base, base_where, tree, where, "")
+
+
+def _local_relative(path: Any) -> bool:
+    """A relative path of a local file (not an address, `package:` or `shared:`)."""
+    return (isinstance(path, str) and not path.startswith(("http://", "https://", "package:", "shared:", "~"))
+            and not Path(path).is_absolute())
+
+
+def _merge(base: dict, base_where: dict, top: dict, top_where: dict, prefix: str) -> tuple[dict, dict]:
+    """`top` over `base` (both with their FILE:LINE maps): a key of `top` replaces the same key of `base`,
+    and its locations those of `base`, unless both values are mappings, which merge key by key."""
+    tree, where = dict(base), dict(base_where)
+    for key, value in top.items():
+        dotted = prefix + str(key)
+        if isinstance(value, dict) and isinstance(tree.get(key), dict):
+            tree[key], where = _merge(tree[key], where, value, {}, dotted + ".")
+        else:
+            tree[key] = value
+            where = {k: v for k, v in where.items()
+                     if not (k == dotted or k.startswith((dotted + ".", dotted + "[")))}
+    return tree, {**where, **top_where}
+
+
+def load_spec(name_or_path: str | Path, changes: Optional[dict] = None) -> Compiled:
+    """Read, type-check and compile a task spec; `changes` (dotted field -> value) override it."""
+    path = spec_path(name_or_path)
+    tree, where = read_spec(path)
     for key in ("postprocess", "metrics"):  # free-form entries: checked by the step and metric builders
         if key in tree and not isinstance(tree[key], list):
             raise SpecError(f"{where.get(key, path)}: field {key!r} is a list")
@@ -296,7 +353,8 @@ def compile_spec(spec: TaskSpec, where: Optional[dict] = None) -> Compiled:
     if any(m.needs_references for m in metrics) and not spec.references:
         kinds = [m.type for m in metrics if m.needs_references]
         raise error("references", f"metrics {kinds} need a field of all gold answers (e.g. references: answers)")
-    for key, value in (("data.limit", spec.data.limit), ("generation.max_new_tokens", spec.generation.max_new_tokens)):
+    for key, value in (("data.limit", spec.data.limit), ("generation.max_new_tokens", spec.generation.max_new_tokens),
+                       ("metadata.version", spec.metadata.version)):
         if value is not None and value < 1:
             raise error(key, f"is {value}; it must be at least 1")
     if spec.generation.min_new_tokens is not None and not 0 <= spec.generation.min_new_tokens <= \
@@ -440,6 +498,10 @@ class SpecTask:
         return self.spec.name
 
     @property
+    def version(self) -> int:
+        return self.spec.metadata.version
+
+    @property
     def add_bos(self) -> bool:
         return sequence_bos(self.spec.format, self.spec.add_bos)
 
@@ -499,8 +561,9 @@ class SpecTask:
         return lines
 
     def describe(self) -> dict:
-        """What produced the predictions, for OUT/eval.json (resuming with other settings is refused)."""
+        """What produced the predictions, for OUT/eval.json (resuming with other settings is refused) and
+        OUT/metrics.json."""
         spec = self.spec
-        return {"task": spec.name, "prompt": spec.prompt, "format": spec.format,
+        return {"task": spec.name, "task_version": self.version, "prompt": spec.prompt, "format": spec.format,
                 "postprocess": json.dumps(list(spec.postprocess)), "metrics": json.dumps(list(spec.metrics)),
                 "reference": spec.reference, "samples_sha256": self.content_hash()}

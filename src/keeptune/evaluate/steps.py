@@ -6,7 +6,7 @@ each is a pure function of the text so far and the sample's fields.
     first_line                     the text before the first newline
     {regex: PATTERN}               the first match (its first group when it has one); "" when none
     {math_extract: seed|final|last, problem_field: problem}
-                                   the math judge's extraction (SPEC section 2): drop an echo of the
+                                   the math judge's extraction (metrics/math_judge.py): drop an echo of the
                                    problem, then the first (seed) or last (final) match of the
                                    problem's template answer shape, or the last number (last);
                                    None when nothing matches

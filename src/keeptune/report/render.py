@@ -16,6 +16,7 @@ from keeptune.core.io import atomic_write_json, atomic_write_text
 from keeptune.report import fmt
 from keeptune.report.document import Block, Code, Heading, Image, Items, Table, Text, to_html, to_markdown
 from keeptune.report.plots import group_names, make_plots
+from keeptune.report.registry import task_versions
 from keeptune.report.results import (
     NEW,
     RESULTS,
@@ -125,14 +126,16 @@ def kept(entry: dict, task: Task) -> str:
 
 
 def tasks_table(results: dict) -> Table:
+    """Each task's role, description and spec version (`keeptune.report.registry.task_versions`)."""
     rows = []
+    versions = task_versions(results)
     for task in tasks(results):
         if task.role == NEW:
             role = f"new (score: {task.accuracy})"
         else:
             role = f"retention (gate: {', '.join(task.gate_metrics)} >= {task.gate_fraction:g} x baseline)"
-        rows.append([task.name, role, task.description])
-    return Table(["task", "role", "description"], rows, left=3)
+        rows.append([task.name, role, task.description, versions[task.name]])
+    return Table(["task", "role", "description", "version"], rows, left=3)
 
 
 def settings_table(results: dict) -> Table:

@@ -1,8 +1,11 @@
-"""The built-in task specs: squad-seed is SPEC section 1 byte for byte, math-contest and
-math-worked judge exactly as the seed's judge function does (SPEC section 2)."""
+"""The built-in task specs: squad-seed is the seed's SQuAD protocol byte for byte, math-contest and
+math-worked judge exactly as the seed's judge function does; math-worked includes math-contest
+and compiles to what its 22 lines of its own did."""
 from __future__ import annotations
 
+import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -25,7 +28,7 @@ def squad_task(samples=(SQUAD,), tokenizer=None) -> SpecTask:
 
 
 def test_squad_prompt_is_the_seed_string_byte_for_byte():
-    # Typed from SPEC section 1, not copied from the code.
+    # The seed's SQuAD prompt, typed from its MindFormers script, not copied from the code.
     expected = ("Read the passage and answer the question below.\n\n### Instruction:\nP.\n\n"
                 "### Input:\nQ?\n\n### Response:")
     assert squad_task().prompt(SQUAD) == expected
@@ -62,7 +65,7 @@ def test_squad_default_data_is_the_packaged_article():
 def test_math_prompt_none_is_the_raw_problem_and_math_is_the_seed_template():
     sample = Sample("m0", {"problem": "计算 1.50 + 2.25 等于多少？", "solution": "1.50 + 2.25 = 3.75"}, "-")
     assert SpecTask(load_spec("math"), [sample]).prompt(sample) == sample.fields["problem"]
-    # Typed from SPEC section 2.
+    # The seed's math training template, typed from its script.
     assert SpecTask(load_spec("math", {"prompt": "math"}), [sample]).prompt(sample) == (
         "Below is an instruction that describes a grade school math problem. Write a response that gives "
         "the correct answer.\n\n### Instruction:\n计算 1.50 + 2.25 等于多少？\n\n### Response:")
@@ -129,7 +132,7 @@ def test_cli_eval_math_writes_metrics(tmp_path, math_sample, capsys):
 @pytest.mark.slow
 def test_embedded_default_matches_batch1_generate_and_spec(tmp_path):
     """On SmolLM2-135M over the 54 packaged paragraphs: identical tokens to batch-1
-    generate, and the SPEC's measured scores (F1 13.8433416458184, EM 0.0)."""
+    generate, and the seed's measured scores there (F1 13.8433416458184, EM 0.0: docs/eval.md)."""
     from keeptune.model.load import load_model
 
     model, tokenizer = load_model(None)
@@ -150,3 +153,43 @@ def test_embedded_default_matches_batch1_generate_and_spec(tmp_path):
             out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
                                  generation_config=config)
             assert batched[i] == out[0, len(ids):].tolist(), task.samples[i].id
+
+
+# math-worked.yaml as it was before it included math-contest, every line its own.
+MATH_WORKED_ALONE = """\
+name: math-worked
+description: templated arithmetic with worked-step answers, the final answer judged the seed's way
+data:
+  path: shared:math/train-sample-996.jsonl
+  layout: jsonl
+  dedup: true
+prompt: none
+format: plain
+adapter_prompt: true
+reference: solution
+generation:
+  max_new_tokens: 64
+postprocess:
+  - {math_extract: final, problem_field: problem}
+metrics:
+  - {type: math_judge, name: judge, problem_field: problem, eps: [1.0e-8, 1.0e-4, 1.0e-2]}
+accuracy: judge.accuracy@0.01
+breakdown: judge.accuracy@0.01
+"""
+
+
+def test_math_worked_includes_math_contest_and_compiles_as_its_own_lines_did(tmp_path):
+    """The same spec, steps, metrics and eval.json identity: old evaluations of it still resume."""
+    alone = tmp_path / "math-worked.yaml"
+    alone.write_text(MATH_WORKED_ALONE, encoding="utf-8")
+    included, own = load_spec("math-worked"), load_spec(alone)
+    assert "include: math-contest.yaml" in Path(included.spec.source).read_text(encoding="utf-8")
+    assert included.spec == dataclasses.replace(own.spec, source=included.spec.source)
+    assert (included.scalars(), included.units()) == (own.scalars(), own.units())
+    assert [(s.name, s.fields) for s in included.steps] == [(s.name, s.fields) for s in own.steps]
+    assert SpecTask(included, []).describe() == SpecTask(own, []).describe()
+
+
+@pytest.mark.parametrize("task", ["squad-seed", "math-contest", "math-worked"])
+def test_builtins_are_version_1(task):
+    assert load_spec(task).spec.metadata.version == 1

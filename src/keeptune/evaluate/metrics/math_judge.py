@@ -1,5 +1,5 @@
-"""Judge of the new task (SPEC section 2): pure functions, one sample at a time,
-and an aggregate over a corpus.
+"""Judge of the contest's arithmetic as the seed's judge function does it: pure
+functions, one sample at a time, and an aggregate over a corpus.
 
 Extraction of the answer from a prediction (after dropping an echo of the
 problem at its start):

@@ -74,7 +74,8 @@ class EmF1(Metric):
         return {"f1": emf1.f1_score(prediction, label), "em": emf1.exact_match(prediction, label)}
 
     def aggregate(self, records: list[dict]) -> Aggregate:
-        # The seed's corpus score: a plain left-to-right sum in dataset order (SPEC section 1).
+        # The seed's corpus score: a plain left-to-right sum in dataset order, so its float rounding
+        # is the seed's too.
         scores = emf1.emf1([r["prediction"] or "" for r in records], [r["label"] for r in records])
         return Aggregate({"F1": scores["F1"], "Em": scores["Em"]}, dict(scores))
 
