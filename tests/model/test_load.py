@@ -274,30 +274,30 @@ def test_gguf_cache_is_keyed_on_content(tmp_path, monkeypatch):
     and the key must change when the bytes do."""
     import os
 
-    from keeptune.model import load
+    from keeptune.model import gguf
 
     content = _gguf_header() + b"weights"
     first = tmp_path / "site-a" / "model.gguf"
     first.parent.mkdir()
     first.write_bytes(content)
     converted = _fake_converted(tmp_path / "cache", content)
-    assert load.gguf_to_model_dir(first) == converted
+    assert gguf.gguf_to_model_dir(first) == converted
     # a reinstall: another path, another modification time, the same bytes -> the same conversion
     second = tmp_path / "site-b" / "other-name.gguf"
     second.parent.mkdir()
     second.write_bytes(content)
     os.utime(second, ns=(1, 1))
-    assert load.gguf_to_model_dir(second) == converted
+    assert gguf.gguf_to_model_dir(second) == converted
     # the digest is remembered: a second load does not read the file again
-    monkeypatch.setattr(load.hashlib, "file_digest", lambda *a: pytest.fail("hashed again"))
-    assert load.gguf_to_model_dir(second) == converted
+    monkeypatch.setattr(gguf, "sha256_file", lambda *a: pytest.fail("hashed again"))
+    assert gguf.gguf_to_model_dir(second) == converted
     monkeypatch.undo()
     # edited in place (same size, the old modification time put back): converted anew, not served stale
     stat = first.stat()
     first.write_bytes(content[:-1] + b"S")
     os.utime(first, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     with pytest.raises(ModelLoadError, match="truncated"):  # this fake one cannot convert: it was not reused
-        load.gguf_to_model_dir(first)
+        gguf.gguf_to_model_dir(first)
 
 
 def test_garbage_safetensors_names_the_file(tmp_path):
