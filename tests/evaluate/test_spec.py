@@ -9,7 +9,8 @@ import pytest
 
 from keeptune.cli import main
 from keeptune.core.errors import DataError
-from keeptune.evaluate.spec import SpecError, load_spec, load_task_samples, resolve_data_path
+from keeptune.evaluate.samples import load_task_samples, resolve_data_path
+from keeptune.evaluate.spec import SpecError, load_spec
 from tests.tiny import save_tiny
 
 SPEC = """\

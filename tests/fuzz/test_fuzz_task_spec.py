@@ -9,7 +9,9 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from keeptune.evaluate.spec import SpecTask, load_spec, load_task_samples, resolve_data_path
+from keeptune.evaluate.samples import load_task_samples, resolve_data_path
+from keeptune.evaluate.spec import load_spec
+from keeptune.evaluate.task import SpecTask
 from tests.fuzz.helpers import damaged, encode, encodings, fuzz, long_fuzz, user_error_or_success, workdir
 from tests.fuzz.test_fuzz_squad import mutated
 

@@ -9,7 +9,9 @@ from keeptune.core.errors import DataError
 from keeptune.core.outputs import check_output_dir, claim_output_dir
 from keeptune.data.prompts import PROMPTS
 from keeptune.evaluate.engine import evaluate
-from keeptune.evaluate.spec import SpecTask, given_path, load_spec, load_task_samples, resolve_data_path
+from keeptune.evaluate.samples import given_path, load_task_samples, resolve_data_path
+from keeptune.evaluate.spec import load_spec
+from keeptune.evaluate.task import SpecTask
 from keeptune.model.adapter import adapter_digest, adapter_info
 from keeptune.model.load import load_model, model_name
 

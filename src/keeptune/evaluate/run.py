@@ -12,7 +12,8 @@ from pathlib import Path
 from keeptune.core.resume import redo_on_mismatch, sha256_json
 from keeptune.evaluate.engine import evaluate
 from keeptune.evaluate.generation import GenerationSettings
-from keeptune.evaluate.spec import Sample, SpecTask
+from keeptune.evaluate.samples import Sample
+from keeptune.evaluate.task import SpecTask
 
 
 def evaluate_fresh(task, model, tokenizer, out: Path, settings: GenerationSettings, identity: dict,

@@ -22,13 +22,15 @@ are files of this format beside this module and go through the same code.
 Everything a spec names is checked when it is read, and every record when the
 samples are read, so a wrong field, metric or step is an error naming the file,
 the line and the field before any model is loaded.
+
+This module is the spec itself (its schema, reading, includes, compiling);
+`keeptune.evaluate.samples` reads and checks a task's samples, and
+`keeptune.evaluate.task` is the task the engine runs.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
-import json
 import os
 import string
 from dataclasses import dataclass, field
@@ -38,11 +40,9 @@ from typing import Any, Literal, Optional, Sequence
 import yaml
 
 from keeptune.core.config import build, yaml_locations
-from keeptune.core.errors import ConfigError, DataError, MalformedLineError
-from keeptune.core.io import decode_line, json_line, read_lines
-from keeptune.data.prompts import FORMATS, NAMED_PROMPTS, sequence_bos, sequence_prompt
+from keeptune.core.errors import ConfigError, DataError
+from keeptune.data.prompts import FORMATS, NAMED_PROMPTS
 from keeptune.evaluate import steps as steps_module
-from keeptune.evaluate.generation import GenerationSettings
 from keeptune.evaluate.metrics import registry
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "tasks"
@@ -363,207 +363,3 @@ def compile_spec(spec: TaskSpec, where: Optional[dict] = None) -> Compiled:
     if spec.format not in FORMATS:
         raise error("format", f"{spec.format!r}; choose one of {', '.join(FORMATS)}")
     return compiled
-
-
-# --- samples ----------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Sample:
-    id: str
-    fields: dict
-    where: str  # FILE:LINE (or FILE: data[a].paragraphs[p]) for error messages
-
-
-def given_path(path: str | None) -> str | None:
-    """A path given on the command line or in a config, made absolute against the working directory
-    (a spec's own `data.path` is relative to the spec); an http(s) address as it is."""
-    if path is None or path.startswith(("http://", "https://")):
-        return path
-    return str(Path(path).expanduser().resolve())
-
-
-def resolve_data_path(spec: TaskSpec) -> Path:
-    """The local file of the spec's data (downloaded once when it is an address)."""
-    from keeptune.data.shared import PACKAGED_DIR, shared_file
-    from keeptune.data.squad import fetch
-
-    path = spec.data.path
-    if path is None:
-        raise SpecError(f"{spec.source}: field 'data.path' is not set; give the task's samples")
-    if path.startswith(("http://", "https://")):
-        return fetch(path)
-    if path.startswith("package:"):
-        return PACKAGED_DIR / path.removeprefix("package:")
-    if path.startswith("shared:"):
-        return shared_file(path.removeprefix("shared:"), f"Pass --data (or set data.path in {spec.source}).")
-    local = Path(path).expanduser()
-    if not local.is_absolute() and spec.source != "<spec>" and not local.is_file():
-        beside = Path(spec.source).parent / local
-        local = beside if beside.is_file() else local
-    if not local.is_file():
-        raise SpecError(f"{spec.source}: field 'data.path': {local} does not exist")
-    return local
-
-
-def needed_fields(compiled: Compiled) -> list[str]:
-    spec = compiled.spec
-    wanted = [*prompt_fields(prompt_template(spec.prompt)), spec.reference]
-    wanted += [spec.references] if spec.references else []
-    wanted += [f for step in compiled.steps for f in step.fields] + [f for m in compiled.metrics for f in m.fields()]
-    return list(dict.fromkeys(wanted))
-
-
-def load_task_samples(compiled: Compiled, path: Path, skip_bad: bool = False) -> list[Sample]:
-    """Every sample of the task, each checked for the fields the spec reads (file, line, field).
-
-    With `skip_bad`, a JSON-lines record that is not UTF-8, not JSON or lacks a field is left out
-    and counted instead (the first one is printed)."""
-    spec = compiled.spec
-    wanted = needed_fields(compiled)
-    if spec.data.layout == "squad_v1":
-        from keeptune.data.squad import load_samples
-
-        samples = [Sample(s.id, {"id": s.id, "passage": s.passage, "question": s.question, "label": s.label,
-                                 "answers": list(s.answers)}, f"{path}: paragraph {i}")
-                   for i, s in enumerate(load_samples(path))]
-        missing = [f for f in wanted if f not in samples[0].fields]
-        if missing:
-            raise SpecError(f"{spec.source}: the squad_v1 layout has fields id, passage, question, label, answers; "
-                            f"the spec reads {', '.join(map(repr, missing))}")
-    else:
-        samples = _jsonl_samples(spec, path, wanted, skip_bad)
-    if not samples:
-        raise DataError(f"{path}: no samples")
-    return samples[:spec.data.limit]
-
-
-def _jsonl_samples(spec: TaskSpec, path: Path, wanted: list[str], skip_bad: bool) -> list[Sample]:
-    samples, seen, ids, bad = [], set(), set(), []
-    for number, raw in read_lines(path):
-        try:
-            text = decode_line(raw, path, number)
-            if not text.strip():
-                continue
-            record = _check_record(spec, json_line(text, path, number), path, number, wanted)
-        except MalformedLineError as err:
-            if not skip_bad:
-                raise
-            bad.append(err)
-            continue
-        if spec.data.dedup:
-            key = json.dumps([record[f] for f in wanted], ensure_ascii=False)
-            if key in seen:
-                continue
-            seen.add(key)
-        sample_id = str(record[spec.data.id_field]) if spec.data.id_field else f"{spec.name}-{len(samples)}"
-        if sample_id in ids:
-            raise MalformedLineError(path, number, spec.data.id_field, f"id {sample_id!r} repeats an earlier one")
-        ids.add(sample_id)
-        samples.append(Sample(sample_id, record, f"{path}:{number}"))
-    if bad:
-        print(f"skipped {len(bad)} malformed lines of {path}; the first: {bad[0]}")
-    return samples
-
-
-def _check_record(spec: TaskSpec, record: Any, path: Path, number: int, wanted: list[str]) -> dict:
-    if not isinstance(record, dict):
-        raise MalformedLineError(path, number, None, f"not a JSON object ({type(record).__name__})")
-    for name in wanted + ([spec.data.id_field] if spec.data.id_field else []):
-        if name not in record:
-            raise MalformedLineError(path, number, name, f"missing (the task {spec.name} reads it)")
-    if spec.references and not (isinstance(record[spec.references], list)
-                                and all(isinstance(a, str) for a in record[spec.references])):
-        raise MalformedLineError(path, number, spec.references, "not a list of strings")
-    if not isinstance(record[spec.reference], str):
-        raise MalformedLineError(path, number, spec.reference, "not a string")
-    return record
-
-
-# --- the task the engine runs -------------------------------------------------------------
-
-@dataclass
-class SpecTask:
-    """A compiled spec over its samples: what `keeptune.evaluate.engine.evaluate` runs."""
-
-    compiled: Compiled
-    samples: list[Sample]
-    tokenizer: Any = None
-
-    @property
-    def spec(self) -> TaskSpec:
-        return self.compiled.spec
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    @property
-    def version(self) -> int:
-        return self.spec.metadata.version
-
-    @property
-    def add_bos(self) -> bool:
-        return sequence_bos(self.spec.format, self.spec.add_bos)
-
-    def settings(self, batch_size: int = 64, prefill_batch_size: int = 8) -> GenerationSettings:
-        """The spec's greedy decoding, in batches of this size."""
-        generation = self.spec.generation
-        return GenerationSettings(generation.max_new_tokens, generation.min_new_tokens, batch_size, prefill_batch_size)
-
-    def subset(self, n: int) -> "SpecTask":
-        return SpecTask(self.compiled, self.samples[:n], self.tokenizer)
-
-    def prompt(self, sample: Sample) -> str:
-        return sequence_prompt(render_prompt(self.spec, sample.fields), self.spec.format, self.tokenizer)
-
-    def label(self, sample: Sample) -> str:
-        label = sample.fields[self.spec.reference]
-        if self.spec.roundtrip_reference:  # the seed compared with the label encoded and decoded again
-            label = self.tokenizer.decode(self.tokenizer(label, add_special_tokens=False).input_ids)
-        return label
-
-    def content_hash(self) -> str:
-        """Of every sample's id and the fields the task reads (prompt, references, metrics' own): resuming
-        keys on what is evaluated, not on a file's path. The prompt template and format are in `describe`."""
-        fields = needed_fields(self.compiled)
-        digest = hashlib.sha256()
-        for s in self.samples:
-            digest.update(json.dumps([s.id, [s.fields[f] for f in fields]], ensure_ascii=False).encode())
-        return digest.hexdigest()
-
-    def score(self, sample: Sample, raw: str) -> dict:
-        record = {"id": sample.id, "raw": raw,
-                  "prediction": steps_module.run_steps(self.compiled.steps, raw, sample.fields),
-                  "label": self.label(sample)}
-        if self.spec.references:
-            record["references"] = list(sample.fields[self.spec.references])
-        record["scores"] = {m.name: m.score(record, sample.fields) for m in self.compiled.metrics}
-        return record
-
-    def aggregate(self, records: list[dict]) -> dict:
-        scores, details, breakdowns = {}, {}, {}
-        for metric in self.compiled.metrics:
-            result = metric.aggregate(records)
-            scores |= {f"{metric.name}.{k}": v for k, v in result.scores.items()}
-            details[metric.name] = result.details
-            breakdowns |= {f"{metric.name}.{k}": v for k, v in result.breakdowns.items()}
-        return {"scores": scores, "metrics": details, "breakdowns": breakdowns}
-
-    def summary(self, metrics: dict) -> list[str]:
-        lines = []
-        for metric in self.compiled.metrics:
-            prefix = metric.name + "."
-            result = registry.Aggregate(
-                {k[len(prefix):]: v for k, v in metrics["scores"].items() if k.startswith(prefix)},
-                metrics["metrics"][metric.name],
-                {k[len(prefix):]: v for k, v in metrics["breakdowns"].items() if k.startswith(prefix)})
-            lines += metric.summary(result, metrics["total_count"])
-        return lines
-
-    def describe(self) -> dict:
-        """What produced the predictions, for OUT/eval.json (resuming with other settings is refused) and
-        OUT/metrics.json."""
-        spec = self.spec
-        return {"task": spec.name, "task_version": self.version, "prompt": spec.prompt, "format": spec.format,
-                "postprocess": json.dumps(list(spec.postprocess)), "metrics": json.dumps(list(spec.metrics)),
-                "reference": spec.reference, "samples_sha256": self.content_hash()}

@@ -16,7 +16,9 @@ from keeptune.data.math.generate import generate_pairs
 from keeptune.evaluate.engine import evaluate
 from keeptune.evaluate.generation import GenerationSettings, generate
 from keeptune.evaluate.metrics import math_judge
-from keeptune.evaluate.spec import Sample, SpecTask, load_spec, load_task_samples, resolve_data_path
+from keeptune.evaluate.samples import Sample, load_task_samples, resolve_data_path
+from keeptune.evaluate.spec import load_spec
+from keeptune.evaluate.task import SpecTask
 from tests.tiny import byte_tokenizer, save_tiny
 
 SQUAD = Sample("q1", {"id": "q1", "passage": "P.", "question": "Q?", "label": "Denver Broncos",
