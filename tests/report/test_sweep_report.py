@@ -1,56 +1,31 @@
-"""The sweep report from finished studies built in memory (no model runs): the trials table, the Pareto front,
-parameter importances or the sentence that replaces them, the self-contained page and best.yaml.
+"""The sweep report (keeptune.report.sweep) from finished studies built in memory (no model runs), turned into
+plain data by keeptune.sweep.records: the trials table, the Pareto front, parameter importances or the sentence
+that replaces them, the self-contained page and best.yaml.
 
-A sweep run end to end on a tiny model checks the same report in tests/experiment/test_sweep.py."""
+A sweep run end to end on a tiny model checks the same report in tests/sweep/test_sweep.py."""
 from __future__ import annotations
 
+import ast
 import dataclasses
-import functools
 import re
 from pathlib import Path
 
 import pytest
 
+import keeptune.report.sweep as report_module
 from keeptune.experiment.config import ExperimentConfig
-from keeptune.sweep.study import Param, Sweep, SweepConfig
+from keeptune.report.sweep import pareto_front, write_sweep_report
 from keeptune.train.config import load_config
+from tests.sweep.studies import OVERRIDES, make_sweep, mixed_trials, study_of, trial
 
 optuna = pytest.importorskip("optuna")
-from optuna.distributions import CategoricalDistribution, FloatDistribution  # noqa: E402
-from optuna.trial import TrialState, create_trial  # noqa: E402
-
-OVERRIDES = ["train.max_steps=10", "tracking.every=5"]
-PARAMS = [Param("train.lr", "log_uniform", 1e-4, 1e-2), Param("lora.rank", "categorical", choices=(4, 8, 16))]
-DISTRIBUTIONS = {"train.lr": FloatDistribution(1e-4, 1e-2, log=True),
-                 "lora.rank": CategoricalDistribution((4, 8, 16))}
 
 
-def make_sweep(tmp_path: Path, params=PARAMS, objective: str = "score", start: list = ()) -> Sweep:
-    config = SweepConfig(objective=objective, trials=12, start=list(start))
-    return Sweep(config, tmp_path / "s.yaml", "s", None, list(OVERRIDES), list(params), tmp_path / "sweep")
+def render(study, sweep, wall_seconds=None) -> str:
+    """What `keeptune sweep` does: the study as plain data, rendered."""
+    from keeptune.sweep.records import report_data
 
-
-def trial(number, lr, rank, kind="complete", score=None, accuracy=0.5, retention=1.0, root=Path("sweep"), **attrs):
-    """A finished trial as keeptune.sweep.study records it (user attributes, the `gate` constraint)."""
-    feasible = kind == "complete"
-    gap = 0.0 if feasible else 0.2
-    if kind == "killed":  # a killed trial never finished: no outcome
-        accuracy = retention = None
-    user = {"score": score if feasible else None, "accuracy": accuracy, "retention": retention, "step": 10,
-            "wall_seconds": 30.0 + number, "feasible": feasible, "run_dir": str(root / "trials" / f"trial-{number}"), **attrs}
-    state = {"complete": TrialState.COMPLETE, "infeasible": TrialState.COMPLETE, "pruned": TrialState.PRUNED,
-             "killed": TrialState.FAIL}[kind]
-    value = (score if feasible else 0.1) if state == TrialState.COMPLETE else None
-    return create_trial(state=state, value=value, params={"train.lr": lr, "lora.rank": rank},
-                        distributions=DISTRIBUTIONS, user_attrs=user,
-                        constraints={"gate": gap} if state == TrialState.COMPLETE else None)
-
-
-def study_of(trials) -> "optuna.Study":
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize")
-    study.add_trials(trials)
-    return study
+    return write_sweep_report(report_data(study, sweep), wall_seconds)
 
 
 def rows_of(markdown: str) -> list[list[str]]:
@@ -60,21 +35,9 @@ def rows_of(markdown: str) -> list[list[str]]:
 
 
 def test_the_report_of_a_finished_study(tmp_path):
-    from keeptune.report.sweep import write_sweep_report
-
     sweep = make_sweep(tmp_path, start=[{"train.lr": 1e-4, "lora.rank": 16}])
-    trial = functools.partial(globals()["trial"], root=sweep.out)
-    # The score depends on the rank only (16: 0.6, else 0.3); the learning rates are spread over the range.
-    lrs = [1e-4 * 10 ** (2 * i / 9) for i in range(10)]
-    ranks = [16, 4, 8, 16, 4, 8, 16, 4, 8, 16]
-    trials = [trial(i, lr, r, score=0.6 if r == 16 else 0.3, accuracy=0.6 if r == 16 else 0.3,
-                    retention=0.95 + 0.005 * i) for i, (lr, r) in enumerate(zip(lrs, ranks))]
-    trials += [trial(10, 5e-3, 8, kind="infeasible", accuracy=0.9, retention=0.7),
-               trial(11, 2e-3, 4, kind="pruned", score=None, pruned_step=5,
-                     pruned_reason="tracked accuracy 0.100 below the median of the other trials at step 5"),
-               trial(12, 1e-3, 8, kind="killed", interrupted="killed"),
-               trial(13, 1e-3, 8, score=0.3, accuracy=0.3, retention=0.99, retry_of=12)]
-    markdown = write_sweep_report(study_of(trials), sweep, wall_seconds=125.0)
+    trials, lrs = mixed_trials(sweep.out)
+    markdown = render(study_of(trials), sweep, wall_seconds=125.0)
     out = sweep.out
     assert (out / "sweep.md").read_text() == markdown
 
@@ -116,40 +79,34 @@ def test_the_report_of_a_finished_study(tmp_path):
 
 
 def test_importances_give_way_to_a_sentence(tmp_path):
-    from keeptune.report.sweep import importances, write_sweep_report
-
     two = [trial(0, 1e-4, 4, score=0.3), trial(1, 1e-3, 16, score=0.5)]
     sweep = make_sweep(tmp_path)
-    markdown = write_sweep_report(study_of(two), sweep)
+    markdown = render(study_of(two), sweep)
     assert "Too few finished trials for parameter importances: 2 complete, 3 needed" in markdown
     assert not (sweep.out / "plots" / "importances.png").exists()
     assert "## Parameter importances" in markdown and not re.search(r"^\| lora\.rank +\| +[0-9.]+ \|$", markdown, re.M)
 
-    one_field = make_sweep(tmp_path, params=PARAMS[:1])
-    assert importances(study_of(two), one_field)[0] is None
-    assert "One field is searched (train.lr)" in importances(study_of(two), one_field)[1]
-
-    # Identical outcomes everywhere: nothing tells the fields apart.
-    same = [trial(i, 1e-4 * (i + 1), 8, score=0.4) for i in range(4)]
-    shares, why = importances(study_of(same), sweep)
-    assert shares is None and "all 0" in why
-
 
 def test_no_feasible_trial_means_no_best_yaml(tmp_path):
-    from keeptune.report.sweep import write_sweep_report
-
     sweep = make_sweep(tmp_path)
-    markdown = write_sweep_report(study_of([trial(0, 1e-3, 8, kind="infeasible")]), sweep)
+    markdown = render(study_of([trial(0, 1e-3, 8, kind="infeasible")]), sweep)
     assert "No feasible trial: no trial has a checkpoint that passes the gate." in markdown
     assert "Pareto front: no feasible trial yet." in markdown and not (sweep.out / "best.yaml").exists()
 
 
 def test_pareto_front_keeps_ties_and_drops_dominated_and_infeasible():
-    from keeptune.report.sweep import pareto_front
-
     def row(number, accuracy, retention, kind="complete"):
         return {"number": number, "kind": kind, "accuracy": accuracy, "retention": retention}
 
     rows = [row(0, 0.5, 1.0), row(1, 0.6, 0.95), row(2, 0.6, 0.95), row(3, 0.4, 0.99), row(4, 0.9, 0.5, "infeasible"),
             row(5, 0.6, 0.9), row(6, 0.7, 0.8, "pruned")]
     assert pareto_front(rows) == [0, 1, 2]  # 3 is beaten by 0, 5 by 1; 4 and 6 do not count
+
+
+def test_the_report_renders_plain_data_and_reads_no_study():
+    """report/sweep.py imports nothing of keeptune.sweep, keeptune.experiment or Optuna: it renders the plain
+    data keeptune.sweep.records gives it."""
+    tree = ast.parse(Path(report_module.__file__).read_text(encoding="utf-8"))
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    assert not {m for m in imported if m.startswith(("keeptune.sweep", "keeptune.experiment", "optuna"))}

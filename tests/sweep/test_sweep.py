@@ -1,9 +1,7 @@
-"""`keeptune sweep` on a tiny random model: the sweep file's checks, the gate as Optuna's constraint (both
-outcomes), pruning from the tracker, kill -9 and resume, and two workers sharing one study.
-
-The retention task `qa` asks the tiny model four questions whose references are the base model's own greedy
-answers: the base model scores 100%, a trial at lr 1e-6 keeps those answers (it passes the gate) and a trial at
-lr 0.5 changes them (it fails), so both sides of the gate are seen on purpose."""
+"""`keeptune sweep` end to end on a tiny random model (keeptune.sweep.worker and keeptune.cli.sweep): the gate
+as Optuna's constraint on both sides, pruning from the tracker, a shared baseline, kill -9 and resume, and two
+workers sharing one study; the report each leaves. The retention task `qa` (tests/sweep/conftest.py) is passed
+at lr 1e-6 and failed at lr 0.5 on purpose."""
 from __future__ import annotations
 
 import json
@@ -18,47 +16,9 @@ import pytest
 
 from keeptune.cli import main
 from tests.conftest import REPO
-from tests.tiny import save_tiny
+from tests.sweep.tinysweep import HIGH, LOW, write_sweep
 
 optuna = pytest.importorskip("optuna")
-
-QUESTIONS = ["What is red?", "Who wrote it?", "Where is Rome?", "How many legs?"]
-SPEC = """name: qa
-data: {path: qa.jsonl}
-prompt: "Q: {question}\\nA:"
-reference: answer
-generation: {max_new_tokens: 6}
-postprocess: [strip, first_line]
-metrics: [exact_match]
-gate: [exact_match.accuracy]
-"""
-LOW, HIGH = 1e-6, 0.5  # learning rates that keep and that change the base model's answers
-
-
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    """The tiny model, the `qa` retention task whose references are the base model's answers, the fixed words."""
-    tmp = tmp_path_factory.mktemp("sweep")
-    model = save_tiny(tmp / "tiny")
-    (tmp / "qa.yaml").write_text(SPEC, encoding="utf-8")
-    (tmp / "qa.jsonl").write_text("".join(json.dumps({"question": q, "answer": "-"}) + "\n" for q in QUESTIONS))
-    assert main(["eval", str(tmp / "qa.yaml"), "--model", str(model), "--out", str(tmp / "base-eval")]) == 0
-    answers = {r["id"]: r["prediction"] for r in map(json.loads, open(tmp / "base-eval" / "predictions.jsonl"))}
-    (tmp / "qa.jsonl").write_text("".join(json.dumps({"question": q, "answer": answers[f"qa-{i}"]}) + "\n"
-                                          for i, q in enumerate(QUESTIONS)))
-    overrides = {"model.source": str(model), "original": [{"task": str(tmp / "qa.yaml")}], "new_task.n": 16,
-                 "new_task.eval_n": 4, "new_task.max_new_tokens": 4, "new_task.seq_len": 512, "train.max_steps": 4,
-                 "train.global_batch": 4, "train.micro_batch": 2, "train.checkpoints": 2, "tracking.every": 2,
-                 "tracking.retention": 2, "tracking.new_task": 2, "batch_size": 4, "lora.dropout": 0.0}
-    return tmp, overrides
-
-
-def write_sweep(path: Path, overrides: dict, space: dict, **settings) -> Path:
-    import yaml
-
-    path.write_text(yaml.safe_dump({"overrides": overrides, "space": space, **settings}, sort_keys=False),
-                    encoding="utf-8")
-    return path
 
 
 def study_of(out: Path, name: str):
@@ -80,134 +40,6 @@ def trial_rows(markdown: str) -> list[list[str]]:
 
 def logged_steps(run: Path) -> list[int]:
     return [json.loads(line)["step"] for line in (run / "train" / "log.jsonl").read_text().splitlines()]
-
-
-# --- the sweep file -----------------------------------------------------------------------------
-
-def line_of(text: str, needle: str) -> int:
-    return next(i for i, line in enumerate(text.splitlines(), 1) if needle in line)
-
-
-@pytest.mark.parametrize("space, needle, message", [
-    ("  train.lrr: {type: log_uniform, low: 1.0e-4, high: 1.0e-3}\n", "train.lrr", "unknown field 'train.lrr'"),
-    ("  train.lr: {type: log_uniform, low: 0, high: 1.0e-3}\n", "train.lr", "log_uniform needs low > 0"),
-    ("  train.lr: {type: normal, low: 0, high: 1}\n", "train.lr", "type 'normal'"),
-    ("  lora.rank: {type: categorical}\n", "lora.rank", "needs `choices"),
-    ("  lora.dropout: {type: uniform, low: 0.0, high: 1.5}\n", "lora.dropout", "'lora.dropout' is 1.5"),
-    ("  train.epochs: {type: int, low: 2.5, high: 4}\n", "train.epochs", "(integers)"),
-    ("  out: {type: categorical, choices: [a, b]}\n", "out:", "the sweep sets it"),
-    ("  lora.rank: {type: int, low: 2, high: 8}\n  lora.alpha: {type: uniform, low: 1, high: 2, when: {lora.rank: 4}}\n",
-     "lora.alpha", "names a categorical field"),
-    ("  lora.rank: {type: categorical, choices: [2, 4]}\n"
-     "  lora.alpha: {type: uniform, low: 1, high: 2, when: {lora.rank: 8}}\n", "lora.alpha", "not one of its choices"),
-])
-def test_space_errors_name_the_file_line_and_field(setup, tmp_path, space, needle, message):
-    from keeptune.core.errors import ConfigError
-    from keeptune.sweep.study import load_sweep
-
-    model = setup[1]["model.source"]
-    text = f"overrides:\n  model.source: {model}\n  new_task.n: 16\nspace:\n{space}trials: 2\n"
-    path = tmp_path / "s.yaml"
-    path.write_text(text, encoding="utf-8")
-    with pytest.raises(ConfigError) as err:
-        load_sweep(path)
-    assert f"{path}:{line_of(text, needle)}:" in str(err.value) and message in str(err.value), str(err.value)
-
-
-def test_unknown_override_and_a_word_are_named(setup, tmp_path):
-    from keeptune.core.errors import ConfigError
-    from keeptune.sweep.study import load_sweep
-
-    model = setup[1]["model.source"]
-    text = f"overrides:\n  model.source: {model}\n  train.lrate: 0.1\nspace:\n  train.lr: {{type: uniform, low: 0.1, high: 0.2}}\n"
-    path = tmp_path / "s.yaml"
-    path.write_text(text, encoding="utf-8")
-    with pytest.raises(ConfigError, match=rf"{path}:3: overrides field 'train.lrate'"):
-        load_sweep(path)
-    path.write_text(text.replace("  train.lrate: 0.1\n", ""), encoding="utf-8")
-    with pytest.raises(ConfigError, match="field 'trials' is 0"):
-        load_sweep(path, ["trials=0"])
-    with pytest.raises(ConfigError, match=rf"{path}:6: start\[0\]: 'lora.rank' is not a field of the space"):
-        path.write_text(text.replace("  train.lrate: 0.1\n", "") + "start:\n  - {lora.rank: 4}\n", encoding="utf-8")
-        load_sweep(path)
-    path.write_text(text.replace("  train.lrate: 0.1\n", ""), encoding="utf-8")
-    sweep = load_sweep(path, ["trials=7", "train.max_steps=3"])  # a sweep field, and an experiment field
-    assert sweep.config.trials == 7 and sweep.overrides[-1] == "train.max_steps=3"
-
-
-def test_conditional_fields_are_suggested_only_when_their_condition_holds(setup, tmp_path):
-    from keeptune.sweep.study import load_sweep, suggest, trial_config, trial_name
-
-    model = setup[1]["model.source"]
-    path = write_sweep(tmp_path / "s.yaml", {"model.source": model}, {
-        "lora.alpha": {"type": "uniform", "low": 4, "high": 8, "when": {"lora.rank": 4}},
-        "lora.rank": {"type": "categorical", "choices": [2, 4]},
-        "new_task.counts": {"type": "categorical", "choices": [{"area": 10}, {"area": 5, "mass": 5}]}})
-    sweep = load_sweep(path)
-    assert [p.key for p in sweep.params] == ["lora.rank", "new_task.counts", "lora.alpha"]  # conditions first
-    with_alpha = suggest(optuna.trial.FixedTrial({"lora.rank": 4, "lora.alpha": 6.0,
-                                                  "new_task.counts": '{"area": 10}'}), sweep.params)
-    assert with_alpha == {"lora.rank": 4, "new_task.counts": {"area": 10}, "lora.alpha": 6.0}
-    without = suggest(optuna.trial.FixedTrial({"lora.rank": 2, "new_task.counts": '{"area": 5, "mass": 5}'}),
-                      sweep.params)
-    assert without == {"lora.rank": 2, "new_task.counts": {"area": 5, "mass": 5}}
-    config = trial_config(sweep, with_alpha)
-    assert (config.lora.rank, config.lora.alpha, config.new_task.counts) == (4, 6.0, {"area": 10})
-    assert config.out == str(sweep.out / "trials" / trial_name(with_alpha)) and config.name == trial_name(with_alpha)
-    assert trial_name(dict(reversed(with_alpha.items()))) == trial_name(with_alpha) != trial_name(without)
-
-
-# --- the constraint -------------------------------------------------------------------------------
-
-def test_a_trial_without_a_passing_checkpoint_is_infeasible_not_zero():
-    from keeptune.sweep.study import trial_outcome
-
-    tasks = [{"name": "qa", "role": "retention", "gate": {"fraction": 0.9}}, {"name": "new", "role": "new"}]
-
-    def entry(step, accuracy, ratio, passes):
-        return {"step": step, "accuracy": accuracy, "retention": {"qa": {"exact_match.accuracy": ratio}},
-                "passes_gate": passes, "score": (1 - 0.01) * 0.3 + accuracy * 0.7 if passes else None}
-
-    failing = [entry(2, 0.5, 0.5, False), entry(4, 0.75, 0.8, False)]
-    results = {"checkpoints": failing, "best": None, "params": {"ratio": 0.01}, "tasks": tasks}
-    outcome = trial_outcome(results, "score")
-    assert not outcome["feasible"] and outcome["score"] is None
-    assert outcome["constraint"] == pytest.approx(0.9 - 0.8)  # the checkpoint closest to the gate
-    assert outcome["values"] == [pytest.approx(0.99 * 0.3 + 0.75 * 0.7)]  # its would-be score, not 0
-    passing = failing + [entry(6, 0.25, 1.0, True)]
-    results = {**results, "checkpoints": passing, "best": passing[-1]}
-    outcome = trial_outcome(results, "score")
-    assert outcome["feasible"] and outcome["constraint"] == 0
-    assert outcome["values"] == [pytest.approx(0.99 * 0.3 + 0.25 * 0.7)] and outcome["step"] == 6
-    assert trial_outcome(results, "pareto")["values"] == [0.25, 1.0]
-
-
-def test_median_rule_prunes_with_the_step_and_reason():
-    from keeptune.sweep.study import Pruning, PruningConfig, Sweep, SweepConfig
-
-    class Trial:
-        def __init__(self, prune):
-            self.prune, self.reported = prune, []
-
-        def report(self, value, step):
-            self.reported.append((step, value))
-
-        def should_prune(self):
-            return self.prune
-
-    sweep = Sweep(SweepConfig(pruning=PruningConfig(gate=True, median=True, warmup_steps=4)), Path("s.yaml"), "s",
-                  None, [], [], Path("out"))
-    track = {"tasks": {"new": {"scores": {"acc": 0.25}}}, "passes_gate": True, "gate": {"qa": True},
-             "retention": {"qa": {"m": 1.0}}}
-    trial = Trial(prune=True)
-    hook = Pruning(sweep, trial, "new", "acc")
-    assert hook(2, track) is None and hook.pruned is None  # warm-up
-    assert "below the median" in hook(4, track) and hook.pruned["step"] == 4
-    assert trial.reported == [(2, 0.25), (4, 0.25)]
-    failing = {**track, "passes_gate": False, "gate": {"qa": False}, "retention": {"qa": {"m": 0.5}}}
-    hook = Pruning(sweep, Trial(prune=False), "new", "acc")
-    assert hook(4, track) is None
-    assert hook(6, failing) == "tracked retention of qa below the gate (0.500 of the baseline)"
 
 
 # --- sweeps end to end ------------------------------------------------------------------------------

@@ -1,6 +1,12 @@
-"""`keeptune sweep`: one typed function, and the workers it starts."""
+"""`keeptune sweep`: one typed function, the workers it starts, and the report it writes.
+
+The sweep layer (keeptune.sweep) runs the study and gives its trials as plain data; the report layer
+(keeptune.report.sweep) renders them. This command joins the two: each worker rewrites the report after every
+trial (and each trial's run report after its run), and the command rewrites it once more at the end.
+"""
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -8,8 +14,14 @@ import time
 from pathlib import Path
 from typing import Optional
 
+import torch
+
+from keeptune.core.config import parse_words
 from keeptune.core.errors import ConfigError
-from keeptune.sweep.study import SweepConfig, load_sweep, open_study, report, work
+from keeptune.sweep.config import Sweep, SweepConfig, load_sweep
+from keeptune.sweep.records import BEST, report_data
+from keeptune.sweep.study import open_study
+from keeptune.sweep.worker import work
 
 SWEEP_USAGE = """\
 examples:
@@ -20,6 +32,7 @@ examples:
 Re-running the same command resumes: finished trials are kept, a killed trial resumes from its run directory.
 """
 
+
 def sweep(path: Path, words: list[str] = (), workers: int = 1, storage: Optional[str] = None,
           worker: bool = False) -> Path:
     """Search experiment settings for the best recipe under the retention gate (Optuna).
@@ -28,23 +41,45 @@ def sweep(path: Path, words: list[str] = (), workers: int = 1, storage: Optional
     (SWEEP/sweep.md, sweep.html, best.yaml); re-run on a finished study, it only rebuilds the report. Returns SWEEP."""
     started = time.perf_counter()
     try:
-        import optuna  # noqa: F401 - the engine; only this command needs it
+        import optuna  # noqa: F401 - the engine, heavy and optional: only this command needs it
     except ImportError:
         raise ConfigError("keeptune sweep needs Optuna: pip install 'optuna>=5.0'") from None
     spec = load_sweep(path, list(words))
     spec.out.mkdir(parents=True, exist_ok=True)
     if worker or workers <= 1:
-        work(spec, storage)
+        work(spec, storage, on_run=_run_report, on_trial=functools.partial(write_report, sweep=spec))
     else:
         open_study(spec, storage)  # created (or checked) once, before the workers start
         run_workers(path, list(words), workers, storage)
     if worker:
         return spec.out
-    text = report(open_study(spec, storage), spec, time.perf_counter() - started, strict=True)
+    text = write_report(open_study(spec, storage), spec, time.perf_counter() - started, strict=True)
     print(text, end="")
     print(f"wrote {spec.out / 'sweep.md'} and {spec.out / 'sweep.html'}"
-          + (f"; the best trial's config: {spec.out / 'best.yaml'}" if (spec.out / "best.yaml").is_file() else ""))
+          + (f"; the best trial's config: {spec.out / BEST}" if (spec.out / BEST).is_file() else ""))
     return spec.out
+
+
+def write_report(study, sweep: Sweep, wall_seconds: Optional[float] = None, strict: bool = False) -> str:
+    """Rewrite SWEEP/sweep.md, sweep.html, plots/ and best.yaml from the study; returns sweep.md's text.
+    A worker's rewrite after a trial only warns when it fails (`strict`: the final one raises)."""
+    from keeptune.report.sweep import write_sweep_report  # matplotlib: loaded only when a sweep reports
+
+    try:
+        return write_sweep_report(report_data(study, sweep), wall_seconds)
+    except Exception as err:  # noqa: BLE001 - a worker goes on with the next trial; the final report raises
+        if strict:
+            raise
+        print(f"keeptune sweep: the report could not be written: {type(err).__name__}: {err}", file=sys.stderr)
+        return ""
+
+
+def _run_report(run: Path) -> None:
+    """A trial's RUN/report.md and report.html, as `keeptune run` writes them."""
+    from keeptune.report import build_report  # matplotlib: loaded only when a sweep reports
+
+    build_report(run)
+
 
 def run_workers(path: Path, words: list[str], workers: int, storage: Optional[str]) -> None:
     """N worker processes sharing the study: each pinned to one GPU when there are GPUs, else a share of the
@@ -65,21 +100,19 @@ def run_workers(path: Path, words: list[str], workers: int, storage: Optional[st
     if failed:
         print(f"keeptune sweep: {len(failed)} of {workers} workers failed", file=sys.stderr)
 
+
 def _gpu_count() -> int:
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
         return len([d for d in visible.split(",") if d.strip()])
     try:
-        import torch
-
         return torch.cuda.device_count()
     except Exception:  # noqa: BLE001 - no usable CUDA: CPU workers
         return 0
 
+
 def main(argv: list[str]) -> None:
     """`keeptune sweep SWEEP.yaml [key=value ...] [--workers N] [--storage URL]`."""
-    from keeptune.core.config import parse_words
-
     rest, workers, storage, worker = [], 1, None, False
     args = iter(argv)
     for arg in args:

@@ -1,13 +1,13 @@
 """`keeptune sweep`'s report: SWEEP/sweep.md, a self-contained SWEEP/sweep.html, SWEEP/plots/*.png and
-SWEEP/best.yaml, rebuilt from the study alone (its trials' parameters, states and user attributes).
+SWEEP/best.yaml, rendered from plain data: the mapping keeptune.sweep.records.report_data makes of the study (the
+sweep's settings, one row per trial, the best trial's row, the gate fractions, the parameter importances and the
+text of best.yaml). This module reads no study and imports nothing of keeptune.sweep.
 
-`write_sweep_report(study, sweep)` runs after every trial (by the worker that finished it) and at the end of
-`keeptune sweep`; re-running `keeptune sweep SWEEP.yaml` on a finished study runs no trial and rebuilds it.
-Sections: the summary (counts, the best feasible trial against trial 0), the trials table, score by trial, the
-accuracy-retention plot with the Pareto front and the gate, Optuna's parameter importances, and the best trial's
-full experiment config (best.yaml, which `keeptune run SWEEP/best.yaml` runs as it is).
-
-Optuna is imported lazily, like in keeptune.sweep.study.
+`keeptune sweep` writes it after every trial (by the worker that finished it) and at the end; re-running
+`keeptune sweep SWEEP.yaml` on a finished study runs no trial and rebuilds it. Sections: the summary (counts, the
+best feasible trial against trial 0), the trials table, score by trial, the accuracy-retention plot with the
+Pareto front and the gate, Optuna's parameter importances, and the best trial's full experiment config
+(best.yaml, which `keeptune run SWEEP/best.yaml` runs as it is).
 """
 from __future__ import annotations
 
@@ -15,179 +15,45 @@ import io
 import json
 import math
 import os
-import warnings
 from pathlib import Path
 from typing import Any, Optional
 
 from matplotlib.figure import Figure
 
-from keeptune.core.config import to_yaml
 from keeptune.core.io import atomic_write_text
-from keeptune.experiment.config import ExperimentConfig
 from keeptune.report import fmt
 from keeptune.report.document import Block, Code, Heading, Image, Items, Table, Text, to_html, to_markdown
 from keeptune.report.plots import _figure, _legend, _number
-from keeptune.sweep.study import Sweep, decoded, params_text, trial_config
-from keeptune.train.config import load_config
-
-BEST = "best.yaml"
-# Optuna's importances need a few finished trials to compare; below this many the report says so instead.
-MIN_IMPORTANCE_TRIALS = 3
 
 
-# --- the trials as plain records ----------------------------------------------------------------
-
-def retried_as(trials) -> dict[int, int]:
-    """Trial number -> the number of its retry (a killed trial queued again, or a stale one of an RDB)."""
-    again = {}
-    for t in trials:
-        origin = t.user_attrs.get("retry_of", t.system_attrs.get("failed_trial"))
-        if origin is not None:
-            again[origin] = t.number
-    return again
-
-
-def kind_of(t) -> str:
-    """complete (feasible), infeasible, pruned, failed, killed, running or waiting."""
-    from optuna.trial import TrialState
-
-    if t.state == TrialState.COMPLETE:
-        return "complete" if t.user_attrs.get("feasible") else "infeasible"
-    if t.state == TrialState.FAIL:
-        return "killed" if t.user_attrs.get("interrupted") else "failed"
-    return t.state.name.lower()
-
-
-def state_text(t, again: dict[int, int]) -> str:
-    """The table's state: complete / infeasible (gate short by X) / pruned: REASON / failed: ERROR / killed,
-    retried as #M."""
-    kind, a = kind_of(t), t.user_attrs
-    if kind == "infeasible":
-        return f"infeasible (gate short by {t.constraints.get('gate', 0):.3f})"
-    if kind == "pruned":
-        return f"pruned: {a.get('pruned_reason')}"
-    if kind == "killed":
-        return a["interrupted"] + (f", retried as #{again[t.number]}" if t.number in again else "")
-    if kind == "failed":
-        return f"failed: {a.get('error', 'see the worker output')}"
-    return kind
-
-
-def records(study, sweep: Sweep) -> list[dict]:
-    """One plain dict per trial (what the table and the plots read)."""
-    trials = study.get_trials(deepcopy=False)
-    again = retried_as(trials)
-    rows = []
-    for t in trials:
-        a = t.user_attrs
-        rows.append({"number": t.number, "kind": kind_of(t), "state": state_text(t, again),
-                     "params": decoded(t.params, sweep), "score": a.get("score"),
-                     "value": t.value if t.values is not None and len(t.values) == 1 else None,
-                     "accuracy": a.get("accuracy"), "retention": a.get("retention"), "step": a.get("step"),
-                     "wall_seconds": a.get("wall_seconds"), "pruned_step": a.get("pruned_step"),
-                     "run_dir": a.get("run_dir"), "retry_of": a.get("retry_of")})
-    return rows
-
+# --- the rows -------------------------------------------------------------------------------------
+# A row (one trial) has `number`, `kind` (complete, infeasible, pruned, failed, killed, running, waiting),
+# `state` (the table's text), `params` and `params_text`, `score` (its best passing checkpoint's, or None),
+# `value` (what the trial told Optuna: an infeasible trial's would-be score), `accuracy` and `retention` (of the
+# chosen checkpoint, retention = lowest gated scalar / baseline), `step`, `wall_seconds`, `pruned_step`,
+# `run_dir` and `retry_of`.
 
 def pareto_front(rows: list[dict]) -> list[int]:
     """Numbers of the feasible trials no other feasible trial beats on both accuracy and retention."""
     feasible = [r for r in rows if r["kind"] == "complete" and r["accuracy"] is not None
                 and r["retention"] is not None]
-
-    def beats(a: dict, b: dict) -> bool:
-        return (a["accuracy"] >= b["accuracy"] and a["retention"] >= b["retention"]
-                and (a["accuracy"] > b["accuracy"] or a["retention"] > b["retention"]))
-
-    return [r["number"] for r in feasible if not any(beats(o, r) for o in feasible)]
+    return [r["number"] for r in feasible if not any(_beats(o, r) for o in feasible)]
 
 
-def best_trial(study):
-    """The feasible complete trial of the highest score (the earliest on a tie), or None."""
-    from optuna.trial import TrialState
-
-    feasible = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                if t.user_attrs.get("feasible") and t.user_attrs.get("score") is not None]
-    return max(feasible, key=lambda t: (t.user_attrs["score"], -t.number)) if feasible else None
+def _beats(a: dict, b: dict) -> bool:
+    return (a["accuracy"] >= b["accuracy"] and a["retention"] >= b["retention"]
+            and (a["accuracy"] > b["accuracy"] or a["retention"] > b["retention"]))
 
 
-def start_row(rows: list[dict], sweep: Sweep) -> Optional[dict]:
-    """The record of trial 0 when the sweep queued a `start` recipe (its last retry if it was killed), else None."""
-    if not sweep.config.start:
+def start_row(rows: list[dict], start: bool) -> Optional[dict]:
+    """The row of trial 0 when the sweep queued a `start` recipe (its last retry if it was killed), else None."""
+    if not start:
         return None
     again = {r["retry_of"]: r["number"] for r in rows if r["retry_of"] is not None}
     number = 0
     while number in again:
         number = again[number]
     return next((r for r in rows if r["number"] == number), None)
-
-
-# --- importances --------------------------------------------------------------------------------
-
-def importances(study, sweep: Sweep) -> tuple[Optional[dict[str, float]], str]:
-    """Optuna's parameter importances (`optuna.importance.get_param_importances`, normalised to sum 1) and a
-    sentence on how they were computed, or (None, why not) with too few trials, one field, or no spread.
-
-    objective score: importance for reaching a high score under the gate, feasible trials first (the target
-    ranks every infeasible trial below every feasible one, by its gap to the gate); objective pareto: importance
-    for reaching the Pareto front of the feasible trials."""
-    import optuna
-    from optuna.trial import TrialState
-
-    names = [p.key for p in sweep.params]
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if len(names) < 2:
-        return None, (f"One field is searched ({names[0]}): parameter importances need two or more to rank "
-                      "(the table and the plots show how it acts).")
-    if len(complete) < MIN_IMPORTANCE_TRIALS:
-        return None, (f"Too few finished trials for parameter importances: {len(complete)} complete, "
-                      f"{MIN_IMPORTANCE_TRIALS} needed (pruned, failed and running trials do not count).")
-    target, subject = None, study
-    if sweep.config.objective == "score":
-        def target(t) -> float:  # lower is better (PED-ANOVA): -score; infeasible: 1 + its gap to the gate
-            return -t.user_attrs["score"] if t.user_attrs.get("feasible") else 1.0 + t.constraints.get("gate", 1.0)
-        how = (f"over the {len(complete)} complete trials, for reaching a high score under the gate (infeasible "
-               "trials rank below every feasible one)")
-    else:
-        feasible = [t for t in complete if t.user_attrs.get("feasible")]
-        if len(feasible) < MIN_IMPORTANCE_TRIALS:
-            return None, (f"Too few feasible trials for parameter importances: {len(feasible)}, "
-                          f"{MIN_IMPORTANCE_TRIALS} needed.")
-        subject = optuna.create_study(directions=study.directions)  # in memory: the feasible trials only
-        subject.add_trials(feasible)
-        how = f"over the {len(feasible)} feasible trials, for reaching the Pareto front"
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # few-trial and experimental-argument warnings: the sentence says it
-            raw = optuna.importance.get_param_importances(subject, target=target, normalize=False)
-    except (ValueError, RuntimeError, TypeError) as err:
-        return None, f"Optuna could not compute parameter importances: {type(err).__name__}: {err}"
-    total = sum(raw.values())
-    if not total > 0:
-        return None, (f"Parameter importances are all 0 {how}: these trials do not tell the fields apart "
-                      "(more trials would).")
-    shares = dict(sorted(((k, v / total) for k, v in raw.items()), key=lambda kv: -kv[1]))
-    return shares, (f"Optuna's default evaluator (optuna.importance.get_param_importances) {how}, as shares of "
-                    "the total. With few trials they are a hint, not a measurement.")
-
-
-# --- best.yaml ------------------------------------------------------------------------------------
-
-def best_config(sweep: Sweep, trial) -> ExperimentConfig:
-    """The best trial's experiment config: the base, the overrides and its parameters, its name and run dir."""
-    return trial_config(sweep, decoded(trial.params, sweep))
-
-
-def best_yaml(sweep: Sweep, trial) -> str:
-    config = best_config(sweep, trial)
-    a = trial.user_attrs
-    here = sweep.out / BEST
-    return (f"# keeptune sweep {sweep.name}: trial #{trial.number}, the best feasible trial: score {a['score']:.6f} "
-            f"at step {a['step']}.\n"
-            f"# Parameters: {params_text(decoded(trial.params, sweep))}\n"
-            f"# Its full experiment config. `keeptune run {here}` runs it as it is, in the trial's run\n"
-            f"# directory {config.out} (every step found done). To train the recipe anew elsewhere:\n"
-            f"#   keeptune run {here} name=NEW out=null\n"
-            + to_yaml(config))
 
 
 # --- the document -----------------------------------------------------------------------------------
@@ -202,27 +68,29 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def trials_table(rows: list[dict], sweep: Sweep) -> Table:
-    keys = [p.key for p in sweep.params]
-    headers = ["#", *keys, "state", "score", "accuracy", "retention", "step", "wall s", "pruned at", "run"]
+def trials_table(rows: list[dict], fields: list[str], out: Path) -> Table:
+    """One line per trial: its number, one column per searched field, state, score, accuracy, retention, step,
+    wall seconds, the step it was pruned at and its run directory (relative to the sweep directory)."""
+    headers = ["#", *fields, "state", "score", "accuracy", "retention", "step", "wall s", "pruned at", "run"]
     table = []
     for r in rows:
         run = r["run_dir"]
-        if run and Path(run).is_relative_to(sweep.out):
-            run = Path(run).relative_to(sweep.out).as_posix()
-        table.append([str(r["number"]), *(_cell(r["params"].get(k)) for k in keys), r["state"],
+        if run and Path(run).is_relative_to(out):
+            run = Path(run).relative_to(out).as_posix()
+        table.append([str(r["number"]), *(_cell(r["params"].get(k)) for k in fields), r["state"],
                       fmt.score(r["score"]) if r["score"] is not None else "",
                       fmt.percent(r["accuracy"]) if r["accuracy"] is not None else "",
                       fmt.percent(r["retention"]) if r["retention"] is not None else "",
                       _cell(r["step"]), f"{r['wall_seconds']:.0f}" if r["wall_seconds"] is not None else "",
                       _cell(r["pruned_step"]), run or ""])
-    return Table(headers, table, left=2 + len(keys))
+    return Table(headers, table, left=2 + len(fields))
 
 
-def summary_items(rows: list[dict], sweep: Sweep, best, wall_seconds: Optional[float]) -> list[str]:
+def summary_items(data: dict, wall_seconds: Optional[float]) -> list[str]:
+    rows, best = data["rows"], data["best"]
     kinds = [r["kind"] for r in rows]
     counted = len(rows) - len({r["retry_of"] for r in rows if r["retry_of"] is not None})
-    items = [f"Trials: {len(rows)} ({counted} of the budget of {sweep.config.trials}; a killed trial and its retry "
+    items = [f"Trials: {len(rows)} ({counted} of the budget of {data['budget']}; a killed trial and its retry "
              f"count once): {kinds.count('complete')} feasible, {kinds.count('infeasible')} infeasible, "
              f"{kinds.count('pruned')} pruned, {kinds.count('failed')} failed, {kinds.count('killed')} killed, "
              f"{kinds.count('running')} running, {kinds.count('waiting')} waiting."]
@@ -231,25 +99,26 @@ def summary_items(rows: list[dict], sweep: Sweep, best, wall_seconds: Optional[f
     if best is None:
         items.append("No feasible trial: no trial has a checkpoint that passes the gate.")
         return items
-    a = best.user_attrs
-    items.append(f"Best feasible trial: #{best.number}, score {a['score']:.6f} (accuracy {fmt.percent(a['accuracy'])}"
-                 f", retention {fmt.percent(a['retention'])}, step {a['step']}): "
-                 f"{params_text(decoded(best.params, sweep))}. Its run: {a['run_dir']}; its config: "
-                 f"{sweep.out / BEST}.")
-    first = start_row(rows, sweep)
-    if first is not None and first["kind"] == "complete":
-        run_as = f" (run as #{first['number']})" if first["number"] else ""
-        items.append(f"Trial 0, the first `start` recipe{run_as}: score {first['score']:.6f}; the best is "
-                     f"{a['score'] - first['score']:+.6f} against it.")
-    elif first is not None:
-        items.append(f"Trial 0, the first `start` recipe: {first['state']}.")
+    items.append(f"Best feasible trial: #{best['number']}, score {best['score']:.6f} "
+                 f"(accuracy {fmt.percent(best['accuracy'])}, retention {fmt.percent(best['retention'])}, "
+                 f"step {best['step']}): {best['params_text']}. Its run: {best['run_dir']}; its config: "
+                 f"{data['best_path']}.")
+    items += _against_start(start_row(rows, data["start"]), best)
     return items
 
 
-# --- the figures (drawn like the run report's, keeptune.report.plots) ---------------------------------
-# A record has `number`, `kind` (complete, infeasible, pruned, failed, killed, running, waiting), `score` (its
-# best passing checkpoint's, or None), `value` (what the trial told Optuna: an infeasible trial's would-be score),
-# `accuracy` and `retention` (of the chosen checkpoint, retention = lowest gated scalar / baseline).
+def _against_start(first: Optional[dict], best: dict) -> list[str]:
+    """The best trial against trial 0, the first `start` recipe (none without one)."""
+    if first is None:
+        return []
+    if first["kind"] != "complete":
+        return [f"Trial 0, the first `start` recipe: {first['state']}."]
+    run_as = f" (run as #{first['number']})" if first["number"] else ""
+    return [f"Trial 0, the first `start` recipe{run_as}: score {first['score']:.6f}; the best is "
+            f"{best['score'] - first['score']:+.6f} against it."]
+
+
+# --- the figures (drawn like the run report's, keeptune.report.plots; each reads the rows above) -------
 
 def sweep_scores(trials: list[dict], reference: tuple[str, float] | None = None) -> Figure | None:
     """Score by trial: feasible trials (dots) with the best so far, infeasible trials at their would-be score
@@ -349,64 +218,74 @@ def write_png(figure, path: Path, dpi: int = 110) -> None:
     os.replace(temporary, path)
 
 
-def write_sweep_report(study, sweep: Sweep, wall_seconds: Optional[float] = None) -> str:
-    """Write SWEEP/sweep.md, SWEEP/sweep.html, SWEEP/plots/*.png and (once a trial is feasible) SWEEP/best.yaml;
-    returns sweep.md's text."""
-    rows = records(study, sweep)
-    best = best_trial(study)
-    front = pareto_front(rows)
-    config = best_config(sweep, best) if best else load_config(sweep.base, sweep.overrides, root=ExperimentConfig)
-    gates = sorted({item.fraction if item.fraction is not None else config.gate for item in config.original})
-    first = start_row(rows, sweep)
-    reference = ("trial 0 (start)", first["score"]) if first is not None and first["kind"] == "complete" else None
-    shares, how = importances(study, sweep)
-    folder = sweep.out / "plots"
+def write_plots(rows: list[dict], data: dict, reference: Optional[tuple[str, float]]) -> dict[str, Image]:
+    """SWEEP/plots/{scores,pareto,importances}.png, each removed when there is nothing to draw; returns the
+    images drawn, by name."""
+    folder = data["out"] / "plots"
     folder.mkdir(parents=True, exist_ok=True)
     images = {}
     for name, title, figure in (("scores", "Score by trial", sweep_scores(rows, reference)),
-                                ("pareto", "Accuracy against retention", sweep_pareto(rows, front, gates)),
-                                ("importances", "Parameter importances", sweep_importances(shares or {}))):
+                                ("pareto", "Accuracy against retention",
+                                 sweep_pareto(rows, pareto_front(rows), data["gates"])),
+                                ("importances", "Parameter importances", sweep_importances(data["importances"] or {}))):
         if figure is not None:
             write_png(figure, folder / f"{name}.png")
             images[name] = Image(title, Path("plots") / f"{name}.png")
         else:
             (folder / f"{name}.png").unlink(missing_ok=True)
-    s = sweep.config
+    return images
+
+
+def write_sweep_report(data: dict, wall_seconds: Optional[float] = None) -> str:
+    """Write SWEEP/sweep.md, SWEEP/sweep.html, SWEEP/plots/*.png and (once a trial is feasible) SWEEP/best.yaml
+    from `data` (keeptune.sweep.records.report_data's mapping); returns sweep.md's text."""
+    rows, best, out = data["rows"], data["best"], data["out"]
+    first = start_row(rows, data["start"])
+    reference = ("trial 0 (start)", first["score"]) if first is not None and first["kind"] == "complete" else None
+    images = write_plots(rows, data, reference)
+    blocks = _blocks(data, images, wall_seconds)
+    if best is not None:
+        best_path, text = data["best_path"], data["best_yaml"]
+        atomic_write_text(best_path, text)
+        blocks.append(Text(f"{best_path}: trial #{best['number']}'s full experiment config; keeptune run "
+                           f"{best_path} runs it as it is (add name=NEW out=null to train it anew)."))
+        html_blocks = blocks + [Code(text, lang="yaml", summary=f"{best_path.name} (trial #{best['number']})")]
+    else:
+        blocks.append(Text("No feasible trial yet, so no best.yaml."))
+        html_blocks = blocks
+    markdown = to_markdown(blocks)
+    atomic_write_text(out / "sweep.md", markdown)
+    atomic_write_text(out / "sweep.html", to_html(html_blocks, f"Sweep {data['name']}", out))
+    return markdown
+
+
+def _blocks(data: dict, images: dict[str, Image], wall_seconds: Optional[float]) -> list[Block]:
+    """The document up to the best trial's config: the header, summary, trials, plots and importances."""
+    rows, out, gates, front = data["rows"], data["out"], data["gates"], pareto_front(data["rows"])
     blocks: list[Block] = [
-        Heading(f"Sweep {sweep.name}", 1),
-        Text(f"Sweep file: {sweep.path}; objective: {s.objective}; sampler: {s.sampler.name} (seed {s.sampler.seed}); "
-             f"budget: {s.trials} trials; directory: {sweep.out}. Every trial is a keeptune run directory "
-             f"({sweep.out / 'trials'}; keeptune runs {sweep.out / 'trials'} lists them)."),
-        Heading("Summary"), Items(summary_items(rows, sweep, best, wall_seconds)),
+        Heading(f"Sweep {data['name']}", 1),
+        Text(f"Sweep file: {data['path']}; objective: {data['objective']}; sampler: {data['sampler']} "
+             f"(seed {data['seed']}); budget: {data['budget']} trials; directory: {out}. Every trial is a keeptune "
+             f"run directory ({out / 'trials'}; keeptune runs {out / 'trials'} lists them)."),
+        Heading("Summary"), Items(summary_items(data, wall_seconds)),
         Heading("Trials"),
         Text("Score, accuracy and retention are those of the trial's chosen checkpoint: its best passing one, or "
              "(infeasible) the one closest to the gate; retention = the lowest gated scalar / its baseline. "
              "wall s: the trial run's last invocation; pruned at: the training step where the tracker stopped it."),
-        trials_table(rows, sweep),
+        trials_table(rows, data["fields"], out),
         Heading("Score by trial"), images.get("scores") or Text("No trial yet."),
         Heading("Accuracy against retention"),
         Text("Every trial's chosen checkpoint; the Pareto front of the feasible trials (none better on both axes) "
              f"is ringed; dashed: the gate ({', '.join(f'{g:g}' for g in gates)} x baseline)."),
         images.get("pareto") or Text("No trial has been evaluated yet."),
         Items([f"#{r['number']}: accuracy {fmt.percent(r['accuracy'])}, retention {fmt.percent(r['retention'])}, "
-               f"score {fmt.score(r['score'])} ({params_text(r['params'])})"
+               f"score {fmt.score(r['score'])} ({r['params_text']})"
                for r in sorted((r for r in rows if r["number"] in front), key=lambda r: -r["accuracy"])]
               or ["Pareto front: no feasible trial yet."]),
-        Heading("Parameter importances"), Text(how),
+        Heading("Parameter importances"), Text(data["importances_how"]),
     ]
+    shares = data["importances"]
     if shares:
         blocks += [Table(["field", "importance"], [[k, f"{v:.3f}"] for k, v in shares.items()]), images["importances"]]
     blocks.append(Heading("The best trial's config"))
-    if best is not None:
-        text = best_yaml(sweep, best)
-        atomic_write_text(sweep.out / BEST, text)
-        blocks.append(Text(f"{sweep.out / BEST}: trial #{best.number}'s full experiment config; keeptune run "
-                           f"{sweep.out / BEST} runs it as it is (add name=NEW out=null to train it anew)."))
-        html_blocks = blocks + [Code(text, lang="yaml", summary=f"{BEST} (trial #{best.number})")]
-    else:
-        blocks.append(Text("No feasible trial yet, so no best.yaml."))
-        html_blocks = blocks
-    markdown = to_markdown(blocks)
-    atomic_write_text(sweep.out / "sweep.md", markdown)
-    atomic_write_text(sweep.out / "sweep.html", to_html(html_blocks, f"Sweep {sweep.name}", sweep.out))
-    return markdown
+    return blocks

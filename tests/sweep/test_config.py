@@ -1,0 +1,99 @@
+"""keeptune.sweep.config: the sweep file's checks (FILE:LINE and the field), the command line's words, the
+space's conditional fields and the trials' names and configs."""
+from __future__ import annotations
+
+import pytest
+
+from keeptune.core.errors import ConfigError
+from keeptune.sweep.config import load_sweep, trial_config, trial_name
+from tests.sweep.tinysweep import write_sweep
+
+optuna = pytest.importorskip("optuna")
+
+
+def line_of(text: str, needle: str) -> int:
+    return next(i for i, line in enumerate(text.splitlines(), 1) if needle in line)
+
+
+@pytest.mark.parametrize("space, needle, message", [
+    ("  train.lrr: {type: log_uniform, low: 1.0e-4, high: 1.0e-3}\n", "train.lrr", "unknown field 'train.lrr'"),
+    ("  train.lr: {type: log_uniform, low: 0, high: 1.0e-3}\n", "train.lr", "log_uniform needs low > 0"),
+    ("  train.lr: {type: normal, low: 0, high: 1}\n", "train.lr", "type 'normal'"),
+    ("  lora.rank: {type: categorical}\n", "lora.rank", "needs `choices"),
+    ("  lora.dropout: {type: uniform, low: 0.0, high: 1.5}\n", "lora.dropout", "'lora.dropout' is 1.5"),
+    ("  train.epochs: {type: int, low: 2.5, high: 4}\n", "train.epochs", "(integers)"),
+    ("  out: {type: categorical, choices: [a, b]}\n", "out:", "the sweep sets it"),
+    ("  lora.rank: {type: int, low: 2, high: 8}\n  lora.alpha: {type: uniform, low: 1, high: 2, when: {lora.rank: 4}}\n",
+     "lora.alpha", "names a categorical field"),
+    ("  lora.rank: {type: categorical, choices: [2, 4]}\n"
+     "  lora.alpha: {type: uniform, low: 1, high: 2, when: {lora.rank: 8}}\n", "lora.alpha", "not one of its choices"),
+])
+def test_space_errors_name_the_file_line_and_field(setup, tmp_path, space, needle, message):
+    model = setup[1]["model.source"]
+    text = f"overrides:\n  model.source: {model}\n  new_task.n: 16\nspace:\n{space}trials: 2\n"
+    path = tmp_path / "s.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_sweep(path)
+    assert f"{path}:{line_of(text, needle)}:" in str(err.value) and message in str(err.value), str(err.value)
+
+
+def test_unknown_override_and_a_word_are_named(setup, tmp_path):
+    model = setup[1]["model.source"]
+    text = f"overrides:\n  model.source: {model}\n  train.lrate: 0.1\nspace:\n  train.lr: {{type: uniform, low: 0.1, high: 0.2}}\n"
+    path = tmp_path / "s.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError, match=rf"{path}:3: overrides field 'train.lrate'"):
+        load_sweep(path)
+    path.write_text(text.replace("  train.lrate: 0.1\n", ""), encoding="utf-8")
+    with pytest.raises(ConfigError, match="field 'trials' is 0"):
+        load_sweep(path, ["trials=0"])
+    with pytest.raises(ConfigError, match=r"word 'trials' is not key=value \(e.g. trials=10"):
+        load_sweep(path, ["trials"])
+    with pytest.raises(ConfigError, match="change the search space in the sweep file"):
+        load_sweep(path, ["space.train.lr=1"])
+    with pytest.raises(ConfigError, match=rf"{path}:6: start\[0\]: 'lora.rank' is not a field of the space"):
+        path.write_text(text.replace("  train.lrate: 0.1\n", "") + "start:\n  - {lora.rank: 4}\n", encoding="utf-8")
+        load_sweep(path)
+    path.write_text(text.replace("  train.lrate: 0.1\n", ""), encoding="utf-8")
+    sweep = load_sweep(path, ["trials=7", "train.max_steps=3", "overrides.train.epochs=2"])  # sweep, experiment
+    assert sweep.config.trials == 7 and sweep.overrides[-2:] == ["train.max_steps=3", "train.epochs=2"]
+
+
+def test_conditional_fields_are_suggested_only_when_their_condition_holds(setup, tmp_path):
+    from keeptune.sweep.study import suggest
+
+    model = setup[1]["model.source"]
+    path = write_sweep(tmp_path / "s.yaml", {"model.source": model}, {
+        "lora.alpha": {"type": "uniform", "low": 4, "high": 8, "when": {"lora.rank": 4}},
+        "lora.rank": {"type": "categorical", "choices": [2, 4]},
+        "new_task.counts": {"type": "categorical", "choices": [{"area": 10}, {"area": 5, "mass": 5}]}})
+    sweep = load_sweep(path)
+    assert [p.key for p in sweep.params] == ["lora.rank", "new_task.counts", "lora.alpha"]  # conditions first
+    with_alpha = suggest(optuna.trial.FixedTrial({"lora.rank": 4, "lora.alpha": 6.0,
+                                                  "new_task.counts": '{"area": 10}'}), sweep.params)
+    assert with_alpha == {"lora.rank": 4, "new_task.counts": {"area": 10}, "lora.alpha": 6.0}
+    without = suggest(optuna.trial.FixedTrial({"lora.rank": 2, "new_task.counts": '{"area": 5, "mass": 5}'}),
+                      sweep.params)
+    assert without == {"lora.rank": 2, "new_task.counts": {"area": 5, "mass": 5}}
+    config = trial_config(sweep, with_alpha)
+    assert (config.lora.rank, config.lora.alpha, config.new_task.counts) == (4, 6.0, {"area": 10})
+    assert config.out == str(sweep.out / "trials" / trial_name(with_alpha)) and config.name == trial_name(with_alpha)
+    assert trial_name(dict(reversed(with_alpha.items()))) == trial_name(with_alpha) != trial_name(without)
+
+
+def test_trial_names_and_fingerprints_keep_the_values_existing_sweeps_were_made_with(tmp_path):
+    """A run directory's name and a study's fingerprint are stored on disk: the same values, the same text, so a
+    sweep made before still finds its trials' directories and opens its study."""
+    from keeptune.sweep.config import Param, Sweep, SweepConfig
+
+    assert trial_name({"train.lr": 0.001, "lora.rank": 8}) == "trial-00b5769446"
+    assert trial_name({"note": "é", "mix": {"b": [1, 2]}}) == "trial-c396c022a5"
+    base = tmp_path / "base.yaml"
+    base.write_text("train:\n  lr: 0.001\n", encoding="utf-8")
+    params = [Param("train.lr", "log_uniform", 1e-4, 1e-2, where="s.yaml:5"),
+              Param("lora.rank", "categorical", choices=(4, 8), when={}, where="s.yaml:6")]
+    sweep = Sweep(SweepConfig(), tmp_path / "s.yaml", "s", base, ["train.max_steps=10"], params, tmp_path / "out")
+    assert sweep.fingerprint() == "c1162debda6b9f99"
+    assert Sweep(SweepConfig(objective="pareto"), sweep.path, "s", None, [], params, sweep.out).fingerprint() \
+        == "8e6f62ba02fac612"

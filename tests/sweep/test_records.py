@@ -1,0 +1,52 @@
+"""keeptune.sweep.records: a study as the plain data the sweep report renders, and Optuna's parameter
+importances or the sentence that replaces them."""
+from __future__ import annotations
+
+import functools
+
+from keeptune.sweep.records import importances, report_data
+from tests.sweep.studies import PARAMS, make_sweep, mixed_trials, study_of, trial
+
+
+def test_report_data_is_plain_rows_with_the_best_and_the_gate(tmp_path):
+    sweep = make_sweep(tmp_path, start=[{"train.lr": 1e-4, "lora.rank": 16}])
+    trials, lrs = mixed_trials(sweep.out)
+    data = report_data(study_of(trials), sweep)
+    rows = data["rows"]
+    assert [r["number"] for r in rows] == list(range(14)) and data["fields"] == ["train.lr", "lora.rank"]
+    assert [r["kind"] for r in rows[9:]] == ["complete", "infeasible", "pruned", "killed", "complete"]
+    assert rows[12]["state"] == "killed, retried as #13" and rows[13]["retry_of"] == 12
+    assert rows[10]["state"] == "infeasible (gate short by 0.200)" and rows[10]["value"] == 0.1
+    assert rows[0]["params"] == {"train.lr": lrs[0], "lora.rank": 16}
+    assert rows[0]["params_text"] == f"train.lr={lrs[0]!r}, lora.rank=16"
+    assert data["best"] is rows[0] and data["start"] and data["gates"] == [0.9]
+    assert data["best_path"] == sweep.out / "best.yaml"
+    assert data["best_yaml"].startswith("# keeptune sweep s: trial #0, the best feasible trial: score 0.600000")
+    assert set(data["importances"]) == {"train.lr", "lora.rank"}
+
+    none = report_data(study_of([trial(0, 1e-3, 8, kind="infeasible")]), sweep)
+    assert none["best"] is None and none["best_yaml"] is None and none["gates"] == [0.9]
+
+
+def test_importances_give_way_to_a_sentence(tmp_path):
+    two = [trial(0, 1e-4, 4, score=0.3), trial(1, 1e-3, 16, score=0.5)]
+    sweep = make_sweep(tmp_path)
+    shares, why = importances(study_of(two), sweep)
+    assert shares is None and "Too few finished trials for parameter importances: 2 complete, 3 needed" in why
+
+    one_field = make_sweep(tmp_path, params=PARAMS[:1])
+    assert importances(study_of(two), one_field)[0] is None
+    assert "One field is searched (train.lr)" in importances(study_of(two), one_field)[1]
+
+    # Identical outcomes everywhere: nothing tells the fields apart.
+    same = [trial(i, 1e-4 * (i + 1), 8, score=0.4) for i in range(4)]
+    shares, why = importances(study_of(same), sweep)
+    assert shares is None and "all 0" in why
+
+
+def test_pareto_importances_count_the_feasible_trials_only(tmp_path):
+    sweep = make_sweep(tmp_path, objective="pareto")
+    make = functools.partial(trial, root=sweep.out)
+    few = [make(0, 1e-4, 4, score=0.3), make(1, 1e-3, 16, score=0.5), make(2, 1e-3, 8, kind="infeasible")]
+    shares, why = importances(study_of(few), sweep)
+    assert shares is None and why == "Too few feasible trials for parameter importances: 2, 3 needed."

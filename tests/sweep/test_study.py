@@ -1,0 +1,71 @@
+"""keeptune.sweep.study: what a finished run tells the study (the gate as Optuna's constraint, both outcomes)
+and pruning from the tracker (the median rule and the gate, with the step and the reason)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from keeptune.sweep.config import PruningConfig, Sweep, SweepConfig
+from keeptune.sweep.study import Pruning, trial_outcome
+
+TASKS = [{"name": "qa", "role": "retention", "gate": {"fraction": 0.9}}, {"name": "new", "role": "new"}]
+
+
+def entry(step, accuracy, ratio, passes):
+    return {"step": step, "accuracy": accuracy, "retention": {"qa": {"exact_match.accuracy": ratio}},
+            "passes_gate": passes, "score": (1 - 0.01) * 0.3 + accuracy * 0.7 if passes else None}
+
+
+def test_a_trial_without_a_passing_checkpoint_is_infeasible_not_zero():
+    failing = [entry(2, 0.5, 0.5, False), entry(4, 0.75, 0.8, False)]
+    results = {"checkpoints": failing, "best": None, "params": {"ratio": 0.01}, "tasks": TASKS}
+    outcome = trial_outcome(results, "score")
+    assert not outcome["feasible"] and outcome["score"] is None
+    assert outcome["constraint"] == pytest.approx(0.9 - 0.8)  # the checkpoint closest to the gate
+    assert outcome["values"] == [pytest.approx(0.99 * 0.3 + 0.75 * 0.7)]  # its would-be score, not 0
+    passing = failing + [entry(6, 0.25, 1.0, True)]
+    results = {**results, "checkpoints": passing, "best": passing[-1]}
+    outcome = trial_outcome(results, "score")
+    assert outcome["feasible"] and outcome["constraint"] == 0
+    assert outcome["values"] == [pytest.approx(0.99 * 0.3 + 0.25 * 0.7)] and outcome["step"] == 6
+    assert trial_outcome(results, "pareto")["values"] == [0.25, 1.0]
+
+
+def test_an_unmeasurable_gap_still_counts_as_failing_and_no_checkpoint_as_fully_failing():
+    """A failing checkpoint whose baseline is 0 (no ratio) is 1e-9 from the gate, still > 0 for Optuna; a run
+    with no checkpoint at all gets the constraint 1."""
+    results = {"checkpoints": [entry(2, 0.5, None, False)], "best": None, "params": {"ratio": 0.01},
+               "tasks": TASKS}
+    assert trial_outcome(results, "score")["constraint"] == 1e-9
+    outcome = trial_outcome({**results, "checkpoints": []}, "score")
+    assert outcome["constraint"] == 1.0 and outcome["step"] is None and outcome["values"] == [pytest.approx(0.297)]
+
+
+class Trial:
+    def __init__(self, prune):
+        self.prune, self.reported = prune, []
+
+    def report(self, value, step):
+        self.reported.append((step, value))
+
+    def should_prune(self):
+        return self.prune
+
+
+def test_median_rule_prunes_with_the_step_and_reason():
+    sweep = Sweep(SweepConfig(pruning=PruningConfig(gate=True, median=True, warmup_steps=4)), Path("s.yaml"), "s",
+                  None, [], [], Path("out"))
+    track = {"tasks": {"new": {"scores": {"acc": 0.25}}}, "passes_gate": True, "gate": {"qa": True},
+             "retention": {"qa": {"m": 1.0}}}
+    trial = Trial(prune=True)
+    hook = Pruning(sweep, trial, "new", "acc")
+    assert hook(2, track) is None and hook.pruned is None  # warm-up
+    assert "below the median" in hook(4, track) and hook.pruned["step"] == 4
+    assert trial.reported == [(2, 0.25), (4, 0.25)]
+    failing = {**track, "passes_gate": False, "gate": {"qa": False}, "retention": {"qa": {"m": 0.5}}}
+    hook = Pruning(sweep, Trial(prune=False), "new", "acc")
+    assert hook(4, track) is None
+    assert hook(6, failing) == "tracked retention of qa below the gate (0.500 of the baseline)"
+    unmeasured = {**failing, "retention": {"qa": {"m": None}}}
+    assert hook(8, unmeasured) == "tracked retention of qa below the gate"
