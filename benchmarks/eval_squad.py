@@ -23,7 +23,9 @@ import torch
 from transformers import GenerationConfig
 
 from keeptune.evaluate.generation import GenerationSettings, generate, left_pad, positions
-from keeptune.evaluate.spec import SpecTask, load_spec, load_task_samples, resolve_data_path
+from keeptune.evaluate.task import SpecTask
+from keeptune.evaluate.spec import load_spec
+from keeptune.evaluate.samples import load_task_samples, resolve_data_path
 from keeptune.model.load import load_model
 
 

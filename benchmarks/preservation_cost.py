@@ -17,7 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from keeptune.evaluate.spec import SpecTask, load_spec, load_task_samples, resolve_data_path
+from keeptune.evaluate.task import SpecTask
+from keeptune.evaluate.spec import load_spec
+from keeptune.evaluate.samples import load_task_samples, resolve_data_path
 from keeptune.model.load import load_model
 from keeptune.retention.preservation import load_preservation
 from keeptune.retention.replay import base_answers

@@ -91,7 +91,7 @@ def test_eval_set_is_held_out_from_training(experiment):
 def test_eval_set_obeys_the_training_strategy_filter(tmp_path):
     from keeptune.core.io import write_jsonl
     from keeptune.data.math.build import conversation
-    from keeptune.experiment.runner import held_out_problems
+    from keeptune.experiment.newdata import held_out_problems
 
     train = tmp_path / "train.jsonl"
     write_jsonl(train, [conversation(1, "计算 1.00 + 2.00 等于多少？", "1.00 + 2.00 = 3.00", "arithmetic")])
@@ -152,9 +152,10 @@ def test_rerun_redoes_nothing_and_a_changed_evaluation_redoes_only_it(experiment
 @pytest.mark.parametrize("fmt", ["plain", "vicuna", "chat"])
 def test_evaluation_reads_the_prompt_tokens_training_put_before_the_answer(fmt):
     from keeptune.data.prompts import format_prompt
-    from keeptune.evaluate.spec import Sample, SpecTask
+    from keeptune.evaluate.samples import Sample
+    from keeptune.evaluate.task import SpecTask
     from keeptune.experiment.config import ExperimentConfig, NewTaskConfig
-    from keeptune.experiment.runner import new_task_spec
+    from keeptune.experiment.plan import new_task_spec
     from keeptune.train.records import IGNORE, Conversation, encode
     from tests.tiny import chat_tokenizer
 
@@ -175,7 +176,7 @@ def test_evaluation_reads_the_prompt_tokens_training_put_before_the_answer(fmt):
 def test_a_max_new_tokens_shorter_than_the_answers_is_warned(tmp_path, capsys):
     from keeptune.core.io import write_jsonl
     from keeptune.data.math.build import conversation
-    from keeptune.experiment.runner import warn_if_answers_do_not_fit
+    from keeptune.experiment.newdata import warn_if_answers_do_not_fit
     from tests.tiny import byte_tokenizer
 
     train = tmp_path / "train.jsonl"

@@ -6,7 +6,9 @@ import pytest
 
 from keeptune.core.gate import TaskGate
 from keeptune.core.io import write_jsonl
-from keeptune.evaluate.spec import Sample, SpecTask, load_spec
+from keeptune.evaluate.samples import Sample
+from keeptune.evaluate.task import SpecTask
+from keeptune.evaluate.spec import load_spec
 from keeptune.experiment.config import ExperimentConfig, TrackingConfig
 from keeptune.experiment.tracking import Tracker
 from tests.tiny import byte_tokenizer, tiny_llama

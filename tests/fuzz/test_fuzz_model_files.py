@@ -11,7 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from keeptune.core.errors import ModelLoadError
-from keeptune.model.load import check_config_json, check_safetensors, gguf_to_model_dir, read_gguf_header
+from keeptune.model.load import check_config_json, check_safetensors
+from keeptune.model.gguf import gguf_to_model_dir, read_gguf_header
 from tests.fuzz.helpers import damaged, fuzz, json_values, long_fuzz, user_error_or_success, workdir
 
 # --- GGUF ---------------------------------------------------------------------------------------

@@ -11,7 +11,9 @@ from typing import NoReturn
 from keeptune.core import gate as rules
 from keeptune.core.errors import ConfigError
 from keeptune.data.prompts import PROMPTS
-from keeptune.evaluate.spec import Compiled, SpecTask, given_path, load_spec, load_task_samples, resolve_data_path
+from keeptune.evaluate.spec import Compiled, load_spec
+from keeptune.evaluate.task import SpecTask
+from keeptune.evaluate.samples import given_path, load_task_samples, resolve_data_path
 from keeptune.experiment.config import ExperimentConfig
 from keeptune.model.load import resolve_device
 from keeptune.model.params import lora_accounting, source_config

@@ -18,13 +18,14 @@ def task_entries(plan: Plan, baseline: dict) -> list[dict]:
     entries = []
     for compiled, task_gate in plan.retention:
         entries.append({"name": compiled.spec.name, "role": "retention", "description": compiled.spec.description,
-                        "metrics": compiled.scalars(), "units": compiled.units(),
+                        "version": compiled.spec.metadata.version, "metrics": compiled.scalars(), "units": compiled.units(),
                         "gate": task_gate.describe(baseline[compiled.spec.name]["scores"])})
     new = plan.new.spec
     entries.append({"name": new.name, "role": "new", "description": new.description,
-                    "metrics": plan.new.scalars(), "units": plan.new.units(), "accuracy": plan.accuracy,
+                    "version": new.metadata.version, "metrics": plan.new.scalars(), "units": plan.new.units(), "accuracy": plan.accuracy,
                     "breakdown": new.breakdown})
     return entries
+
 
 def judge_state(plan: Plan, scores: dict[str, dict], baseline: dict[str, dict]) -> dict:
     """Gate, retention, accuracy and score of one evaluated model state."""

@@ -36,7 +36,8 @@ from keeptune.core.io import atomic_write_json
 from keeptune.core.outputs import claim_output_dir, locked
 from keeptune.core.resume import redo_on_mismatch
 from keeptune.evaluate.run import evaluate_tasks
-from keeptune.evaluate.spec import SpecTask, load_task_samples, resolve_data_path
+from keeptune.evaluate.task import SpecTask
+from keeptune.evaluate.samples import load_task_samples, resolve_data_path
 from keeptune.experiment.config import ExperimentConfig
 from keeptune.experiment.newdata import prepare_data, warn_if_answers_do_not_fit, warn_if_overlapping
 from keeptune.experiment.plan import Plan, new_task_spec, plan_experiment, rank
@@ -50,9 +51,9 @@ from keeptune.model.lora import apply_lora
 from keeptune.retention import replay as replaying
 from keeptune.retention import scale as scaling
 from keeptune.retention.preservation import load_preservation, model_texts, needs_preservation, write_items
+from keeptune.retention.training import train
 from keeptune.train import checkpoint
 from keeptune.train.config import Config, DataConfig
-from keeptune.train.loop import train
 from keeptune.train.records import detect_prompt, read_conversations
 
 # What `keeptune run` writes into its run directory: a folder holding only these is one of its runs.

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from keeptune.core import gate as rules
 from keeptune.evaluate.run import evaluate_tasks
-from keeptune.evaluate.spec import SpecTask
+from keeptune.evaluate.task import SpecTask
 from keeptune.experiment.config import ExperimentConfig
 
 KEY = "track"

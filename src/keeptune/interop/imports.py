@@ -19,8 +19,14 @@ from keeptune.core.resume import sha256_bytes
 from keeptune.interop.config import expected_shapes, infer_config, read_config, shape_differences
 from keeptune.interop.hf_dir import ADAPTER_WEIGHTS, ShardWriter, cast
 from keeptune.interop.mindspore_ckpt import CheckpointError, CheckpointFile
-from keeptune.interop.names import (EMBEDDING, MINDPET, OUTPUT_HEAD, hf_weight_name, peft_module_of_mindpet,
-                                    peft_weight_key)
+from keeptune.interop.names import (
+    EMBEDDING,
+    MINDPET,
+    OUTPUT_HEAD,
+    hf_weight_name,
+    peft_module_of_mindpet,
+    peft_weight_key,
+)
 from keeptune.model.load import resolve_dtype
 from keeptune.model.lora import MINDFORMERS_TO_HF
 from keeptune.model.params import meta_model, source_config
