@@ -18,11 +18,13 @@ def task_entries(plan: Plan, baseline: dict) -> list[dict]:
     entries = []
     for compiled, task_gate in plan.retention:
         entries.append({"name": compiled.spec.name, "role": "retention", "description": compiled.spec.description,
-                        "version": compiled.spec.metadata.version, "metrics": compiled.scalars(), "units": compiled.units(),
+                        "version": compiled.spec.metadata.version, "metrics": compiled.scalars(),
+                        "units": compiled.units(),
                         "gate": task_gate.describe(baseline[compiled.spec.name]["scores"])})
     new = plan.new.spec
     entries.append({"name": new.name, "role": "new", "description": new.description,
-                    "version": new.metadata.version, "metrics": plan.new.scalars(), "units": plan.new.units(), "accuracy": plan.accuracy,
+                    "version": new.metadata.version, "metrics": plan.new.scalars(), "units": plan.new.units(),
+                    "accuracy": plan.accuracy,
                     "breakdown": new.breakdown})
     return entries
 
