@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from keeptune.cli import main
+from tests.train.conftest import trained  # noqa: F401 (fixture: the training tests' tiny run, merged here)
 
 
 def logits(model, ids):

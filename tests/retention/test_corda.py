@@ -18,9 +18,9 @@ from keeptune.cli import main
 from keeptune.model import adapter as adapters
 from keeptune.model.lora import LoraSettings, apply_corda, apply_lora, count_parameters
 from keeptune.model.params import lora_accounting, source_config
-from keeptune.retention.training import prompt_runner
+from keeptune.retention.corda import prompt_runner
+from keeptune.retention.training import train
 from keeptune.train import checkpoint
-from keeptune.train.loop import train
 from tests.tiny import byte_tokenizer, save_tiny, tiny_llama
 from tests.train.conftest import conversation, one_thread, tiny_config  # noqa: F401  (one_thread: autouse, one torch thread)
 

@@ -9,11 +9,13 @@ import urllib.request
 import pytest
 
 from keeptune.core.errors import ConfigError
-from keeptune.evaluate.spec import SpecTask, load_spec, load_task_samples
+from keeptune.evaluate.samples import load_task_samples, resolve_data_path
+from keeptune.evaluate.spec import load_spec
+from keeptune.evaluate.task import SpecTask
 from keeptune.retention.preservation import evenly_spaced, load_preservation, plan_preservation, preservation_prompts
 from keeptune.train.config import RetentionConfig
 
-# The seed's SQuAD prompt (SPEC section 1), written out here byte for byte.
+# The seed's SQuAD prompt (squad-seed's, docs/eval.md), written out here byte for byte.
 SEED = ("Read the passage and answer the question below.\n\n### Instruction:\n{passage}\n\n### Input:\n{question}"
         "\n\n### Response:")
 LONG = ("The Danube is the second-longest river in Europe. It rises in the Black Forest and flows east for some "
@@ -118,8 +120,6 @@ def test_a_task_spec_as_preservation(tmp_path, gate):
 
 
 def test_the_built_in_squad_seed_task_as_preservation_overlaps_the_default_gate():
-    from keeptune.evaluate.spec import resolve_data_path
-
     compiled = load_spec("squad-seed")
     default = [SpecTask(compiled, load_task_samples(compiled, resolve_data_path(compiled.spec)))]
     with pytest.raises(ConfigError, match="54 of the 54"):

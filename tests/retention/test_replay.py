@@ -108,7 +108,7 @@ def test_overlapping_preservation_is_refused_before_any_work(tmp_path, capsys):
     from dataclasses import replace
 
     from keeptune.experiment.config import ExperimentConfig, RetentionTaskConfig
-    from keeptune.experiment.runner import plan_experiment
+    from keeptune.experiment.plan import plan_experiment
     from keeptune.train.config import RetentionConfig
 
     words = tiny_experiment(tmp_path, "retention.methods=[replay]")

@@ -116,9 +116,6 @@ def test_factors_folders_and_methods():
     assert [scaling.folder(s) for s in (0.5, 0.0, 1 / 3)] == ["scale-0.5", "scale-0.0", "scale-0.3333333333333333"]
     assert scaling.state_methods(on.methods, 1.0) == ["kl"]
     assert scaling.state_methods(on.methods, 0.5) == ["kl", "scale"]
-    training = scaling.training_retention(on)
-    assert training.methods == ("kl",) and training.scales == RetentionConfig().scales
-    assert training.kl_weight == on.kl_weight
 
 
 def test_scale_refuses_corda_and_a_task_named_like_its_folders():

@@ -1,5 +1,5 @@
 """Training configs: YAML, key=value overrides, types, errors with file and line,
-the two shipped configs against the SPEC, and help text for every field."""
+the two shipped configs against the seed's settings, and help text for every field."""
 from __future__ import annotations
 
 import dataclasses
@@ -70,7 +70,7 @@ def test_smollm2_config_is_the_default():
 
 
 def test_llama3_config_is_the_seed_baseline():
-    """SPEC section 3, value by value; the targets select 3,407,872 parameters of Llama-3-8B."""
+    """The seed's baseline (docs/train.md), value by value; the targets select 3,407,872 parameters of Llama-3-8B."""
     config = load_config(CONFIGS / "llama3-8b" / "lora.yaml")
     lora, train, data = config.lora, config.train, config.data
     assert (lora.rank, lora.alpha, lora.dropout) == (8, 16, 0.05)

@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from keeptune.train import distributed
 from keeptune.train.loop import train
 from tests.conftest import REPO
 from tests.train.conftest import tiny_config, tiny_words
@@ -19,6 +20,15 @@ from tests.train.conftest import tiny_config, tiny_words
 # no dropout, so the two runs compute the same function of the same data (ranks take disjoint micro-batches);
 # float32, so "the same" holds to float32's rounding (FSDP's bf16 policy and CPU bf16 round differently)
 RUN = ("train.epochs=1", "train.checkpoints=2", "lora.dropout=0", "train.precision=fp32")
+
+
+def test_rank_and_world_read_torchrun_s_variables(monkeypatch):
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert distributed.rank_and_world() == (0, 1)  # one process, no torchrun
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    assert distributed.rank_and_world() == (3, 4)
 
 
 @pytest.fixture(scope="module")

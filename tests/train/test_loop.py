@@ -186,10 +186,18 @@ def test_existing_run_needs_resume_and_the_same_settings(trained, tiny_dir, tiny
     with pytest.raises(ConfigError, match="already holds checkpoints .* --resume"):
         train(config)
     changed = dataclasses.replace(config, resume=True, lora=dataclasses.replace(config.lora, rank=4))
-    with pytest.raises(ResumeMismatchError, match=r"other settings \(lora.rank differ\)"):
+    with pytest.raises(ResumeMismatchError, match=r"step-000012 was trained with other settings \(lora.rank differ\); "
+                                                  "resume with the same config and data, or use another out="):
         train(changed)
     done = train(dataclasses.replace(config, resume=True))  # already complete: nothing to train
     assert done.step == STEPS
+
+
+def test_retention_methods_need_their_hooks(tiny_dir, tiny_data, tmp_path):
+    """The loop alone trains plain LoRA; kl and corda come through keeptune.retention.training.train."""
+    with pytest.raises(ConfigError, match="'retention.methods': this training was given no hooks for kl"):
+        train(tiny_config(tiny_dir, tiny_data, tmp_path / "run", "retention.methods=[kl]"))
+    assert not (tmp_path / "run").exists()
 
 
 def test_global_batch_must_split_into_micro_batches(tiny_dir, tiny_data, tmp_path):

@@ -2,8 +2,9 @@
 and the batch plan (shuffle, length grouping, ranks).
 
 The byte tokenizer (tests/tiny.py) gives one token per UTF-8 byte, so every
-expected sequence here is the bytes of a string written out from SPEC section 2
-plus the special ids BOS 1 and EOS 2, not keeptune's own formatting code.
+expected sequence here is the bytes of a string written out from the seed's
+MindFormers vicuna template (VICUNA below) plus the special ids BOS 1 and EOS 2,
+not keeptune's own formatting code.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from tests.train.conftest import conversation
 
 BOS, EOS = 1, 2
 TOKENIZER = byte_tokenizer()
-# SPEC section 2, byte for byte, BOS and EOS aside.
+# The seed's MindFormers fine-tuning sequence (vicuna), byte for byte, BOS and EOS aside.
 VICUNA = ("A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "
           "detailed, and polite answers to the user's questions. USER: {prompt} ASSISTANT: {answer}")
 

@@ -15,8 +15,8 @@ import torch
 from safetensors.torch import load_file
 
 from keeptune.model import adapter as adapters
+from keeptune.retention.training import train  # the loop with kl and corda plugged in, as `keeptune train` runs it
 from keeptune.train import checkpoint
-from keeptune.train.loop import train
 from tests.conftest import REPO
 from tests.train.conftest import tiny_config, tiny_words
 
@@ -33,9 +33,9 @@ def log_of(run):
 PROMPTS = [f"Passage {i}: the river runs {7 * i + 3} miles past town {i % 5}. Question: how far does it run?"
            for i in range(16)]
 # `keeptune train` in a subprocess; with corda, train(config, preservation=PROMPTS) from the same words.
-CORDA_CHILD = ("import sys; from keeptune.train.config import load_config; from keeptune.train.loop import train; "
-               "from tests.train.test_resume import PROMPTS; train(load_config(None, sys.argv[1:]), "
-               "preservation=PROMPTS)")
+CORDA_CHILD = ("import sys; from keeptune.train.config import load_config; "
+               "from keeptune.retention.training import train; from tests.train.test_resume import PROMPTS; "
+               "train(load_config(None, sys.argv[1:]), preservation=PROMPTS)")
 
 
 @pytest.mark.parametrize("precision,methods", [("fp32", ""), ("bf16", ""), ("fp32", "kl"), ("fp32", "corda"),

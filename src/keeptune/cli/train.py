@@ -1,4 +1,4 @@
-"""`keeptune train` and `keeptune merge`: one typed function per command.
+"""`keeptune train`: a typed function for the command, and its key=value entry point.
 
 `keeptune train` takes `key=value` words, which jsonargparse does not parse, so
 the CLI hands its arguments to `main` (argparse) before jsonargparse sees them.
@@ -9,7 +9,9 @@ import dataclasses
 from pathlib import Path
 from typing import Optional
 
-from keeptune.core.config import parse_words
+from keeptune.core.config import parse_words, read_yaml
+from keeptune.retention.config import check_training
+from keeptune.retention.training import train as run_training
 from keeptune.train.config import Config, load_config
 
 TRAIN_USAGE = """\
@@ -34,9 +36,6 @@ def train(config: Optional[Path] = None, overrides: Optional[list[str]] = None, 
         overrides: `section.field=value` words applied on top, e.g. train.lr=1e-3 lora.rank=16.
         resume: continue from the last complete checkpoint in the run directory.
     """
-    from keeptune.retention.training import check_training
-    from keeptune.train.loop import train as run_training
-
     settings = load_config(config, overrides or [])
     check_training(settings.retention, origin(config, overrides or [], "retention.methods"))  # replay, scale
     if resume:
@@ -50,8 +49,6 @@ def origin(config: Optional[Path], overrides: list[str], key: str) -> str:
         if word.partition("=")[0].strip() == key:
             return f"override {word!r}"
     if config is not None:
-        from keeptune.core.config import read_yaml
-
         return read_yaml(Path(config))[1].get(key, str(config))
     return "defaults"
 

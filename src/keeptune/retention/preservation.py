@@ -43,19 +43,10 @@ from typing import Optional, Sequence
 from keeptune.core.errors import ConfigError, DataError
 from keeptune.core.io import write_jsonl
 from keeptune.data.squad import OFFICIAL_TRAIN_URL, resolve_data
-from keeptune.evaluate.spec import (
-    ALIASES,
-    Sample,
-    SpecTask,
-    builtin_names,
-    given_path,
-    load_spec,
-    load_task_samples,
-    prompt_fields,
-    prompt_template,
-    render_prompt,
-    resolve_data_path,
-)
+from keeptune.evaluate.samples import Sample, given_path, load_task_samples, resolve_data_path
+from keeptune.evaluate.spec import ALIASES, builtin_names, load_spec, prompt_fields, prompt_template, render_prompt
+from keeptune.evaluate.task import SpecTask
+from keeptune.retention.selfwritten import FIELDS, self_written
 from keeptune.train.config import RetentionConfig
 
 FIELD = "retention.preservation"
@@ -126,8 +117,6 @@ def load_preservation(retention: RetentionConfig, gated_tasks: Sequence[SpecTask
         if model is None or tokenizer is None or cache is None:
             raise ValueError("the offline default (retention.preservation: null) is written by the base model: "
                              "pass cache, model and tokenizer")
-        from keeptune.retention.selfwritten import self_written
-
         source, samples = self_written(retention.preservation_samples, model, tokenizer, cache,
                                        identity or {}, batch_size)
     return choose_and_check(retention, gated_tasks, source, samples)
@@ -139,8 +128,6 @@ def plan_preservation(retention: RetentionConfig, gated_tasks: Sequence[SpecTask
     if not needs_preservation(retention):
         return None
     if retention.preservation is None:
-        from keeptune.retention.selfwritten import FIELDS
-
         renderable(gated_tasks, FIELDS, "the offline default (self-written passages and questions)")
         return None
     source, samples = read_source(retention.preservation)

@@ -26,7 +26,7 @@ from pathlib import Path
 from keeptune.core.io import iter_jsonl, write_jsonl
 from keeptune.data.prompts import sequence_bos
 from keeptune.evaluate.run import GenerationTask, generate_raw
-from keeptune.evaluate.spec import SpecTask
+from keeptune.evaluate.task import SpecTask
 from keeptune.retention.preservation import Preservation
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from keeptune.core.io import write_jsonl
 from keeptune.evaluate.run import GenerationTask, generate_raw
-from keeptune.evaluate.spec import Sample
+from keeptune.evaluate.samples import Sample
 
 # The fields of a self-written sample (a retention task's prompt must read only these to render it).
 FIELDS = ("id", "topic", "passage", "question")

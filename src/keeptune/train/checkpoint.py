@@ -2,7 +2,9 @@
 
 RUN/checkpoints/step-000040/ holds
 - adapter_config.json + adapter_model.safetensors: a PEFT adapter
-  (`PeftModel.from_pretrained(base, dir)` loads it);
+  (`PeftModel.from_pretrained(base, dir)` loads it; a training method may save
+  it its own way, keeptune.train.methods.Prepared.save_adapter: CorDA's is
+  converted for the original base);
 - keeptune.json: base model, prompt name, sequence format, seq_len, step and the
   LoRA settings, so evaluation can use the training prompt by default;
 - optimizer.safetensors: AdamW's tensors; trainer_state.json: its parameter
@@ -23,19 +25,19 @@ import json
 import random
 import re
 import shutil
-import warnings
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from keeptune.core.io import atomic_write_json
 from keeptune.core.outputs import replace_dir, staging_dir
-from keeptune.model.adapter import CORDA_WEIGHTS
 from keeptune.train.distributed import Dist, barrier
 
 CHECKPOINTS = "checkpoints"
+# How a checkpoint writes its adapter: (PEFT model, checkpoint folder, the adapter's gathered state dict) -> None.
+SaveAdapter = Callable[[torch.nn.Module, Path, dict], None]
 STEP_DIR = re.compile(r"step-(\d+)")
 
 
@@ -81,6 +83,9 @@ def set_rng_state(state: dict) -> None:
     random.setstate((version, tuple(values), gauss))
 
 
+# torch.distributed.checkpoint.state_dict is imported where a checkpoint is written or read: it pulls in FSDP
+# (about 0.6 s), which the modules that only list checkpoints (the experiment, the report) do not need.
+
 def full_state(**options):
     """torch.distributed's state-dict options for whole tensors on CPU (gathered from the shards under FSDP)."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions
@@ -89,11 +94,12 @@ def full_state(**options):
 
 
 def save(run: Path, step: int, model: torch.nn.Module, peft_model, optimizer, scheduler,
-         info: dict, position: dict, d: Dist, corda_initial: Optional[Path] = None) -> Path:
+         info: dict, position: dict, d: Dist,
+         save_adapter: Optional[SaveAdapter] = None) -> Path:
     """Write checkpoint `step` (collective: every rank calls it; rank 0 writes all but its RNG file).
 
-    `corda_initial`: a CorDA run's initial adapter (keeptune.retention.training); the adapter is then saved
-    converted for the original base, and its weights as trained in CORDA_WEIGHTS."""
+    `save_adapter(peft_model, folder, state)`: how the adapter is written (keeptune.train.methods;
+    default: PEFT's save_pretrained of the gathered state)."""
     from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
 
     adapter = get_model_state_dict(model, options=full_state(ignore_frozen_params=True))
@@ -104,10 +110,10 @@ def save(run: Path, step: int, model: torch.nn.Module, peft_model, optimizer, sc
     atomic_write_json(tmp / f"rng-rank{d.rank}.json", rng_state())
     barrier(d)
     if d.main:
-        if corda_initial is None:
+        if save_adapter is None:
             peft_model.save_pretrained(tmp, state_dict=adapter)
         else:
-            save_corda(peft_model, tmp, corda_initial, adapter)
+            save_adapter(peft_model, tmp, adapter)
         (tmp / "README.md").unlink(missing_ok=True)  # PEFT's model card template: nothing in it
         atomic_write_json(tmp / "keeptune.json", {**info, "step": step})
         tensors = {f"{name}::{key}": value.contiguous() for name, state in optim["state"].items()
@@ -119,28 +125,6 @@ def save(run: Path, step: int, model: torch.nn.Module, peft_model, optimizer, sc
         replace_dir(tmp, target)
     barrier(d)
     return target
-
-
-def save_corda(peft_model, folder: Path, initial: Path, adapter: dict) -> None:
-    """A CorDA adapter as PEFT converts it (rank 2r, for the original base) and its rank-r weights as trained."""
-    from peft import get_peft_model_state_dict
-
-    save_file(get_peft_model_state_dict(peft_model, state_dict=adapter), folder / CORDA_WEIGHTS)
-    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
-    modes = [(module, module.training) for module in peft_model.modules()]
-    # PEFT loads the initial adapter into the model for the subtraction and deletes it: its new layers' random
-    # initialisation must not move the RNG training continues with (a resumed run restores the saved state),
-    # and the eval mode it leaves the model in must not stop dropout
-    with torch.random.fork_rng(devices=devices), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*corda_config.*ignored.*")  # the initial adapter: as meant
-        warnings.filterwarnings("ignore", message="CorDA changes the base weights")  # and deleted at once
-        peft_model.save_pretrained(folder, selected_adapters=["default"],
-                                   path_initial_model_for_weight_conversion=str(initial))
-    for module, training in modes:
-        module.training = training
-    config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
-    atomic_write_json(folder / "adapter_config.json", {**config, "corda_config": None})  # a plain LoRA now: PEFT
-    # would warn at every load that the CorDA settings are ignored
 
 
 def restore(path: Path, model: torch.nn.Module, optimizer, scheduler, d: Dist) -> dict:

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Literal, Optional, Sequence
 
 from keeptune.core import config as config_engine
-from keeptune.core.errors import ConfigError
-from keeptune.model.lora import LoraSettings
+from keeptune.core.errors import ConfigError, ModelLoadError, TargetError
+from keeptune.model.load import resolve_device, resolve_dtype
+from keeptune.model.lora import LoraSettings, check_target_syntax
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,9 @@ class TrainConfig:
 
 
 # The retention methods (docs/retention.md): each prevents forgetting in its own way, and they combine.
+# Their settings are a section of the training config (Config.retention, shared by the experiment's config), so
+# they are declared here with the rest of the schema; keeptune.retention implements the methods (kl and corda
+# plug into the loop through keeptune.train.methods).
 RETENTION_METHODS = ("kl", "corda", "replay", "scale")
 
 
@@ -234,9 +238,6 @@ def validate(config, where: dict[str, str]):
                           "method once")
     targets = get("lora.targets")
     if targets is not None:
-        from keeptune.core.errors import TargetError
-        from keeptune.model.lora import check_target_syntax
-
         try:
             check_target_syntax(targets)
         except TargetError as err:
@@ -245,9 +246,6 @@ def validate(config, where: dict[str, str]):
         value = get(dotted)
         if value is None:
             continue
-        from keeptune.core.errors import ModelLoadError
-        from keeptune.model.load import resolve_device, resolve_dtype
-
         try:
             resolve_device(value) if dotted == "model.device" else resolve_dtype(value, resolve_device("cpu"))
         except ModelLoadError as err:

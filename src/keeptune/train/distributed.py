@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 from keeptune.model.load import resolve_device
 
@@ -33,13 +34,18 @@ class Dist:
         return self.rank == 0
 
 
+def rank_and_world() -> tuple[int, int]:
+    """(rank, world size) as torchrun sets them (RANK, WORLD_SIZE); (0, 1) in a single process."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def setup(device: str = "auto", backend: str = "auto") -> Dist:
     """Join the process group when started by torchrun (WORLD_SIZE > 1)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, world = rank_and_world()
     dev = resolve_device(device)
     if world == 1:
         return Dist(device=dev)
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if dev.type == "cuda":
         dev = torch.device("cuda", local_rank)
         torch.cuda.set_device(dev)
@@ -72,10 +78,8 @@ def wrap(model: torch.nn.Module, d: Dist, strategy: str, bf16: bool) -> torch.nn
     if d.world == 1:
         return model
     if strategy == "ddp":
-        from torch.nn.parallel import DistributedDataParallel
-
         return DistributedDataParallel(model, device_ids=[d.device.index] if d.device.type == "cuda" else None)
-    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard  # about 0.6 s: only when sharding
 
     # bf16 base weights and float32 LoRA weights share a layer: all-gather both as bf16.
     policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 \
@@ -91,7 +95,7 @@ def wrap(model: torch.nn.Module, d: Dist, strategy: str, bf16: bool) -> torch.nn
 
 def gradient_sync(model: torch.nn.Module, enabled: bool):
     """Context in which backward all-reduces gradients only if `enabled` (the last micro-batch of a step)."""
-    if isinstance(model, torch.nn.parallel.DistributedDataParallel) and not enabled:
+    if isinstance(model, DistributedDataParallel) and not enabled:
         return model.no_sync()
     if hasattr(model, "set_requires_gradient_sync"):  # FSDP2
         model.set_requires_gradient_sync(enabled)

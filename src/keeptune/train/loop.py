@@ -1,6 +1,6 @@
 """LoRA fine-tuning: setup, the training loop, cleanup, in this order.
 
-    train(config, on_step=None, every=1) -> Result
+    train(config, on_step=None, every=1, model=None, tokenizer=None, methods=PLAIN) -> Result
 
 Arithmetic of one optimizer step (nanoGPT style):
     global batch   = micro_batch x accumulation x world size        (samples)
@@ -12,6 +12,10 @@ Each micro-batch's backward gets (its loss sum x world / label tokens of the
 global batch); DDP averages over ranks (/ world), so the gradient is the same
 for any split into micro-batches and ranks. Steps per epoch = samples //
 global batch; total steps = epochs x steps per epoch, capped by max_steps.
+
+Retention methods that change training (kl, corda) plug in through `methods`
+(keeptune.train.methods: hooks with plain LoRA's defaults); keeptune.retention.training.train
+passes them, and this module imports nothing of keeptune.retention.
 
 The data order is a function of (seed, epoch, step) (see keeptune.train.records),
 so a checkpoint's step is its data position; with the optimizer, scheduler and
@@ -26,8 +30,6 @@ checkpoint at that step.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import hashlib
 import json
 import math
 import random
@@ -38,21 +40,25 @@ from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
+from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
+from transformers import get_cosine_schedule_with_warmup
 
 from keeptune.core.config import to_dict, to_yaml
-from keeptune.core.errors import ConfigError, DataError, ResumeMismatchError, TrainingDivergedError
+from keeptune.core.errors import ConfigError, DataError, TrainingDivergedError
 from keeptune.core.io import append_jsonl, atomic_write_text, read_jsonl_prefix, write_jsonl
 from keeptune.core.outputs import check_output_dir, claim_output_dir
+from keeptune.core.resume import check_same, sha256_file
 from keeptune.model import adapter as adapters
 from keeptune.model.load import load_model, model_name
 from keeptune.model.lora import print_parameter_groups
 from keeptune.model.params import check_targets
-from keeptune.retention import training as retention
 from keeptune.train import checkpoint, distributed, precision
 from keeptune.train.config import Config
 from keeptune.train.distributed import Dist
 from keeptune.train.dropout import use_fast_dropout
+from keeptune.train.checkpoint import SaveAdapter
+from keeptune.train.methods import PLAIN, LossTerm, Methods
 from keeptune.train.records import (
     IGNORE,
     collate,
@@ -66,8 +72,9 @@ from keeptune.train.records import (
 )
 
 OnStep = Callable[[int, torch.nn.Module], Optional[dict]]
-# What `keeptune train` writes into its run directory (`out`): a folder holding only these is a run of it.
-RUN_OUTPUTS = ("checkpoints", "adapter", "log.jsonl", "tensorboard", "config.yaml", retention.CORDA_DIR)
+# What `keeptune train` writes into its run directory (`out`), beside its methods' `outputs`: a folder holding
+# only these is a run of it.
+TRAIN_OUTPUTS = ("checkpoints", "adapter", "log.jsonl", "tensorboard", "config.yaml")
 # Config fields that may change between a run and its resumption (they do not change the result's maths).
 RESUMABLE_CHANGES = {"resume", "overwrite", "model.device", "train.micro_batch", "train.gradient_checkpointing",
                      "distributed.strategy", "distributed.backend"}
@@ -81,7 +88,7 @@ class Result:
     stopped_early: bool
     model: Optional[torch.nn.Module] = None  # the PEFT model, holding the last step's weights
     start: int = 0  # the step this invocation resumed from (0: a fresh run)
-    corda_seconds: float = 0.0  # spent preparing CorDA (covariance and decomposition) in this invocation
+    corda_seconds: float = 0.0  # spent preparing the methods in this invocation (CorDA's covariance and decomposition)
 
 
 @dataclass
@@ -105,26 +112,28 @@ class Run:
     start: int
     info: dict
     bf16: bool
-    kl: Optional[retention.KL] = None  # retention `kl`: the loss's KL term
-    corda_initial: Optional[Path] = None  # retention `corda`: the initial adapter checkpoints are converted with
-    corda_seconds: float = 0.0
+    loss: Optional[LossTerm] = None  # a term beside the cross-entropy (retention `kl`)
+    save_adapter: Optional[SaveAdapter] = None  # how checkpoints save the adapter (retention `corda`)
+    prepare_seconds: float = 0.0
 
 
 def train(config: Config, on_step: Optional[OnStep] = None, every: int = 1, model=None, tokenizer=None,
-          preservation: Optional[retention.Prompts] = None) -> Result:
+          methods: Methods = PLAIN) -> Result:
     """Fine-tune with LoRA as `config` says; returns where the final adapter is.
 
     `model` and `tokenizer`, when given, are the base model already loaded (the experiment
     loads it once): LoRA is applied to it in place, and Result.model is that PEFT model.
-    `preservation`: retention `corda`'s prompts, or a function (model, tokenizer) -> prompts
-    (default: keeptune.retention.preservation's, of retention.preservation)."""
+    `methods`: the hooks of the retention methods config.retention.methods names
+    (keeptune.train.methods); the default runs none."""
     if every < 1:
         raise ValueError(f"every must be at least 1, not {every}")
-    retention.check_training(config.retention)
-    config = dataclasses.replace(config, retention=retention.training_retention(config.retention))
+    others = [m for m in config.retention.methods if m not in methods.names]
+    if others:
+        raise ConfigError(f"field 'retention.methods': this training was given no hooks for {', '.join(others)} "
+                          "(keeptune.retention.training.train plugs in kl and corda)")
     d = distributed.setup(config.model.device, config.distributed.backend)
     try:
-        run = setup(config, d, model, tokenizer, preservation)
+        run = setup(config, d, model, tokenizer, methods)
         # bf16 on a CPU: the frozen base in bfloat16 and eager attention while the loop runs (keeptune.train.precision)
         cast = run.bf16 and d.device.type == "cpu" and not (d.world > 1 and config.distributed.strategy == "fsdp")
         with precision.CpuBf16(run.peft_model, cast) as compute:
@@ -135,15 +144,16 @@ def train(config: Config, on_step: Optional[OnStep] = None, every: int = 1, mode
 
 # --- setup -------------------------------------------------------------------------------
 
-def setup(config: Config, d: Dist, model=None, tokenizer=None, preservation=None) -> Run:
+def setup(config: Config, d: Dist, model=None, tokenizer=None, methods: Methods = PLAIN) -> Run:
     t, out = config.train, Path(config.out)
+    outputs = TRAIN_OUTPUTS + tuple(methods.outputs)
     # global batch = micro_batch x accumulation x world size
     accumulation, rest = divmod(t.global_batch, t.micro_batch * d.world)
     if rest or accumulation == 0:
         raise ConfigError(f"train.global_batch {t.global_batch} must be train.micro_batch {t.micro_batch} x "
                           f"gradient accumulation x world size {d.world}")
     check_output_dir(out, "train", config.overwrite, inputs=(config.data.path, config.model.source),
-                     outputs=RUN_OUTPUTS)
+                     outputs=outputs)
     distributed.barrier(d)  # every rank has looked before rank 0 marks the directory
     prior, start = checkpoint.last_step(out)
     if prior is not None and not config.resume:
@@ -153,20 +163,20 @@ def setup(config: Config, d: Dist, model=None, tokenizer=None, preservation=None
     conversations = read_conversations(path)
     check_targets(config.model.source, config.lora.targets)  # on the meta device: before any weights load
     bf16 = precision.use_bf16(t.precision, d.device)
-    identity = {**to_dict(config), "data_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+    identity = {**to_dict(config), "data_sha256": sha256_file(path),
                 "compute": "bf16" if bf16 else "fp32"}  # what precision=auto chose on this machine
-    if prior is not None:  # CorDA's prompts are checked once they are read, after the model loads
-        check_resumable(prior, identity, ignore={retention.PROMPTS_KEY})
-    preservation = retention.default_prompts(config, preservation)
+    if prior is not None:  # the methods' late keys (CorDA's prompts) are checked once known, after the model loads
+        check_resumable(prior, identity, ignore=methods.late_keys)
+    methods.check(config)
 
     torch.manual_seed(t.seed)
     random.seed(t.seed)
     if model is None:
         model, tokenizer = load_model(config.model.source, config.model.dtype, d.device)
     model.config.use_cache = False
-    preservation = retention.corda_prompts(config, d, preservation, model, tokenizer)  # None without corda
-    if preservation is not None:
-        identity[retention.PROMPTS_KEY] = retention.prompts_digest(preservation)
+    late = methods.identity(config, d, model, tokenizer)
+    if late:
+        identity.update(late)
         if prior is not None:
             check_resumable(prior, identity)
     dataset = encode(conversations, tokenizer, config.data.format, config.data.seq_len, config.data.add_bos, path)
@@ -188,9 +198,9 @@ def setup(config: Config, d: Dist, model=None, tokenizer=None, preservation=None
 
     if t.gradient_checkpointing:
         enable_activation_checkpointing(model)
-    methods = retention.prepare(model, tokenizer, config, preservation, d.main)  # LoRA (or CorDA) and KL
-    peft_model = methods.peft_model
-    info.update(methods.info)
+    prepared = methods.prepare(model, tokenizer, config, d.main)  # LoRA (or CorDA) and a loss term (KL)
+    peft_model = prepared.peft_model
+    info.update(prepared.info)
     if d.main:
         print(dataset.report(path, config.data.seq_len))
         print_parameter_groups(peft_model, t.weight_decay, config.lora.names)
@@ -203,8 +213,6 @@ def setup(config: Config, d: Dist, model=None, tokenizer=None, preservation=None
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW([{"params": trainable, "name": "decay", "weight_decay": t.weight_decay}],
                                   lr=t.lr, betas=t.betas, eps=t.eps)
-    from transformers import get_cosine_schedule_with_warmup
-
     scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, total)
     if prior is not None:
         checkpoint.restore(prior, model, optimizer, scheduler, d)
@@ -219,12 +227,12 @@ def setup(config: Config, d: Dist, model=None, tokenizer=None, preservation=None
               f"checkpoints at steps {save_at}" + (f"; resuming from {prior}" if prior else ""))
         checkpoint.remove_partial(out)
         claim_output_dir(out, "train", config.overwrite, inputs=(config.data.path, config.model.source),
-                         outputs=RUN_OUTPUTS)
+                         outputs=outputs)
         atomic_write_text(out / "config.yaml", to_yaml(config))
     distributed.barrier(d)
     return Run(config, d, out, samples, [len(s.tokens) for s in samples], [label_count(s) for s in samples],
                tokenizer.pad_token_id, peft_model, model, optimizer, scheduler, steps_per_epoch, total, save_at,
-               start, info, bf16, methods.kl, methods.corda_initial, methods.corda_seconds)
+               start, info, bf16, prepared.loss, prepared.save_adapter, prepared.seconds)
 
 
 def enable_activation_checkpointing(model) -> None:
@@ -235,22 +243,12 @@ def enable_activation_checkpointing(model) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
-def check_resumable(prior: Path, identity: dict, ignore: set = frozenset()) -> None:
-    """Refuse to resume a run made with other settings or other data (`ignore`: keys checked later)."""
+def check_resumable(prior: Path, identity: dict, ignore: frozenset[str] = frozenset()) -> None:
+    """Refuse to resume a run made with other settings or other data (ResumeMismatchError naming the dotted
+    keys that differ; `ignore`: keys checked later)."""
     saved = json.loads((prior / "keeptune.json").read_text(encoding="utf-8"))["config"]
-    flat_saved, flat_now = flatten(saved), flatten(identity)
-    changed = sorted(k for k in flat_saved.keys() | flat_now.keys()
-                     if k not in RESUMABLE_CHANGES | ignore and flat_saved.get(k) != flat_now.get(k))
-    if changed:
-        raise ResumeMismatchError(f"{prior} was trained with other settings ({', '.join(changed)} differ); "
-                                  "resume with the same config and data, or use another out=")
-
-
-def flatten(tree: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in tree.items():
-        flat.update(flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value})
-    return flat
+    check_same(saved, identity, f"{prior} was trained", "resume with the same config and data, or use another out=",
+               ignore=RESUMABLE_CHANGES | set(ignore))
 
 
 # --- the loop --------------------------------------------------------------------------
@@ -277,8 +275,8 @@ def loop(run: Run, on_step: Optional[OnStep], every: int, float32=contextlib.nul
                 inputs = {k: v.to(d.device) for k, v in collate([run.samples[i] for i in micro], run.pad_id).items()}
                 with distributed.gradient_sync(run.model, number == len(mine) - 1):
                     with torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=run.bf16):
-                        micro_loss = token_loss_sum(run.model, inputs) if run.kl is None else \
-                            token_loss_sum(run.model, inputs, run.kl)
+                        micro_loss = token_loss_sum(run.model, inputs) if run.loss is None else \
+                            token_loss_sum(run.model, inputs, run.loss)
                     (micro_loss * d.world / label_tokens).backward()
                 loss_sum += micro_loss.item()
             loss = distributed.all_reduce_sum(d, [loss_sum])[0] / label_tokens
@@ -295,8 +293,8 @@ def loop(run: Run, on_step: Optional[OnStep], every: int, float32=contextlib.nul
             seconds = time.perf_counter() - started
             record = {"step": step, "epoch": step / run.steps_per_epoch, "loss": loss, "lr": lr,
                       "grad_norm": grad_norm, "tokens": tokens, "tokens_per_s": tokens / seconds, "seconds": seconds}
-            if run.kl is not None:
-                record.update(run.kl.step_record(label_tokens, d))
+            if run.loss is not None:
+                record.update(run.loss.step_record(label_tokens, d))
             if on_step is not None and step % every == 0:
                 with float32():
                     extra = dict(on_step(step, run.peft_model) or {})
@@ -310,7 +308,7 @@ def loop(run: Run, on_step: Optional[OnStep], every: int, float32=contextlib.nul
             if step in run.save_at or stopped or step == run.total:
                 position = {"epoch": epoch, "batch_in_epoch": index + 1, "samples_seen": step * t.global_batch}
                 checkpoint.save(run.out, step, run.model, run.peft_model, run.optimizer, run.scheduler,
-                                run.info, position, d, run.corda_initial)
+                                run.info, position, d, save_adapter=run.save_adapter)
     finally:
         bar.close()
         if log is not None:
@@ -319,19 +317,19 @@ def loop(run: Run, on_step: Optional[OnStep], every: int, float32=contextlib.nul
     return finish(run, step, stopped)
 
 
-def token_loss_sum(model: torch.nn.Module, batch: dict, kl: Optional[retention.KL] = None) -> torch.Tensor:
+def token_loss_sum(model: torch.nn.Module, batch: dict, term: Optional[LossTerm] = None) -> torch.Tensor:
     """Sum of the cross-entropy of every label token (position t predicts token t + 1); with
-    `kl`, plus kl_weight x the sum of KL(base || tuned) at the same positions.
+    `term`, plus that term at the same positions (retention `kl`: kl_weight x the sum of KL(base || tuned)).
 
     Only positions that predict a label go through the output head: prompts are
     most of each sequence and the head is a fifth of a small model's weights
     (SmolLM2: 28M of 135M), so skipping it there saves compute in both passes.
     """
     keep, targets = label_positions(batch["labels"])
-    base = kl.base_logits(batch, keep) if kl is not None else None  # first: its no-grad pass holds no graph
+    reference = term.reference_logits(batch, keep) if term is not None else None  # first: no graph held
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep).logits
-    if kl is not None:  # the CE and the KL share the tuned model's log-softmax
-        return kl.loss_sum(logits.flatten(0, -2), targets.flatten(), base.flatten(0, -2))
+    if term is not None:  # the term computes the CE beside itself (kl: both from one log-softmax)
+        return term.loss_sum(logits.flatten(0, -2), targets.flatten(), reference.flatten(0, -2))
     return F.cross_entropy(logits.flatten(0, -2).float(), targets.flatten(), ignore_index=IGNORE, reduction="sum")
 
 
@@ -370,8 +368,6 @@ def diverged(run: Run, step: int, loss: float, grad_norm: float) -> None:
 
 def open_logs(run: Run):
     """RUN/log.jsonl (cut back to the resumed step) and a TensorBoard writer that drops later events."""
-    from torch.utils.tensorboard import SummaryWriter
-
     path = run.out / "log.jsonl"
     kept = [r for r in read_jsonl_prefix(path)[0] if r["step"] <= run.start] if path.is_file() else []
     write_jsonl(path, kept)
@@ -398,4 +394,4 @@ def finish(run: Run, step: int, stopped: bool) -> Result:
         why = "stopped early by the callback" if stopped else "done"
         print(f"training {why} at step {step}: adapter in {adapter}; checkpoints in {run.out / checkpoint.CHECKPOINTS}")
     distributed.barrier(run.d)
-    return Result(run.out, adapter, step, stopped, run.peft_model, run.start, run.corda_seconds)
+    return Result(run.out, adapter, step, stopped, run.peft_model, run.start, run.prepare_seconds)

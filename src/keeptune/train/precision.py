@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import platform
+import subprocess
 from pathlib import Path
 
 import torch
@@ -62,8 +63,6 @@ def cpu_flags() -> set[str]:
 
 def _sysctl_flag(name: str) -> bool:
     """A macOS sysctl boolean (Apple silicon's FEAT_BF16); False where there is no sysctl."""
-    import subprocess
-
     try:
         done = subprocess.run(["sysctl", "-n", name], capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
@@ -135,7 +134,7 @@ class CpuBf16:
         """PEFT casts a LoRA layer's bf16 input to its float32 A's dtype, then autocast casts it back to bf16 for
         the product: two copies of every LoRA input for nothing. Off while bf16, that input stays bf16 (PEFT's
         `cast_input_dtype_enabled`, the switch of peft.helpers.disable_input_dtype_casting)."""
-        from peft.tuners.tuners_utils import BaseTunerLayer
+        from peft.tuners.tuners_utils import BaseTunerLayer  # peft: about 2 s to import, loaded with the model
 
         for module in self.model.modules():
             if isinstance(module, BaseTunerLayer):

@@ -7,8 +7,8 @@ prompt's tokens are exactly what evaluation feeds the model) and joined:
 
 - plain:  [BOS if add_bos] prompt answer EOS
 - vicuna: BOS `VICUNA_SYSTEM USER: {prompt} ASSISTANT:` ` {answer}` EOS, the
-  seed's MindFormers sequence (SPEC section 2; the space before the answer
-  belongs to the answer's tokens)
+  sequence the seed's MindFormers fine-tuning trained on (keeptune.data.prompts;
+  the space before the answer belongs to the answer's tokens)
 - chat:   the tokenizer's chat template; the prompt is the user turn with the
   generation prompt, the answer is the rest of the rendered conversation.
 

@@ -1,6 +1,5 @@
 """Retention method `kl` on the tiny Llama: the term against independent computations, zero while the
-adapter is zero and growing as it trains, independent of the micro-batch split; and which methods
-`keeptune train` takes."""
+adapter is zero and growing as it trains, independent of the micro-batch split."""
 from __future__ import annotations
 
 import json
@@ -10,16 +9,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from keeptune.cli import main
-from keeptune.core.errors import ConfigError
-from keeptune.experiment.config import ExperimentConfig
 from keeptune.model.lora import LoraSettings, apply_lora
-from keeptune.retention.training import KL, training_retention
-from keeptune.train.config import RetentionConfig, load_config
-from keeptune.train.loop import token_loss_sum, train
+from keeptune.retention.kl import KL
+from keeptune.retention.training import train
+from keeptune.train.loop import token_loss_sum
 from keeptune.train.records import IGNORE, collate, encode, parse_conversation
 from tests.tiny import byte_tokenizer, tiny_llama
-from tests.train.conftest import conversation, tiny_config, tiny_words
+from tests.train.conftest import conversation, tiny_config
 
 
 def log_of(run) -> list[dict]:
@@ -109,32 +105,3 @@ def test_the_kl_gradient_does_not_depend_on_the_micro_batch_split(tiny_dir, tiny
     for a, b in zip(log2, log8):
         assert a["kl"] == pytest.approx(b["kl"], rel=1e-4) and a["loss"] == pytest.approx(b["loss"], rel=1e-5)
     assert all(torch.allclose(adapter2[k], adapter8[k], atol=1e-6) for k in adapter2)
-
-
-def test_training_keeps_kl_and_corda_and_resets_what_is_off():
-    retention = RetentionConfig(methods=("kl", "replay", "scale"), kl_weight=0.3, replay_share=0.5, scales=(0.5,),
-                                preservation="p.json")
-    kept = training_retention(retention)
-    assert kept == RetentionConfig(methods=("kl",), kl_weight=0.3)
-    assert training_retention(RetentionConfig(methods=("corda",), kl_weight=0.3, preservation="p.json")) == \
-        RetentionConfig(methods=("corda",), preservation="p.json")
-    # the experiment's training: kl and corda only (replay is data, scale a choice among checkpoints)
-    from keeptune.experiment.runner import training_config
-
-    experiment = load_config(None, ["retention.methods=[kl,replay,scale]"], root=ExperimentConfig)
-    assert training_config(experiment, Path("run"), Path("run/t.jsonl")).retention.methods == ("kl",)
-
-
-@pytest.mark.parametrize("method", ["replay", "scale"])
-def test_keeptune_train_refuses_the_experiment_methods_naming_where(tiny_dir, tiny_data, tmp_path, capsys, method):
-    words = tiny_words(tiny_dir, tiny_data, tmp_path / "run", f"retention.methods=[kl,{method}]")
-    assert main(["train", *words]) == 2
-    err = capsys.readouterr().err
-    assert f"override 'retention.methods=[kl,{method}]'" in err and "keeptune run" in err
-    config = tmp_path / "config.yaml"
-    config.write_text(f"train:\n  lr: 1e-3\nretention:\n  methods: [{method}]\n")
-    assert main(["train", str(config), *tiny_words(tiny_dir, tiny_data, tmp_path / "run")]) == 2
-    assert f"{config}:4: field 'retention.methods': {method} is an experiment method" in capsys.readouterr().err
-    assert not (tmp_path / "run").exists()
-    with pytest.raises(ConfigError, match=f"{method} is an experiment method"):  # the API too
-        train(tiny_config(tiny_dir, tiny_data, tmp_path / "run", f"retention.methods=[{method}]"))

@@ -1,0 +1,41 @@
+"""Which retention methods training runs, and what a training run keeps of the retention settings.
+
+`kl` and `corda` change the training steps (keeptune.retention.training plugs them into the loop);
+`replay` changes the training set and `scale` the choice among checkpoints: both belong to the
+experiment (`keeptune run`), and `keeptune train` refuses them. The settings themselves are
+keeptune.train.config.RetentionConfig, a section of the training config (docs/retention.md).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from keeptune.core.errors import ConfigError
+from keeptune.train.config import RetentionConfig
+
+TRAINING_METHODS = ("kl", "corda")
+
+
+def check_training(retention: RetentionConfig, origin: str = "") -> None:
+    """ConfigError when `retention.methods` names a method training cannot run (replay, scale)."""
+    others = [m for m in retention.methods if m not in TRAINING_METHODS]
+    if others:
+        where = f"{origin}: " if origin else ""
+        raise ConfigError(f"{where}field 'retention.methods': {', '.join(others)} "
+                          f"{'is an experiment method' if len(others) == 1 else 'are experiment methods'}, run by "
+                          "`keeptune run` (replay changes the training set, scale the choice among checkpoints); "
+                          "`keeptune train` takes kl and corda")
+
+
+def training_retention(retention: RetentionConfig) -> RetentionConfig:
+    """The retention settings training uses: kl and corda, and the settings of the methods that are off back to
+    their defaults (they change nothing in training, so a run resumes, and an experiment with `scale` or
+    `replay` shares the checkpoints of the same training, whatever they are)."""
+    methods = tuple(m for m in retention.methods if m in TRAINING_METHODS)
+    default = RetentionConfig()
+    kept = {"methods": methods}
+    if "kl" in methods:
+        kept["kl_weight"] = retention.kl_weight
+    if "corda" in methods:
+        kept.update(preservation=retention.preservation, preservation_samples=retention.preservation_samples,
+                    allow_overlap=retention.allow_overlap)
+    return dataclasses.replace(default, **kept)
