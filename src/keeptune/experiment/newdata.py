@@ -15,9 +15,9 @@ from keeptune.core.resume import file_digest
 from keeptune.data.math.build import eligible, write_training_set
 from keeptune.data.math.generate import generate_pairs
 from keeptune.data.prompts import unwrap_prompt
+from keeptune.evaluate.samples import given_path, load_task_samples, resolve_data_path
 from keeptune.evaluate.spec import Compiled, render_prompt
 from keeptune.evaluate.task import SpecTask
-from keeptune.evaluate.samples import given_path, load_task_samples, resolve_data_path
 from keeptune.experiment.config import ExperimentConfig
 from keeptune.experiment.plan import Plan
 from keeptune.train.records import read_conversations, special_ids, texts

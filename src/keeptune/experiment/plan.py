@@ -2,7 +2,6 @@
 built or a model loaded (a mistake costs a second, not the baseline's minutes)."""
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,21 +10,18 @@ from typing import NoReturn
 from keeptune.core import gate as rules
 from keeptune.core.errors import ConfigError
 from keeptune.data.prompts import PROMPTS
+from keeptune.evaluate.samples import given_path, load_task_samples, resolve_data_path
 from keeptune.evaluate.spec import Compiled, load_spec
 from keeptune.evaluate.task import SpecTask
-from keeptune.evaluate.samples import given_path, load_task_samples, resolve_data_path
 from keeptune.experiment.config import ExperimentConfig
 from keeptune.model.load import resolve_device
 from keeptune.model.params import lora_accounting, source_config
 from keeptune.retention import scale as scaling
 from keeptune.retention.preservation import plan_preservation
+from keeptune.train.distributed import rank_and_world
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
-
-def rank() -> tuple[int, int]:
-    """(rank, world size) under torchrun; (0, 1) in a single process."""
-    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 @dataclass
 class Plan:
@@ -59,7 +55,7 @@ def plan_experiment(config: ExperimentConfig) -> Plan:
     tracking = config.tracking
     if tracking.every < 0 or tracking.retention < 1 or tracking.new_task < 1:
         invalid("tracking", "every must be >= 0 (0: off), retention and new_task >= 1")
-    if rank()[1] > 1 and tracking.every and config.distributed.strategy == "fsdp":
+    if rank_and_world()[1] > 1 and tracking.every and config.distributed.strategy == "fsdp":
         invalid("tracking.every", "tracking evaluates on rank 0 alone, which a sharded (fsdp) model cannot; "
                                      "set tracking.every=0 or distributed.strategy=ddp")
     retention, names = [], []
@@ -96,7 +92,7 @@ def plan_experiment(config: ExperimentConfig) -> Plan:
                                         f"{', '.join(new.scalars())}")
     samples = [load_task_samples(compiled, resolve_data_path(compiled.spec), config.skip_bad)
                for compiled, _ in retention]  # read now: a bad file fails before any work
-    if "replay" in config.retention.methods and rank()[1] > 1:
+    if "replay" in config.retention.methods and rank_and_world()[1] > 1:
         invalid("retention.methods", "replay is not supported under torchrun yet (rank 0 generates the base "
                                         "model's answers before training); run it in a single process")
     # Preservation data (corda, replay) read and checked for leaks into the gate now; the offline default later.

@@ -26,7 +26,7 @@ import contextlib
 import functools
 import json
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -36,11 +36,11 @@ from keeptune.core.io import atomic_write_json
 from keeptune.core.outputs import claim_output_dir, locked
 from keeptune.core.resume import redo_on_mismatch
 from keeptune.evaluate.run import evaluate_tasks
-from keeptune.evaluate.task import SpecTask
 from keeptune.evaluate.samples import load_task_samples, resolve_data_path
+from keeptune.evaluate.task import SpecTask
 from keeptune.experiment.config import ExperimentConfig
 from keeptune.experiment.newdata import prepare_data, warn_if_answers_do_not_fit, warn_if_overlapping
-from keeptune.experiment.plan import Plan, new_task_spec, plan_experiment, rank
+from keeptune.experiment.plan import Plan, new_task_spec, plan_experiment
 from keeptune.experiment.results import judge_state, settings_summary, task_entries
 from keeptune.experiment.timing import Timing
 from keeptune.experiment.tracking import Tracker, tracking_history
@@ -50,10 +50,12 @@ from keeptune.model.load import load_model, model_name
 from keeptune.model.lora import apply_lora
 from keeptune.retention import replay as replaying
 from keeptune.retention import scale as scaling
+from keeptune.retention.config import training_retention
 from keeptune.retention.preservation import load_preservation, model_texts, needs_preservation, write_items
 from keeptune.retention.training import train
 from keeptune.train import checkpoint
 from keeptune.train.config import Config, DataConfig
+from keeptune.train.distributed import rank_and_world
 from keeptune.train.records import detect_prompt, read_conversations
 
 # What `keeptune run` writes into its run directory: a folder holding only these is one of its runs.
@@ -96,7 +98,7 @@ def run_experiment(config: ExperimentConfig, command: str, on_track=None) -> dic
     returns a reason to stop training, or None."""
     started = time.perf_counter()
     plan = plan_experiment(config)
-    main = rank()[0] == 0
+    main = rank_and_world()[0] == 0
     run = run_dir(config)
     inputs = (config.model.source, config.new_task.train_data, config.new_task.source, config.new_task.eval_data,
               config.retention.preservation, *(item.data for item in config.original))
@@ -216,7 +218,7 @@ def evaluate_checkpoints(e: Experiment, result) -> list[dict]:
     print("== evaluating every checkpoint")
     config = e.config
     peft_model = result.model
-    if rank()[1] > 1 and config.distributed.strategy == "fsdp":  # sharded weights: rank 0 reloads them whole
+    if rank_and_world()[1] > 1 and config.distributed.strategy == "fsdp":  # sharded weights: rank 0 reloads them whole
         peft_model = apply_lora(load_model(config.model.source, config.model.dtype, config.model.device)[0],
                                 config.lora)
     losses = {r["step"]: r["loss"] for r in map(json.loads, (e.run / "train" / "log.jsonl").open())}
@@ -279,8 +281,6 @@ def training_config(config: ExperimentConfig, run: Path, train_path: Path, new_r
         prompt = detect_prompt(read_conversations(new_records))
     data = DataConfig(path=str(train_path), format=config.new_task.format, seq_len=config.new_task.seq_len,
                       prompt=prompt)
-    retention = scaling.training_retention(config.retention)
-    # replay is in the training set itself (its digest is in the training's identity), not a training step
-    retention = replace(retention, methods=tuple(m for m in retention.methods if m != "replay"))
+    retention = training_retention(config.retention)  # kl and corda: replay is in the data, scale after training
     return Config(model=config.model, lora=config.lora, data=data, train=config.train,
                   distributed=config.distributed, retention=retention, out=str(run / "train"), resume=True)

@@ -20,8 +20,6 @@ import contextlib
 from collections.abc import Iterator, Sequence
 
 from keeptune.core.errors import ConfigError
-# experiment.runner still calls it here; its home is keeptune.retention.config (drop this once it imports it there)
-from keeptune.retention.config import training_retention  # noqa: F401
 from keeptune.train.config import RetentionConfig
 
 SCALE = "scale"
