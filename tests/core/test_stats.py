@@ -104,13 +104,18 @@ def astuple(iv: Interval) -> tuple[float, float]:
 
 
 def test_bernoulli_coverage_computed_exactly():
-    """The coverage of the 95% interval for n = 54 Bernoulli(0.3) scores, without simulation error:
+    """The coverage of the 95% interval for n = 54 Bernoulli(0.3) scores without sampling error:
     the interval depends on the data only through the count k of ones, so its coverage is
-    sum over k of P(K = k) x [interval(k) covers 0.3] (the bootstrap's own resampling noise
-    aside). Measured: 0.963 (BCa)."""
+    sum over k of P(K = k) x P(interval(k) covers 0.3). The last factor is 0 or 1 except where
+    an end of the interval lies near 0.3 (k = 9, 10), where the bootstrap's own resampling decides;
+    it is averaged over 10 seeds. Counts with P(K = k) < 1e-7 are left out. Measured: 0.955."""
     p = 0.3
-    coverage = sum(sp.binom.pmf(k, N, p) for k in range(N + 1)
-                   if stats.interval(np.r_[np.ones(k), np.zeros(N - k)], seed=k).contains(p))
+    coverage = 0.0
+    for k in range(N + 1):
+        if sp.binom.pmf(k, N, p) >= 1e-7:
+            ones = np.r_[np.ones(k), np.zeros(N - k)]
+            covered = np.mean([stats.interval(ones, seed=s).contains(p) for s in range(10)])
+            coverage += sp.binom.pmf(k, N, p) * covered
     assert 0.93 <= coverage <= 0.97
 
 
@@ -118,7 +123,7 @@ def test_coverage_simulation_on_f1_like_scores():
     """1000 repetitions of n = 54 F1-like scores (true mean 35): the 95% interval covers the true
     mean in 93-97% of them. With 1000 repetitions the coverage estimate has standard error
     sqrt(0.95 x 0.05 / 1000) = 0.69 points, so 93-97% is +-2.9 standard errors around 95%.
-    Measured: 95.0% (1000 resamples each; the slow test uses 2000 and 4000 repetitions)."""
+    Measured: 94.6% (1000 resamples each; the slow test uses 2000 resamples and 4000 repetitions)."""
     rng = np.random.default_rng(123)
     covered = [stats.interval(f1_like(rng, N), seed=i, n_resamples=1000).contains(F1_MEAN) for i in range(1000)]
     assert 0.93 <= np.mean(covered) <= 0.97
@@ -128,7 +133,8 @@ def test_coverage_simulation_on_f1_like_scores():
 @pytest.mark.parametrize("population", ["f1-like", "bernoulli"])
 def test_coverage_simulation_long(population):
     """4000 repetitions, 2000 resamples each: standard error 0.34 points, so 93-97% is +-5.8
-    standard errors around 95% and the band tests the method, not the simulation noise."""
+    standard errors around 95% and the band tests the method, not the simulation noise.
+    Measured: 94.9% (F1-like), 95.3% (Bernoulli(0.3))."""
     rng = np.random.default_rng(321)
     draw, truth = ((lambda: f1_like(rng, N)), F1_MEAN) if population == "f1-like" else \
         ((lambda: rng.binomial(1, 0.3, N).astype(float)), 0.3)
@@ -260,7 +266,7 @@ def test_identical_models_are_rarely_called_different_binary():
     model gets it right with probability p, with its own noise. A sample is discordant with
     probability E[2p(1-p)] = 2 (E p - E p^2) = 2 (0.4 - 0.2) = 0.4, so the exact rate at which
     exact McNemar rejects is computable (mcnemar_size: 2.9%, below 5% because the binomial test is
-    discrete). 2000 repetitions must land within 3 standard errors of it. Measured: see report."""
+    discrete). 2000 repetitions must land within 3 standard errors of it. Measured: 3.1%."""
     rng = np.random.default_rng(9)
     expected = mcnemar_size(N, 0.4, 0.05)
     assert 0.02 < expected <= 0.05
@@ -289,14 +295,14 @@ def test_identical_models_are_rarely_called_different_scores():
     """The paired permutation test on identical models rejects at its level: with 499 random sign
     flips and the observed one counted, p = (k + 1) / 500 <= 0.05 exactly when k <= 24, which has
     probability 25/500 = 5% under H0. 1000 repetitions: standard error 0.69 points, band 5% +-
-    3 standard errors = 2.9-7.1%."""
+    3 standard errors = 2.9-7.1%. Measured: 4.7%."""
     low, high = band(0.05, 1000)
     assert low <= permutation_false_positives(1000, 499) <= high
 
 
 @pytest.mark.slow
 def test_identical_models_are_rarely_called_different_scores_long():
-    """4000 repetitions, 999 flips: band 5% +- 3 x 0.34 = 3.97-6.03%."""
+    """4000 repetitions, 999 flips: band 5% +- 3 x 0.34 = 3.97-6.03%. Measured: 4.95%."""
     low, high = band(0.05, 4000)
     assert low <= permutation_false_positives(4000, 999) <= high
 
@@ -314,7 +320,8 @@ def one_sided_power(base: np.ndarray, tuned: np.ndarray) -> float:
 
 def test_detectable_drop_agrees_with_a_simulation():
     """The model's world: tuned has the base's spread, uncorrelated, mean lower by the detectable
-    drop; a paired one-sided test on 54 samples must then find the drop 80% of the time."""
+    drop; a paired one-sided test on 54 samples must then find the drop 80% of the time.
+    Measured: 79.2% (drop 0.40)."""
     rng = np.random.default_rng(11)
     population = f1_like(rng, 200_000)
     drop = stats.detectable_drop(population, N)
@@ -326,7 +333,8 @@ def test_detectable_drop_agrees_with_a_simulation():
 
 def test_samples_needed_agrees_with_a_simulation():
     """Accuracy 50%: the n for a 10% relative drop, simulated as independent Bernoulli(0.5) and
-    Bernoulli(0.45) scores on n samples, is found 80% of the time; the n is the smallest such."""
+    Bernoulli(0.45) scores on n samples, is found 80% of the time; the n is the smallest such.
+    Measured: n = 1238, 79.8%."""
     base = np.r_[np.ones(500), np.zeros(500)]
     n = stats.samples_needed(base, 0.10)
     assert stats.detectable_drop(base, n) <= 0.10 < stats.detectable_drop(base, n - 1)
@@ -354,7 +362,7 @@ def test_correlation_sharpens_the_figure_and_zero_is_conservative():
 def test_the_confident_gate_passes_with_the_stated_margin():
     """A checkpoint that keeps everything (ratio 1, fresh noise) passes the confident gate at
     fraction 1 - detectable_drop with probability >= 80%, up to simulation error (200
-    repetitions: 3 x 0.028): the figure is also the margin the confident gate needs."""
+    repetitions: 3 x 0.028): the figure is also the margin the confident gate needs. Measured: 92%."""
     rng = np.random.default_rng(14)
     drop = stats.detectable_drop(f1_like(rng, 200_000), N)
     passed = []
