@@ -5,6 +5,8 @@ A sweep file names a base experiment, fixed overrides and a search space over an
 before any trial starts. A trial is a set of values of the space's active fields: `trial_words` are its
 `keeptune run` words, `trial_name` its run directory's name (SWEEP/trials/trial-HASH, a hash of the values, so
 that a retried trial finds its checkpoints) and `trial_config` its experiment config.
+
+About 400 lines, one thing: a third of them are the fields' docstrings, which are `keeptune sweep --help`.
 """
 from __future__ import annotations
 
