@@ -22,6 +22,9 @@ Method, stated once:
 
 The same seed and inputs give the same numbers. An interval's bound may be inf (a ratio
 whose baseline replicate is 0); a caller writing JSON must map it to null or a string.
+
+About 400 lines, kept in one file on purpose: intervals, paired retention, comparisons and sample sizes
+share the one bootstrap convention above, and a reader checks them against each other here.
 """
 from __future__ import annotations
 
