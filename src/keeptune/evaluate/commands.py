@@ -79,6 +79,8 @@ def eval_task(
     batch_size: int = 64,
     prefill_batch_size: int = 8,
     skip_bad: bool = False,
+    confidence: float = 0.95,
+    sample_size: bool = False,
     out: Optional[Path] = None,
     overwrite: bool = False,
     dtype: str = "auto",
@@ -110,6 +112,10 @@ def eval_task(
         prefill_batch_size: prompts prefilled together (small keeps padding low).
         skip_bad: leave out (and count) malformed records and samples whose prompt does not fit the model's
             context, instead of stopping at the first with an error naming its file and line.
+        confidence: the level of each scalar's bootstrap confidence interval (metrics.json's intervals) and of
+            the sample-size test.
+        sample_size: also report, with this model as the base, the smallest relative drop of each gated scalar
+            that a gate on these samples detects (80% power) and the samples needed for a 5% and a 10% drop.
         out: output directory; default: runs/eval/TASK-MODEL[-ADAPTER].
         overwrite: write into OUT even when it exists and keeptune did not make it (nothing there is deleted).
         dtype: float32, bfloat16 or float16; auto: float32 on CPU, bfloat16 on GPU.
@@ -117,6 +123,8 @@ def eval_task(
     """
     for name in ("limit", "batch_size", "prefill_batch_size", "max_new_tokens"):
         _positive(name, locals()[name])
+    if not 0 < confidence < 1:
+        raise DataError(f"--confidence is {confidence}; it must be between 0 and 1 (0.95 for 95%)")
     info = adapter_info(adapter) if adapter is not None else {}
     changes: dict[str, Any] = {key: value for key, value in (
         ("data.limit", limit), ("prompt", prompt), ("format", format), ("add_bos", add_bos),
@@ -135,7 +143,7 @@ def eval_task(
     out, inputs = out or default_out(spec.name, model, adapter), (path, model, adapter)
     check_output_dir(out, "eval", overwrite, inputs=inputs, outputs=EVAL_OUTPUTS)  # before minutes of loading
     net, tokenizer, identity = load_with_adapter(model, adapter, info, dtype, device)
-    spec_task = SpecTask(compiled, samples, tokenizer)
+    spec_task = SpecTask(compiled, samples, tokenizer, confidence=confidence, sample_size=sample_size)
     claim_output_dir(out, "eval", overwrite, inputs=inputs, outputs=EVAL_OUTPUTS)
     print(f"task {spec.name} ({spec.source}): {len(samples)} samples from {path}")
     return evaluate(spec_task, net, tokenizer, out, spec_task.settings(batch_size, prefill_batch_size),

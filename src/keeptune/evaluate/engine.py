@@ -11,7 +11,9 @@ The engine does the rest, the same way for SQuAD and for math:
   in the file are not generated again;
 - writes `OUT/metrics.json` atomically at the end, aggregated over the records
   in dataset order, so a resumed run ends with the same numbers as an
-  uninterrupted one.
+  uninterrupted one; a task that gives them adds each scalar's confidence
+  interval, computed from the same records (a folder written before intervals
+  existed gets them when it is resumed).
 
 `OUT/eval.json` records what produced the predictions (task and its spec's
 version, model, data, prompt, generation settings). Resuming with different
@@ -54,7 +56,8 @@ class Task(Protocol):
     def summary(self, metrics: dict) -> list[str]:
         """Lines printed at the end of an evaluation."""
 
-    # Optional: `describe() -> dict`, what else produced the predictions (eval.json and metrics.json).
+    # Optional: `describe() -> dict`, what else produced the predictions (eval.json and metrics.json);
+    # `uncertainty(records) -> dict`, intervals beside the corpus metrics (metrics.json), records in dataset order.
 
 
 # What an eval.json written before task specs had versions lacks: every spec then was version 1.
@@ -167,6 +170,7 @@ def _evaluate(task, model, tokenizer, out: Path, settings: GenerationSettings, i
 
     ordered = [done[s.id] for s in samples]
     metrics = {**described, "task": task.name, **identity, "total_count": len(ordered), **task.aggregate(ordered),
+               **(task.uncertainty(ordered) if hasattr(task, "uncertainty") else {}),
                "generation": generation, "seconds": seconds, "generated": len(todo), "skipped": len(skipped)}
     atomic_write_json(out / "metrics.json", metrics)
     for line in task.summary(metrics):

@@ -1,14 +1,18 @@
 """The task the evaluation engine runs: a compiled spec over its samples, rendering each sample's
 prompt in the spec's sequence format, scoring a generation through the spec's steps and metrics,
-aggregating the records, and describing what produced the predictions (eval.json's identity)."""
+aggregating the records, giving each scalar its confidence interval (keeptune.evaluate.intervals), and
+describing what produced the predictions (eval.json's identity)."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
 
+from keeptune.core import stats
 from keeptune.data.prompts import sequence_bos, sequence_prompt
+from keeptune.evaluate import intervals
 from keeptune.evaluate import steps as steps_module
 from keeptune.evaluate.generation import GenerationSettings
 from keeptune.evaluate.metrics import registry
@@ -18,11 +22,16 @@ from keeptune.evaluate.spec import Compiled, TaskSpec, render_prompt
 
 @dataclass
 class SpecTask:
-    """A compiled spec over its samples: what `keeptune.evaluate.engine.evaluate` runs."""
+    """A compiled spec over its samples: what `keeptune.evaluate.engine.evaluate` runs. `confidence`: the
+    level of every scalar's interval (and of the sample-size test); `sample_size`: also estimate the samples
+    a gate on the spec's gated scalars needs, with the evaluated model as the base. Neither changes a
+    prediction, so neither is part of `describe`."""
 
     compiled: Compiled
     samples: list[Sample]
     tokenizer: Any = None
+    confidence: float = stats.LEVEL
+    sample_size: bool = False
 
     @property
     def spec(self) -> TaskSpec:
@@ -46,7 +55,7 @@ class SpecTask:
         return GenerationSettings(generation.max_new_tokens, generation.min_new_tokens, batch_size, prefill_batch_size)
 
     def subset(self, n: int) -> "SpecTask":
-        return SpecTask(self.compiled, self.samples[:n], self.tokenizer)
+        return dataclasses.replace(self, samples=self.samples[:n])
 
     def prompt(self, sample: Sample) -> str:
         return sequence_prompt(render_prompt(self.spec, sample.fields), self.spec.format, self.tokenizer)
@@ -84,6 +93,23 @@ class SpecTask:
             breakdowns |= {f"{metric.name}.{k}": v for k, v in result.breakdowns.items()}
         return {"scores": scores, "metrics": details, "breakdowns": breakdowns}
 
+    def gated(self) -> list[str]:
+        """The scalars a retention gate checks: the spec's `gate`, else every scalar."""
+        return list(self.spec.gate) or self.compiled.scalars()
+
+    def uncertainty(self, records: list[dict]) -> dict:
+        """metrics.json's `intervals` and `bootstrap` (and `sample_size` when asked) from the records, in
+        dataset order (keeptune.evaluate.intervals)."""
+        return intervals.uncertainty(self.compiled.metrics, records, self.confidence,
+                                     self.gated() if self.sample_size else None)
+
+    def interval_lines(self, metrics: dict) -> list[str]:
+        """One line per gated and accuracy scalar (every scalar when the spec names none), with its interval."""
+        shown = list(dict.fromkeys([*self.spec.gate, *([self.spec.accuracy] if self.spec.accuracy else [])]))
+        units = self.compiled.units()
+        return [intervals.interval_line(s, metrics["scores"][s], metrics["intervals"][s], units[s],
+                                        metrics["total_count"]) for s in shown or self.compiled.scalars()]
+
     def summary(self, metrics: dict) -> list[str]:
         lines = []
         for metric in self.compiled.metrics:
@@ -93,6 +119,10 @@ class SpecTask:
                 metrics["metrics"][metric.name],
                 {k[len(prefix):]: v for k, v in metrics["breakdowns"].items() if k.startswith(prefix)})
             lines += metric.summary(result, metrics["total_count"])
+        if "intervals" in metrics:
+            lines += self.interval_lines(metrics)
+        if "sample_size" in metrics:
+            lines += intervals.sample_size_lines(metrics["sample_size"])
         return lines
 
     def describe(self) -> dict:

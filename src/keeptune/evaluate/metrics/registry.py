@@ -15,12 +15,17 @@ addressed as ``NAME.SCALAR`` by the gate, the score and reports:
 A record (one scored sample) carries ``prediction``, ``label`` (the reference)
 and ``references``; each metric adds its per-sample values under
 ``record["scores"][NAME]``; `aggregate` reads only records, so a resumed
-evaluation aggregates exactly as an uninterrupted one.
+evaluation aggregates exactly as an uninterrupted one. `resample` says how the
+bootstrap redraws each scalar (keeptune.evaluate.intervals): every scalar of the
+metrics here is the mean of one per-sample value (x 100 for points); a metric
+whose corpus value is not such a mean gives its per-sample columns and the
+statistic that computes the scalar from them.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Optional
 
 from keeptune.data.math.templates import classify
 from keeptune.evaluate.metrics import emf1, math_judge, squad_v1
@@ -35,6 +40,26 @@ class Aggregate:
     scores: dict[str, float]  # scalar -> value
     details: dict = field(default_factory=dict)  # what metrics.json keeps beside the scalars
     breakdowns: dict[str, dict[str, list[int]]] = field(default_factory=dict)  # scalar -> group -> [correct, total]
+
+
+@dataclass(frozen=True)
+class Resample:
+    """What the bootstrap redraws for one scalar: per-sample `columns` (each one value per record, records in
+    order, in the scalar's units) and, for a corpus metric that is not their mean, the `statistic` that
+    computes the scalar from them (1-D arrays in, a float out). statistic None: the scalar is the mean of the
+    single column."""
+
+    columns: tuple[list[float], ...]
+    statistic: Optional[Callable[..., float]] = None
+
+    @property
+    def is_mean(self) -> bool:
+        return self.statistic is None
+
+
+def mean_of(records: list[dict], value: Callable[[dict], float], factor: float = 1.0) -> Resample:
+    """A scalar that is factor x the mean of `value(record)` over the records."""
+    return Resample(([factor * float(value(r)) for r in records],))
 
 
 class Metric:
@@ -59,6 +84,10 @@ class Metric:
     def aggregate(self, records: list[dict]) -> Aggregate:
         raise NotImplementedError
 
+    def resample(self, scalar: str, records: list[dict]) -> Resample:
+        """How the bootstrap redraws `scalar` from the records' per-sample scores."""
+        raise NotImplementedError
+
     def summary(self, aggregate: Aggregate, total: int) -> list[str]:
         return [f"{self.name}: " + ", ".join(f"{k} {v}" for k, v in aggregate.scores.items())]
 
@@ -79,6 +108,11 @@ class EmF1(Metric):
         scores = emf1.emf1([r["prediction"] or "" for r in records], [r["label"] for r in records])
         return Aggregate({"F1": scores["F1"], "Em": scores["Em"]}, dict(scores))
 
+    def resample(self, scalar: str, records: list[dict]) -> Resample:
+        # F1 and Em are 100 x the mean of the per-sample f1 and em (0..1).
+        key = {"F1": "f1", "Em": "em"}[scalar]
+        return mean_of(records, lambda r: r["scores"][self.name][key], 100.0)
+
     def summary(self, aggregate: Aggregate, total: int) -> list[str]:
         return [emf1.result_line(aggregate.details)]
 
@@ -98,6 +132,11 @@ class SquadV1(Metric):
         scores = squad_v1.squad_v1([r["prediction"] or "" for r in records], [r["references"] for r in records])
         return Aggregate({"f1": scores["f1"], "exact_match": scores["exact_match"]}, dict(scores))
 
+    def resample(self, scalar: str, records: list[dict]) -> Resample:
+        # The official f1 and exact_match are 100 x the mean of each question's best score over its answers.
+        key = {"f1": "f1", "exact_match": "em"}[scalar]
+        return mean_of(records, lambda r: r["scores"][self.name][key], 100.0)
+
     def summary(self, aggregate: Aggregate, total: int) -> list[str]:
         s = aggregate.scores
         return [f"SQuAD v1.1 official: exact_match {s['exact_match']}, f1 {s['f1']}"]
@@ -116,6 +155,9 @@ class ExactMatch(Metric):
     def aggregate(self, records: list[dict]) -> Aggregate:
         correct = sum(r["scores"][self.name]["correct"] for r in records)
         return Aggregate({"accuracy": correct / len(records) if records else 0.0}, {"correct": correct})
+
+    def resample(self, scalar: str, records: list[dict]) -> Resample:
+        return mean_of(records, lambda r: r["scores"][self.name]["correct"])
 
     def summary(self, aggregate: Aggregate, total: int) -> list[str]:
         return [f"{self.name} (normalized exact match): {100 * aggregate.scores['accuracy']:.2f}% "
@@ -165,6 +207,12 @@ class MathJudge(Metric):
                    "per_template": {t: c["seed"] for t, c in summary["per_template"].items()},
                    "per_template_strict": {t: c["strict"] for t, c in summary["per_template"].items()}}
         return Aggregate(scores, details, breakdowns)
+
+    def resample(self, scalar: str, records: list[dict]) -> Resample:
+        # accuracy@EPS (strict@EPS) is the share of records the seed (strict) judge finds correct at EPS.
+        prefix, key = scalar.split("@", 1)
+        judge = {"accuracy": "seed", "strict": "strict"}[prefix]
+        return mean_of(records, lambda r: r["scores"][self.name][judge][key])
 
     def summary(self, aggregate: Aggregate, total: int) -> list[str]:
         keys, s = self.keys(), aggregate.scores
