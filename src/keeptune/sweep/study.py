@@ -11,7 +11,9 @@ gate, or whose tracked accuracy lags the median of the other trials at the same 
 recorded as pruned, with the step and the reason.
 
 The study lives in SWEEP/study.journal (Optuna's JournalStorage: an append-only file, safe for several
-processes on one machine and against kill -9) or in an RDB given by `--storage URL` (many machines).
+processes on one machine and against kill -9) or in an RDB given by `--storage URL` (many machines). In an RDB each
+running trial records Optuna's heartbeat every 60 s; one silent for 180 s (its worker died, on whatever machine)
+is failed and queued again (KEEPTUNE_HEARTBEAT_INTERVAL and KEEPTUNE_GRACE_PERIOD set other seconds).
 
 Optuna is imported inside the functions that use it: it is heavy, and the rest of keeptune works without it.
 """
@@ -19,6 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Optional
@@ -62,18 +66,84 @@ def open_storage(sweep: Sweep, url: Optional[str]):
     return JournalStorage(JournalFileBackend(str(journal)))
 
 
+# Optuna's heartbeat in an RDB: a running trial records a beat every HEARTBEAT_INTERVAL seconds; one without a beat
+# for GRACE_PERIOD seconds is stale (its worker died) and is failed and queued again.
+HEARTBEAT_INTERVAL, GRACE_PERIOD = 60, 180
+
+
+def heartbeat() -> tuple[int, int]:
+    """(interval, grace period) in seconds: 60 and 180, or $KEEPTUNE_HEARTBEAT_INTERVAL and $KEEPTUNE_GRACE_PERIOD."""
+    interval = _seconds("KEEPTUNE_HEARTBEAT_INTERVAL", HEARTBEAT_INTERVAL)
+    grace = _seconds("KEEPTUNE_GRACE_PERIOD", GRACE_PERIOD)
+    if grace <= interval:
+        raise ConfigError(f"KEEPTUNE_GRACE_PERIOD is {grace}: it must exceed the heartbeat interval ({interval} s), "
+                          "or a running trial looks dead between two beats")
+    return interval, grace
+
+
+def _seconds(variable: str, default: int) -> int:
+    text = os.environ.get(variable, "").strip()
+    if not text:
+        return default
+    if not text.isdigit() or int(text) < 1:
+        raise ConfigError(f"{variable} is {text!r}: a whole number of seconds, 1 or more")
+    return int(text)
+
+
 def _rdb_storage(url: str):
-    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback  # optuna: heavy, optional
-
-    with _quiet():
-        return RDBStorage(url, heartbeat_interval=60, grace_period=180,
-                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback())
-
-
-def is_rdb(storage) -> bool:
+    import sqlalchemy  # optuna's dependency: heavy, optional
     from optuna.storages import RDBStorage  # optuna: heavy, optional
 
-    return isinstance(storage, RDBStorage)
+    interval, grace = heartbeat()
+    for attempt in range(3):
+        try:
+            with _quiet():
+                return RDBStorage(with_driver(url), heartbeat_interval=interval, grace_period=grace,
+                                  heartbeat_stale_trial_callback=queue_retry)
+        except ImportError as err:  # Optuna's, raised from SQLAlchemy's, which names the module
+            missing = getattr(err.__cause__, "name", None) or err.name
+            raise ConfigError(f"storage {_shown(url)}: its driver {missing} is not installed (for PostgreSQL: "
+                              "pip install 'keeptune[postgres]')") from None
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as err:
+            # Workers started together on an empty database race to create Optuna's tables: the losers' CREATE
+            # fails, and their next attempt finds the tables made.
+            if attempt == 2:
+                raise ConfigError(f"storage {_shown(url)}: {str(err).splitlines()[0]}") from None
+            time.sleep(1 + attempt)
+        except sqlalchemy.exc.SQLAlchemyError as err:
+            raise ConfigError(f"storage {_shown(url)}: {str(err).splitlines()[0]}") from None
+
+
+def with_driver(url: str) -> str:
+    """postgresql://... with psycopg (3) named as its driver, the one `keeptune[postgres]` installs: SQLAlchemy
+    2.1 picks it for a URL that names none, 2.0 picks psycopg2. Other URLs as they are."""
+    scheme, sep, rest = url.partition("://")
+    return f"postgresql+psycopg://{rest}" if scheme == "postgresql" else url
+
+
+def _shown(url: str) -> str:
+    """The URL with its password hidden."""
+    from sqlalchemy.engine import make_url  # optuna's dependency: heavy, optional
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - not a URL SQLAlchemy reads: shown without what follows the scheme
+        return url.partition("://")[0] + "://..."
+
+
+def queue_retry(study, trial) -> None:
+    """Queue a dead trial again with its parameters, as its retry (`retry_of`: its number). Optuna's heartbeat
+    calls it for each trial it failed as stale; keeptune's recovery (sweep.worker.recover) for each it failed."""
+    study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+
+
+def rdb_of(storage):
+    """The RDBStorage under a study's storage (Optuna wraps it in a cache: `study._storage._backend`), or None
+    for a journal."""
+    from optuna.storages import RDBStorage  # optuna: heavy, optional
+
+    backend = getattr(storage, "_backend", storage)
+    return backend if isinstance(backend, RDBStorage) else None
 
 
 @contextlib.contextmanager

@@ -6,7 +6,8 @@ trial finished (share_baseline); the engine's resume check uses each only where 
 
 Re-running the same command resumes: a trial whose worker died is failed, marked `killed`, and its parameters
 are queued again (recover); the retry finds its run directory and resumes training from its last checkpoint.
-Several workers on one machine share the study through SWEEP/.ask.lock and SWEEP/running/*.lock.
+Several workers on one machine share the study through SWEEP/.ask.lock and SWEEP/running/*.lock; workers on
+several machines share an RDB study, where Optuna's heartbeat tells which trials' workers died.
 
 The worker writes no report itself (the report layer sits above it): `keeptune sweep` passes `on_run`, called
 with each trial's run directory once it is done, and `on_trial`, called with the study after every trial.
@@ -25,10 +26,17 @@ from typing import Any, Callable, Optional
 from keeptune.experiment.plan import plan_experiment
 from keeptune.experiment.runner import run_dir, run_experiment
 from keeptune.sweep.config import Param, Sweep, params_text, resolve, trial_config, trial_words
-from keeptune.sweep.study import Pruning, is_rdb, make_sampler, open_study, retried_as, suggest, trial_outcome
+from keeptune.sweep.study import (Pruning, make_sampler, open_study, queue_retry, rdb_of, retried_as, suggest,
+                                  trial_outcome)
 
 # What a trial records of its outcome (user attributes), read back by the report's records.
 OUTCOME_ATTRS = ("score", "accuracy", "retention", "step", "wall_seconds", "feasible")
+
+
+def worker_host() -> str:
+    """This machine's name in the study (a trial's `worker` is HOST:PID): $KEEPTUNE_HOST, else the host name.
+    Machines that share an RDB study need distinct names (containers may share one: set KEEPTUNE_HOST)."""
+    return os.environ.get("KEEPTUNE_HOST") or socket.gethostname()
 
 
 # --- locks ----------------------------------------------------------------------------------------
@@ -80,23 +88,48 @@ def _run_lock(sweep: Sweep, name: str):
 # --- recovery and the budget ---------------------------------------------------------------------
 
 def recover(study, sweep: Sweep) -> None:
-    """Fail the RUNNING trials whose worker on this machine died (kill -9) and queue every killed or
-    interrupted trial again with its parameters: the retry resumes its run directory."""
+    """Fail the RUNNING trials whose worker died (kill -9, a lost machine) and queue each again with its
+    parameters: the retry resumes its run directory where it finds it (this machine, or a shared filesystem).
+
+    A worker died when its SWEEP/running/N.lock is free: any trial's in a journal (one machine), this machine's
+    trials' in an RDB (`worker` HOST:PID, worker_host). In an RDB a trial whose Optuna heartbeat is older than the
+    grace period died too, on whatever machine: it is marked `killed (no heartbeat for N s)`. Only the worker
+    whose update failed the trial queues its retry (the RDB locks the trial's row), so workers on several
+    machines never queue two. An interrupted trial (Ctrl-C) is queued again by its own machine's next worker."""
     from optuna.trial import TrialState  # optuna: heavy, optional
 
-    host = socket.gethostname()
+    rdb, host = rdb_of(study._storage), worker_host()
+    stale = set(rdb._get_stale_trial_ids(study._study_id)) if rdb else set()  # Optuna's own query
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker = t.user_attrs.get("worker", "")
-        journal = not is_rdb(study._storage)
-        if (journal or worker.startswith(host + ":")) and _trial_lock(sweep, t.number, take=False):
-            study._storage.set_trial_user_attr(t._trial_id, "interrupted", "killed")
-            study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
-            print(f"trial {t.number}: its worker died; it is queued again")
+        here = not rdb or t.user_attrs.get("worker", "").startswith(host + ":")
+        if t._trial_id in stale:
+            how = f"killed (no heartbeat for {rdb.grace_period} s)"
+        elif here and _trial_lock(sweep, t.number, take=False):
+            how = "killed"
+        else:
+            continue
+        if _fail(study, t, how):
+            queue_retry(study, t)
+            print(f"trial {t.number}: its worker ({t.user_attrs.get('worker')}) died; it is queued again")
     trials = study.get_trials(deepcopy=False)
     retried = set(retried_as(trials))
-    for t in trials:
-        if t.state == TrialState.FAIL and t.user_attrs.get("interrupted") and t.number not in retried:
-            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+    for t in trials:  # a retry never queued (the worker died in between), or an interrupted trial
+        a = t.user_attrs
+        orphan = t.state == TrialState.FAIL and a.get("interrupted") and t.number not in retried
+        if orphan and (not rdb or (a["interrupted"] == "interrupted" and a.get("worker", "").startswith(host + ":"))):
+            queue_retry(study, t)
+
+
+def _fail(study, trial, how: str) -> bool:
+    """Mark a dead trial `interrupted: how` and fail it; False when another worker failed it first."""
+    from optuna.exceptions import UpdateFinishedTrialError  # optuna: heavy, optional
+    from optuna.trial import TrialState
+
+    try:
+        study._storage.set_trial_user_attr(trial._trial_id, "interrupted", how)
+        return study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    except UpdateFinishedTrialError:
+        return False
 
 
 def _budget_spent(trials, budget: int) -> bool:
@@ -147,7 +180,7 @@ class Objective:
 
     def __init__(self, sweep: Sweep, lock: AskLock, on_run: Optional[Callable[[Path], Any]] = None):
         self.sweep, self.lock, self.on_run = sweep, lock, on_run
-        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self.worker = f"{worker_host()}:{os.getpid()}"
         plan = plan_experiment(trial_config(sweep, resolve(sweep.params, Param.first)))
         self.new_task, self.accuracy = plan.new.spec.name, plan.accuracy
         self.held: list = []  # this worker's SWEEP/running/N.lock handles, closed after each trial
