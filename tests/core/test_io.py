@@ -2,6 +2,8 @@
 (issue 11: nothing lost, no traceback)."""
 from __future__ import annotations
 
+import errno
+import io
 import json
 import os
 
@@ -126,3 +128,105 @@ def test_a_json_array_that_is_broken_names_its_line(tmp_path):
     path.write_text('[{"a": 1},\n {"a": }]')
     with pytest.raises(MalformedLineError, match=rf"{path}:2: not a valid JSON array"):
         list(iter_jsonl(path))
+
+
+# --- a full disk (issue 28) -------------------------------------------------------------------
+
+class FullDisk(io.StringIO):
+    """A file on a disk with no space left: every write fails as the kernel's would (ENOSPC)."""
+
+    name = "/mnt/full/file"
+
+    def write(self, text):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_a_full_disk_under_an_atomic_write_names_the_file_and_keeps_the_old_one(tmp_path, monkeypatch):
+    import keeptune.core.io as keeptune_io
+
+    path = tmp_path / "metrics.json"
+    path.write_text('{"old": true}\n')
+
+    def onto_full_disk(fd, mode, encoding=None):  # the temporary file's bytes go to a full disk
+        os.close(fd)
+        return FullDisk()
+
+    monkeypatch.setattr(keeptune_io.os, "fdopen", onto_full_disk)
+    with pytest.raises(OutputError) as info:
+        keeptune_io.atomic_write_json(path, {"new": 1})
+    assert str(info.value) == (f"{path}: cannot write: No space left on device; free some space, then run the same "
+                               "command again")
+    assert path.read_text() == '{"old": true}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]  # the temporary file is gone
+
+
+def test_a_full_disk_under_an_append_names_the_file():
+    from keeptune.core.io import append_jsonl
+
+    with pytest.raises(OutputError, match=r"^/mnt/full/file: cannot write: No space left on device; free some space"):
+        append_jsonl(FullDisk(), [{"id": "a"}])
+
+
+def test_writing_to_names_the_place_for_a_librarys_own_error_of_a_full_disk(tmp_path):
+    """safetensors raises its own SafetensorError, the OS error in its text only (its words on a full tmpfs)."""
+    from safetensors import SafetensorError
+
+    from keeptune.core.io import no_space, writing_to
+
+    full = SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+    other = SafetensorError("Error while deserializing header: incomplete metadata, file not fully covered")
+    assert no_space(full) and not no_space(other) and no_space(OSError(errno.EDQUOT, "Disk quota exceeded"))
+    with pytest.raises(OutputError, match=rf"^{tmp_path}/ckpt: cannot write: No space left on device; free"):
+        with writing_to(tmp_path / "ckpt"):
+            raise full
+    assert not no_space(OutputError(f"{tmp_path}: cannot write: No space left on device"))  # mapped once only
+
+
+@pytest.mark.parametrize("error", [FileNotFoundError(2, "No such file or directory", "x"), ValueError("no"),
+                                   OSError(5, "Input/output error")])
+def test_writing_to_lets_other_errors_through(tmp_path, error):
+    from keeptune.core.io import writing_to
+
+    with pytest.raises(type(error)) as info:
+        with writing_to(tmp_path):
+            raise error
+    assert info.value is error
+
+
+# --- locks and what an interrupted command leaves ---------------------------------------------
+
+def test_a_waiting_lock_waits_for_the_holder_instead_of_refusing(tmp_path):
+    import threading
+    import time
+
+    from keeptune.core.outputs import locked
+
+    order = []
+    with locked(tmp_path, "busy"):
+        with pytest.raises(DataError, match=rf"^{tmp_path}: busy$"):  # without wait: refused at once
+            with locked(tmp_path, "busy"):
+                pass
+
+        def second():
+            with locked(tmp_path, "busy", wait=True):
+                order.append("second")
+
+        thread = threading.Thread(target=second)
+        thread.start()
+        time.sleep(0.3)
+        order.append("first done")
+    thread.join(10)
+    assert order == ["first done", "second"]
+
+
+def test_the_interrupted_line_says_the_last_note_and_is_reset(tmp_path):
+    from keeptune.core.outputs import interrupted_line, note_progress, reset_progress
+
+    reset_progress()
+    assert interrupted_line() == "keeptune: interrupted: nothing was saved; run the same command again"
+    note_progress(resume="run it again with --resume")
+    note_progress(saved="step 2 is in RUN")
+    note_progress(saved="step 4 is in RUN")
+    assert interrupted_line() == "keeptune: interrupted: step 4 is in RUN; run it again with --resume"
+    reset_progress()
+    assert interrupted_line() == "keeptune: interrupted: nothing was saved; run the same command again"

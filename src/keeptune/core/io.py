@@ -3,7 +3,9 @@
 Whole files are written atomically (a temporary file in the target's folder,
 then `os.replace`), so a reader never sees half a file. Predictions are appended
 line by line and flushed, so a killed run loses at most the line it was writing;
-`read_jsonl_prefix` reads such a file back and drops that torn last line.
+`read_jsonl_prefix` reads such a file back and drops that torn last line. A full
+disk while writing (`writing_to`) is an OutputError naming the file, not a traceback:
+the work done so far stays, and the same command run again resumes it.
 
 User files are read as UTF-8 with or without a byte-order mark (`utf-8-sig`),
 line by line from bytes, so a line that is not UTF-8 (a Windows-1252 export, say)
@@ -25,17 +27,55 @@ from keeptune.core.errors import DataError, MalformedLineError, OutputError
 
 # OS errors that say the output path is unusable, not that keeptune is broken.
 UNWRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENOSPC,
-              errno.ENAMETOOLONG, errno.ENOENT)
+              errno.EDQUOT, errno.ENAMETOOLONG, errno.ENOENT)
+# OS errors that say the disk (or the user's quota) is full: nothing is wrong with the path itself.
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+# How libraries that wrap the OS error in one of their own say it (safetensors: "... (os error 28)").
+NO_SPACE_TEXT = (os.strerror(errno.ENOSPC), os.strerror(errno.EDQUOT), f"os error {errno.ENOSPC}",
+                 f"os error {errno.EDQUOT}")
 
 
 def unwritable(path: Path | str, err: OSError) -> Exception:
     """An OutputError naming `path` for the OS errors of UNWRITABLE; `err` itself otherwise."""
     if err.errno not in UNWRITABLE:
         return err
+    if err.errno in NO_SPACE:
+        return disk_full(path, err)
     what = {errno.ENOTDIR: "a file is in the way of its folder", errno.EEXIST: "a file is in the way of its folder",
             errno.EISDIR: "it is a directory"}.get(err.errno, err.strerror)
     culprit = f" ({err.filename})" if err.filename and str(err.filename) != str(path) else ""
     return OutputError(f"{path}: cannot write here: {what}{culprit}")
+
+
+def disk_full(path: Path | str, err: BaseException) -> OutputError:
+    """The OutputError of a write under `path` that found no space left (`err`: what said so)."""
+    why = getattr(err, "strerror", None) or os.strerror(errno.ENOSPC)
+    name = getattr(err, "filename", None)
+    culprit = f" ({name})" if name and str(name) != str(path) else ""
+    return OutputError(f"{path}: cannot write: {why}{culprit}; free some space, then run the same command again")
+
+
+def no_space(err: BaseException) -> bool:
+    """Whether `err` says the disk or the quota is full: an OSError of NO_SPACE, or another library's error
+    whose text says so (safetensors raises its own SafetensorError); never keeptune's own OutputError."""
+    if isinstance(err, OutputError):
+        return False
+    if isinstance(err, OSError):
+        return err.errno in NO_SPACE
+    return any(text in str(err) for text in NO_SPACE_TEXT)
+
+
+@contextmanager
+def writing_to(path: Path | str) -> Iterator[None]:
+    """The body writes under `path`: a full disk there (see `no_space`) is an OutputError naming `path` (and the
+    file the OS error names, when another), so that no writer, keeptune's or a library's, ends in a traceback.
+    Other errors pass through as they are."""
+    try:
+        yield
+    except Exception as err:
+        if not no_space(err):
+            raise
+        raise disk_full(path, err) from None
 
 
 def decode_line(raw: bytes, path: Path, line: int) -> str:
@@ -128,7 +168,7 @@ def atomic_writer(path: Path | str, mode: str = "wb") -> Iterator[IO]:
     except OSError as err:
         raise unwritable(path, err) from None
     try:
-        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as handle:
+        with writing_to(path), os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as handle:
             yield handle
         os.chmod(tmp, 0o644)  # mkstemp makes it private; a data file is not
         try:
@@ -209,11 +249,13 @@ def read_jsonl_prefix(path: Path) -> tuple[list[dict], int]:
 
 
 def append_jsonl(handle, records: Iterable[Any]) -> None:
-    """Append records to an open file and push them to disk."""
-    for record in records:
-        handle.write(dumps(record) + "\n")
-    handle.flush()
-    os.fsync(handle.fileno())
+    """Append records to an open file and push them to disk; a full disk is an OutputError naming the file
+    (a torn last line is what `read_jsonl_prefix` drops on resume)."""
+    with writing_to(handle.name):
+        for record in records:
+            handle.write(dumps(record) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 # --- output directories ------------------------------------------------------------------

@@ -6,7 +6,9 @@ says what made it), nor into its own input, unless told (--overwrite). A folder
 is filled as `.NAME.tmp` beside its target and renamed in one `os.replace`
 (`staging_dir`, `replace_dir`, `publish_dir`), so a reader never sees half of one.
 `locked` holds FOLDER/.lock so that a second command into the same folder is
-refused, not interleaved.
+refused, not interleaved. A command notes what it has saved so far (`note_progress`),
+so that an interrupted one (Ctrl-C) ends with one line saying what is kept and how
+to go on (`interrupted_line`), not a traceback.
 """
 from __future__ import annotations
 
@@ -140,16 +142,21 @@ def claim_output_dir(path: Path | str, kind: str, overwrite: bool = False, input
     return path
 
 @contextlib.contextmanager
-def locked(folder: Path | str, busy: str):
+def locked(folder: Path | str, busy: str, wait: bool = False):
     """Hold FOLDER/.lock while the body runs; DataError `FOLDER: BUSY` when another process holds it.
 
     Two commands writing the same folder at once are refused, not interleaved; the lock
-    goes with the process, so a killed run leaves nothing to clean up."""
+    goes with the process, so a killed run leaves nothing to clean up. `wait`: wait for the
+    other process instead (a step that two commands may share, one after the other)."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "w") as handle:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle = open(folder / ".lock", "w")
+    except OSError as err:
+        raise unwritable(folder, err) from None
+    with handle:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             raise DataError(f"{folder}: {busy}") from None
         yield
@@ -159,16 +166,22 @@ def staging_dir(target: Path) -> Path:
     """An empty `.NAME.tmp` directory beside `target`, to fill and then `replace_dir` onto it."""
     tmp = target.with_name(f".{target.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    try:
+        tmp.mkdir(parents=True)
+    except OSError as err:
+        raise unwritable(target, err) from None
     return tmp
 
 def replace_dir(tmp: Path, target: Path) -> None:
     """Rename `tmp` to `target` in one step (an old `target` is moved aside first, then removed)."""
     old = target.with_name(f".{target.name}.old.tmp")
-    if target.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(target, old)
-    os.replace(tmp, target)
+    try:
+        if target.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(target, old)
+        os.replace(tmp, target)
+    except OSError as err:
+        raise unwritable(target, err) from None
     shutil.rmtree(old, ignore_errors=True)
 
 def publish_dir(tmp: Path, target: Path, kind: str, own: bool) -> None:
@@ -194,3 +207,24 @@ def claim_output(out: Path, kind: str, overwrite: bool, inputs) -> bool:
             raise
         check_output_dir(out, kind, overwrite=True, inputs=inputs)
         return False
+
+# --- what an interrupted command leaves ---------------------------------------------------
+
+NOTHING_SAVED, RUN_AGAIN = "nothing was saved", "run the same command again"
+_progress = {"saved": NOTHING_SAVED, "resume": RUN_AGAIN}
+
+def note_progress(saved: Optional[str] = None, resume: Optional[str] = None) -> None:
+    """Say what the running command has saved so far (`saved`: its last checkpoint, its predictions) and how to
+    go on from there (`resume`); the CLI prints both in one line when the command is interrupted (Ctrl-C)."""
+    if saved is not None:
+        _progress["saved"] = saved
+    if resume is not None:
+        _progress["resume"] = resume
+
+def reset_progress() -> None:
+    """Forget the notes of an earlier command (the CLI calls it before each)."""
+    _progress.update(saved=NOTHING_SAVED, resume=RUN_AGAIN)
+
+def interrupted_line() -> str:
+    """What the CLI prints when a command is interrupted: what was saved, and how to go on."""
+    return f"keeptune: interrupted: {_progress['saved']}; {_progress['resume']}"
