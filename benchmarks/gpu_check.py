@@ -37,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 import torch
@@ -215,9 +216,10 @@ def check_eval(model, tokenizer, n: int, out: Path) -> dict:
 
     p = Prompts(model, tokenizer, n)
     task, prompts, settings, config, pad = p.task, p.ids, p.settings, p.config, p.pad
-    warm = prompts[:16]  # CUDA's and the kernels' first-use costs, outside the timed runs
+    warm = prompts[:16]  # first-use costs (CUDA's, the kernels', the metrics' jieba dictionary) outside the timing
     p.keeptune(model, warm)
     hf_generate(model, warm, config, pad)
+    task.score(task.samples[0], "")
     with Peak(model.device) as ours_peak:
         metrics = evaluate(task, model, tokenizer, out, settings, identity={"model": "random weights"})
     with Peak(model.device) as hf_peak, torch.inference_mode():
@@ -340,11 +342,9 @@ def keeptune_run(source: Path | None, device: torch.device, out: Path) -> dict:
     text = (out / "run.log").read_text(encoding="utf-8", errors="replace")
     results = out / "run" / "results.json"
     if code or not results.is_file():
-        return {"ok": False, "seconds": seconds, "model": config["model"]["source"] or "SmolLM2-135M-Instruct",
-                "log_tail": text[-3000:]}
+        return {"ok": False, "seconds": seconds, "log_tail": text[-3000:]}
     done = json.loads(results.read_text(encoding="utf-8"))
     return {"ok": f"on {device}" in text, "seconds": seconds, "results": str(results),
-            "model": config["model"]["source"] or "SmolLM2-135M-Instruct",
             "checkpoints": [e["step"] for e in done["checkpoints"]],
             "passing": sum(bool(e.get("passes_gate")) for e in done["checkpoints"])}
 
@@ -352,32 +352,55 @@ def keeptune_run(source: Path | None, device: torch.device, out: Path) -> dict:
 # --- the table ------------------------------------------------------------------------------------------------
 
 def table(args, env: dict, ev: dict, exact: dict | None, ours: dict, hf: dict, run: dict) -> str:
+    """The markdown table: the device, torch and the flags, then a line per measurement (FAILED and the error where
+    a check raised)."""
     memory = "GPU peak allocated" if args.device.type == "cuda" else "peak RSS so far"
     flags = ", ".join(f"{k} {v}" for k, v in env.items() if k not in ("device", "torch"))
     rows = [
-        ("evaluation: squad-seed, samples/s",
-         f"{ev['keeptune_samples_per_s']:.2f}", f"{ev['hf_samples_per_s']:.2f}",
-         f"{ev['keeptune_samples_per_s'] / ev['hf_samples_per_s']:.2f}x",
-         f"{ev['prompts']} prompts of {ev['prompt_tokens']:.0f} tokens on average, {ev['new_tokens']} new; "
-         f"HF `generate` in length-sorted batches of {EVAL_BATCH}; identical outputs {ev['identical']}/{ev['prompts']}"
-         + (f" ({args.dtype}), {exact['identical']}/{exact['prompts']} in float32" if exact else "")),
-        (f"evaluation: {memory}, GiB", f"{ev['keeptune_peak_gib']:.2f}", f"{ev['hf_peak_gib']:.2f}",
-         f"{ev['keeptune_peak_gib'] / ev['hf_peak_gib']:.2f}x", "model weights included"),
-        ("LoRA training: non-pad tokens/s", f"{steady(ours):.0f}", f"{steady(hf):.0f}",
-         f"{steady(ours) / steady(hf):.2f}x",
-         f"q_proj,v_proj rank 8, batch {BATCH}, seq_len {SEQ_LEN}, steps 2-{args.steps} of {args.steps} timed "
-         f"({ours['tokens']} and {hf['tokens']} tokens in the epoch); HF: Trainer + PEFT"),
-        (f"LoRA training: {memory}, GiB", f"{ours['peak_gib']:.2f}", f"{hf['peak_gib']:.2f}",
-         f"{ours['peak_gib'] / hf['peak_gib']:.2f}x", "model weights included"),
-        (f"`keeptune run`, 2 steps, {Path(run['model']).name}", f"{run['seconds']:.0f} s", "", "",
-         (f"ok: checkpoints at steps {run['checkpoints']}, {run['passing']} pass the gate" if run["ok"]
-          else "FAILED (its log's tail is printed above)")),
+        row("evaluation: squad-seed, samples/s", [ev], lambda: (
+            f"{ev['keeptune_samples_per_s']:.2f}", f"{ev['hf_samples_per_s']:.2f}",
+            f"{ev['keeptune_samples_per_s'] / ev['hf_samples_per_s']:.2f}x",
+            f"{ev['prompts']} prompts of {ev['prompt_tokens']:.0f} tokens on average, {ev['new_tokens']} new; HF "
+            f"`generate` in length-sorted batches of {EVAL_BATCH}; identical outputs {ev['identical']}/{ev['prompts']}"
+            + (f" ({args.dtype})" if args.dtype != "float32" else "") + _exact(exact))),
+        row(f"evaluation: {memory}, GiB", [ev], lambda: (
+            f"{ev['keeptune_peak_gib']:.2f}", f"{ev['hf_peak_gib']:.2f}",
+            f"{ev['keeptune_peak_gib'] / ev['hf_peak_gib']:.2f}x", "model weights included")),
+        row("LoRA training: non-pad tokens/s", [ours, hf], lambda: (
+            f"{steady(ours):.0f}", f"{steady(hf):.0f}", f"{steady(ours) / steady(hf):.2f}x",
+            f"q_proj,v_proj rank 8, batch {BATCH}, seq_len {SEQ_LEN}, steps 2-{args.steps} of {args.steps} timed "
+            f"({ours['tokens']} and {hf['tokens']} tokens in the epoch); HF: Trainer + PEFT")),
+        row(f"LoRA training: {memory}, GiB", [ours, hf], lambda: (
+            f"{ours['peak_gib']:.2f}", f"{hf['peak_gib']:.2f}", f"{ours['peak_gib'] / hf['peak_gib']:.2f}x",
+            "model weights included")),
+        row(f"`keeptune run`, 2 steps, {run_model_name(args)}", [run], lambda: (
+            f"{run['seconds']:.0f} s", "", "",
+            f"ok: checkpoints at steps {run['checkpoints']}, {run['passing']} pass the gate" if run["ok"]
+            else "FAILED (the tail of its log is printed above)")),
     ]
     lines = [f"gpu_check: {args.shape} shape, {args.dtype}, on {env['device']}; torch {env['torch']}", "",
              f"Flags: {flags}.", "", "| measurement | keeptune | Hugging Face | keeptune / HF | notes |",
              "| --- | ---: | ---: | ---: | --- |"]
-    lines += [f"| {' | '.join(row)} |" for row in rows]
+    lines += [f"| {' | '.join(cells)} |" for cells in rows]
     return "\n".join(lines)
+
+
+def row(name: str, results: list[dict], cells) -> tuple[str, ...]:
+    """A table line: the name and the cells, or FAILED and the first error of `results`."""
+    errors = [r["error"] for r in results if "error" in r]
+    return (name, "FAILED", "", "", errors[0]) if errors else (name, *cells())
+
+
+def _exact(exact: dict | None) -> str:
+    if exact is None:
+        return ""
+    if "error" in exact:
+        return f"; the float32 recheck FAILED: {exact['error']}"
+    return f", {exact['identical']}/{exact['prompts']} in float32"
+
+
+def run_model_name(args) -> str:
+    return "SmolLM2-135M-Instruct" if args.shape == "llama3-8b" else "a tiny random Llama"
 
 
 # --- main -------------------------------------------------------------------------------------------------------
@@ -407,6 +430,17 @@ def phase(name: str, started: float) -> None:
     print(f"== {name} ({time.perf_counter() - started:.0f} s since the start)", flush=True)
 
 
+def attempt(fn, *args):
+    """One check's result, or {"error": ...} after its traceback is printed: a GPU session gets the outcome of
+    every check in one run, whichever fails."""
+    try:
+        return fn(*args)
+    except Exception as err:  # noqa: BLE001 - reported in the table; the other checks still run
+        traceback.print_exc()
+        first = str(err).splitlines()[0] if str(err) else ""
+        return {"error": f"{type(err).__name__}: {first}"[:300]}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     started = time.perf_counter()
@@ -418,36 +452,42 @@ def main(argv: list[str] | None = None) -> int:
         data = training_records(out, args.steps * BATCH)  # one epoch: every record once, in both loops
         tokenizer = word_tokenizer([squad_task(54).prompt(s) for s in squad_task(54).samples] + record_texts(data))
         phase(f"building the {args.shape} model ({args.dtype}, random weights)", started)
-        model = build_model(args.shape, len(tokenizer), args.device, getattr(torch, args.dtype))
+        dtype = getattr(torch, args.dtype)
+        model = build_model(args.shape, len(tokenizer), args.device, dtype)
         source = out / "model-config"
         model.config.save_pretrained(source)  # what keeptune's target check reads; the weights stay in memory
         phase("1. evaluation: keeptune's engine, then Hugging Face generate", started)
-        ev = check_eval(model, tokenizer, args.prompts, out / "eval")
+        ev = attempt(check_eval, model, tokenizer, args.prompts, out / "eval")
         exact = None
         if args.dtype != "float32" and args.exact:
             phase(f"1. the first {args.exact} prompts again, in float32", started)
-            exact = check_exact(model, tokenizer, min(args.exact, args.prompts))
+            exact = attempt(check_exact, model, tokenizer, min(args.exact, args.prompts))
         phase("2. LoRA training: keeptune's loop", started)
-        ours, model = train_keeptune(model, tokenizer, data, source, args.steps, out / "train-keeptune")
+        ours = attempt(train_keeptune, model, tokenizer, data, source, args.steps, out / "train-keeptune")
+        if isinstance(ours, tuple):
+            ours, model = ours
+        else:  # LoRA may be half applied: a fresh base for the other loop
+            del model
+            model = build_model(args.shape, len(tokenizer), args.device, dtype)
         phase("2. LoRA training: Hugging Face Trainer + PEFT", started)
-        hf = train_hf(model, tokenizer, data, args.steps, out / "train-hf")
+        hf = attempt(train_hf, model, tokenizer, data, args.steps, out / "train-hf")
         del model
         if args.device.type == "cuda":
             torch.cuda.empty_cache()
         phase("4. keeptune run, 2 steps", started)
         run_model = None if args.shape == "llama3-8b" else save_tiny_model(out / "tiny-model", tokenizer)
-        run = keeptune_run(run_model, args.device, out)
-        if not run["ok"]:
+        run = attempt(keeptune_run, run_model, args.device, out)
+        if not run.get("ok", True):
             print(run.get("log_tail", ""), file=sys.stderr)
         phase("done", started)
         text = table(args, env, ev, exact, ours, hf, run)
         print("\n" + text)
         if args.json:
-            args.json.write_text(json.dumps({"environment": env, "eval": ev, "exact": exact, "keeptune_train": ours,
-                                             "hf_train": hf,
-                                             "run": run, "seconds": time.perf_counter() - started,
-                                             "table": text}, indent=1), encoding="utf-8")
-    return 0 if run["ok"] else 1
+            numbers = {"environment": env, "eval": ev, "exact": exact, "keeptune_train": ours, "hf_train": hf,
+                       "run": run, "seconds": time.perf_counter() - started, "table": text}
+            args.json.write_text(json.dumps(numbers, indent=1), encoding="utf-8")
+    failed = [r for r in (ev, exact or {}, ours, hf, run) if "error" in r] or not run.get("ok")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

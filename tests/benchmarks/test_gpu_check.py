@@ -16,7 +16,8 @@ from tests.conftest import REPO
 def test_gpu_check_runs_every_step_at_the_tiny_shape_on_the_cpu(tmp_path):
     out = tmp_path / "out"
     command = [sys.executable, str(REPO / "benchmarks" / "gpu_check.py"), "--shape", "tiny", "--device", "cpu",
-               "--prompts", "16", "--exact", "16", "--steps", "2", "--out", str(out), "--json", str(tmp_path / "c.json")]
+               "--prompts", "16", "--exact", "16", "--steps", "2", "--out", str(out),
+               "--json", str(tmp_path / "c.json")]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     check = json.loads((tmp_path / "c.json").read_text())
@@ -38,3 +39,17 @@ def test_gpu_check_runs_every_step_at_the_tiny_shape_on_the_cpu(tmp_path):
     assert check["run"]["ok"] and [e["step"] for e in results["checkpoints"]] == [1, 2]
     table = result.stdout.split("| measurement | keeptune | Hugging Face | keeptune / HF | notes |")[1]
     assert len([line for line in table.splitlines() if line.startswith("| ")]) == 6  # the rule and five rows
+
+
+def test_a_failing_check_is_reported_in_its_line_and_the_others_still_run():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_check", REPO / "benchmarks" / "gpu_check.py")
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    failed = gpu_check.attempt(lambda n: n / 0, 1)
+    assert failed == {"error": "ZeroDivisionError: division by zero"}
+    assert gpu_check.row("LoRA training", [{"tokens": 1}, failed], lambda: 1 / 0) == (
+        "LoRA training", "FAILED", "", "", "ZeroDivisionError: division by zero")
+    assert gpu_check.row("LoRA training", [{"tokens": 1}], lambda: ("2", "3", "0.67x", "")) == (
+        "LoRA training", "2", "3", "0.67x", "")
