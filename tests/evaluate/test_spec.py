@@ -11,6 +11,7 @@ from keeptune.cli import main
 from keeptune.core.errors import DataError
 from keeptune.evaluate.samples import load_task_samples, resolve_data_path
 from keeptune.evaluate.spec import SpecError, load_spec
+from tests.core.test_config import alias_bomb
 from tests.tiny import save_tiny
 
 SPEC = """\
@@ -277,3 +278,20 @@ def test_the_version_is_recorded_and_a_new_version_is_evaluated_again(tmp_path, 
     write(tmp_path, SPEC + "metadata:\n  version: 2\n")
     assert main(args) == 2
     assert "other settings (task_version differ)" in capsys.readouterr().err
+
+
+def test_an_alias_bomb_in_a_spec_is_refused_before_it_expands(tmp_path):
+    path = write(tmp_path, SPEC + alias_bomb(9).replace("a: &a", "x_a: &a", 1))
+    with pytest.raises(SpecError, match=rf"^{path}:17: its aliases expand to more than 100000 values"):
+        load_spec(path)  # before: the location walk expanded 387 million values (over 11 GB)
+
+
+def test_a_repeated_key_in_a_spec_or_one_it_includes_names_both_lines(tmp_path):
+    path = write(tmp_path, SPEC + "reference: question\n")
+    with pytest.raises(SpecError, match=rf"^{path}:12: key 'reference' is written twice in one mapping; this one "
+                                        "repeats line 5"):
+        load_spec(path)
+    (tmp_path / "base.yaml").write_text("generation:\n  max_new_tokens: 2\n  max_new_tokens: 3\n", encoding="utf-8")
+    path = write(tmp_path, SPEC + "include: base.yaml\n")
+    with pytest.raises(SpecError, match=rf"^{tmp_path / 'base.yaml'}:3: key 'max_new_tokens' .* repeats line 2"):
+        load_spec(path)

@@ -49,9 +49,78 @@ def split_override(word: str) -> tuple[str, str]:
     return key.strip(), text
 
 
+# The most values a YAML document may hold with its aliases expanded: keeptune's configs and specs hold a few
+# hundred; an alias bomb (anchors of lists of aliases of the anchor before) holds billions in a few lines.
+YAML_VALUES = 100_000
+
+
+def parse_yaml(text: str, origin: str | Path, repeats: bool = False) -> tuple[Any, yaml.Node | None]:
+    """The value of a YAML document (safe_load's) and its node tree (compose's), the text parsed once.
+
+    yaml.YAMLError for text that is not YAML. ConfigError naming `origin` (a file: with the
+    line) for a key written twice in one mapping (unless `repeats`: PyYAML keeps the last), an
+    alias of a value that holds it, or aliases that expand past YAML_VALUES values, refused
+    before anything walks or copies the expansion."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is not None:
+            _check_nodes(node, origin, repeats)
+        return (loader.construct_document(node) if node is not None else None), node
+    except RecursionError:
+        raise ConfigError(f"{origin}: nested too deeply to read") from None
+    finally:
+        loader.dispose()
+
+
+def _at(origin: str | Path, node: yaml.Node) -> str:
+    """`FILE:LINE` of a node of a file, else the origin (an override) alone."""
+    return f"{origin}:{node.start_mark.line + 1}" if isinstance(origin, Path) else str(origin)
+
+
+def _check_nodes(root: yaml.Node, origin: str | Path, repeats: bool) -> None:
+    """ConfigError for repeated keys, an alias inside its own anchor, and expansions past YAML_VALUES."""
+    sizes: dict[int, int] = {}  # a node's value count with its aliases expanded, each node counted once
+    open_nodes: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        if id(node) in sizes:
+            return sizes[id(node)]
+        if id(node) in open_nodes:
+            raise ConfigError(f"{_at(origin, node)}: an alias refers to the anchor that holds it (a value that "
+                              "contains itself)")
+        open_nodes.add(id(node))
+        children = ([n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode)
+                    else node.value if isinstance(node, yaml.SequenceNode) else [])
+        if isinstance(node, yaml.MappingNode) and not repeats:
+            _check_keys(node, origin)
+        total = 1 + sum(size(child) for child in children)
+        if total > YAML_VALUES:
+            raise ConfigError(f"{_at(origin, node)}: its aliases expand to more than {YAML_VALUES} values (an alias "
+                              "bomb?); write the values out, or alias fewer")
+        open_nodes.discard(id(node))
+        sizes[id(node)] = total
+        return total
+
+    size(root)
+
+
+def _check_keys(node: yaml.MappingNode, origin: str | Path) -> None:
+    """ConfigError for a key written twice in one mapping (a merge key `<<` aside: it may be overridden)."""
+    seen: dict[Any, yaml.Node] = {}
+    for key, _ in node.value:
+        if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+            continue
+        first = seen.setdefault(key.value, key)
+        if first is not key:
+            where = f"line {first.start_mark.line + 1}" if isinstance(origin, Path) else "the first"
+            raise ConfigError(f"{_at(origin, key)}: key {key.value!r} is written twice in one mapping; this one "
+                              f"repeats {where} (keep one)")
+
+
 def yaml_locations(path: Path, node: yaml.Node | None) -> dict[str, str]:
     """'FILE:LINE' of every key (dotted: `train.lr`) and list item (`original[0]`, `original[0].task`) of a
-    composed YAML document (`yaml.compose(text)`)."""
+    composed YAML document (`parse_yaml`'s node tree: its aliases expand to YAML_VALUES values at most)."""
     where: dict[str, str] = {}
 
     def walk(node, prefix: str) -> None:
@@ -70,17 +139,19 @@ def yaml_locations(path: Path, node: yaml.Node | None) -> dict[str, str]:
 
 
 def set_word(tree: dict, where: dict[str, str], key: str, text: str, origin: str) -> None:
-    """Put the value of a `key=text` word (read as YAML) at the dotted `key` of `tree`; `where` notes `origin`."""
+    """Put the value of a `key=text` word (read as YAML) at the dotted `key` of `tree`; `where` notes `origin` for
+    the key and for each section the word adds, so that a misspelt section is reported as the word's."""
     try:
-        value = yaml.safe_load(text)
+        value = parse_yaml(text, origin)[0]
     except yaml.YAMLError:
         value = text
-    node = tree
-    for part in key.split(".")[:-1]:
+    node, parts = tree, key.split(".")
+    for i, part in enumerate(parts[:-1]):
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise ConfigError(f"{origin}: {part!r} is not a section")
-    node[key.split(".")[-1]] = value
+            raise ConfigError(f"{origin}: {'.'.join(parts[:i + 1])!r} is a field, not a section")
+        where.setdefault(".".join(parts[:i + 1]), origin)
+    node[parts[-1]] = value
     where[key] = origin
 
 
@@ -95,7 +166,7 @@ def read_yaml(path: Path) -> tuple[dict, dict[str, str]]:
     except DataError as err:  # a directory, unreadable
         raise ConfigError(str(err)) from None
     try:
-        tree, root = yaml.safe_load(text), yaml.compose(text)
+        tree, root = parse_yaml(text, path)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""

@@ -39,7 +39,7 @@ from typing import Any, Literal, Optional, Sequence
 
 import yaml
 
-from keeptune.core.config import build, yaml_locations
+from keeptune.core.config import build, parse_yaml, yaml_locations
 from keeptune.core.errors import ConfigError, DataError
 from keeptune.data.prompts import FORMATS, NAMED_PROMPTS
 from keeptune.evaluate import steps as steps_module
@@ -181,7 +181,9 @@ def _read(path: Path) -> tuple[dict, dict[str, str]]:
     """A spec file's mapping and the FILE:LINE of every key (dotted) and list item (``key[i]``)."""
     try:
         text = path.read_text(encoding="utf-8-sig")
-        tree, root = yaml.safe_load(text), yaml.compose(text)
+        tree, root = parse_yaml(text, path)  # aliases bounded, a repeated key refused
+    except ConfigError as err:
+        raise SpecError(str(err)) from None
     except UnicodeDecodeError as err:
         raise SpecError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
     except OSError as err:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import yaml
 
-from keeptune.core.errors import ModelLoadError
+from keeptune.core.config import parse_yaml
+from keeptune.core.errors import ConfigError, ModelLoadError
 from keeptune.core.io import read_text
 from keeptune.model.load import check_config_json
 from keeptune.model.params import ARCHITECTURES, meta_model
@@ -58,10 +59,12 @@ def yaml_config(path: Path):
 
 def _model_config(path: Path) -> dict:
     """The `model.model_config` mapping of a MindFormers run YAML."""
-    try:
-        data = yaml.safe_load(read_text(path))
+    try:  # a key written twice is MindFormers' to judge: its loader, as PyYAML, keeps the last
+        data = parse_yaml(read_text(path), path, repeats=True)[0]
     except yaml.YAMLError as err:
         raise ModelLoadError(f"{path}: not valid YAML ({err})") from None
+    except ConfigError as err:  # aliases that expand without bound
+        raise ModelLoadError(str(err)) from None
     model_config = ((data or {}).get("model") or {}).get("model_config") if isinstance(data, dict) else None
     if not isinstance(model_config, dict):
         raise ModelLoadError(f"{path}: not a MindFormers run configuration: it has no model.model_config mapping")
