@@ -17,7 +17,7 @@ from transformers import AutoModelForCausalLM, LlamaConfig
 
 from keeptune.cli import main
 from keeptune.interop.config import LLAMA3_8B, expected_shapes, infer_config, yaml_config
-from keeptune.interop.mindspore_ckpt import read_checkpoint, write_checkpoint
+from keeptune.interop.mindspore_ckpt import read_checkpoint, tensor_records, write_checkpoint
 from keeptune.interop.names import hf_weight_name, mindformers_weight_name, peft_module_of_mindpet
 from keeptune.model.lora import LoraSettings, trainable_parameters
 from keeptune.model.params import architecture_config, lora_accounting
@@ -221,6 +221,14 @@ def test_a_mindformers_yaml_is_a_config(tmp_path, tiny, capsys):
     assert llama3.intermediate_size == 14336  # Meta's Llama-3-8B, computed as MindFormers' LlamaFeedForward does
 
 
+def test_a_mindformers_yaml_may_repeat_a_key_as_mindformers_reads_it(tmp_path):
+    """MindFormers reads its YAML with PyYAML, which keeps a repeated key's last value: so does keeptune."""
+    path = mindformers_yaml(tmp_path / "run.yaml")
+    path.write_text(path.read_text().replace("    num_layers: 2\n", "    num_layers: 7\n    num_layers: 2\n"))
+    assert path.read_text().count("num_layers") == 2
+    assert yaml_config(path)[0].num_hidden_layers == 2
+
+
 def yaml_config_of(tmp_path: Path, **model_config):
     return yaml_config(mindformers_yaml(tmp_path / "other.yaml", **model_config))[0]
 
@@ -230,6 +238,9 @@ def yaml_config_of(tmp_path: Path, **model_config):
     ("model: {model_config: {type: GLMConfig}}\n", "keeptune imports MindFormers' LlamaConfig"),
     ("model: {model_config: {extend_method: LLAMA3}}\n", "extend_method LLAMA3 (rotary scaling) is not supported"),
     ("model: [\n", "not valid YAML"),
+    ("a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(f"{c}: &{c} [{', '.join(['*' + b] * 9)}]\n"
+                                                    for b, c in zip("abcdefgh", "bcdefghi")),
+     "bad.yaml:6: its aliases expand to more than 100000 values"),
 ])
 def test_yaml_configs_it_cannot_use_are_refused(tmp_path, tiny, capsys, content, message):
     assert main(["export", str(tiny), "--out", str(tmp_path / "m.ckpt")]) == 0
@@ -293,6 +304,57 @@ def test_adapter_import_needs_alpha(tmp_path, tiny, capsys):
     assert main(["import", str(tmp_path / "a.ckpt"), "--alpha", "8", "--model",
                  str(config_dir(tiny, tmp_path / "wide", hidden_size=128))]) == 2
     assert "maps 64 -> 64, model" in capsys.readouterr().err
+
+
+def mindspore_file(path: Path, tensors: list[tuple[str, torch.Tensor]]) -> Path:
+    """A checkpoint as MindSpore's save_checkpoint writes it: the records alone, no keeptune length note."""
+    path.write_bytes(b"".join(record for name, tensor in tensors for record in tensor_records(name, tensor)))
+    return path
+
+
+def exported_lora(tmp_path: Path, tiny: Path) -> list[tuple[str, torch.Tensor]]:
+    """The mindpet parameters of a q_proj/v_proj adapter of the tiny model, in file order (8: 2 layers x 2 x A, B)."""
+    assert main(["export", str(make_adapter(tiny, tmp_path / "adapter")), "--out", str(tmp_path / "a.ckpt")]) == 0
+    return list(read_checkpoint(tmp_path / "a.ckpt").items())
+
+
+def test_an_adapter_cut_short_is_refused_naming_what_is_missing(tmp_path, tiny, capsys):
+    """Issue 28: half of an exported adapter (layer 0 of 2) imported as a valid adapter, exit 0."""
+    lora = exported_lora(tmp_path, tiny)
+    whole = (tmp_path / "a.ckpt").read_bytes()
+    (tmp_path / "t.ckpt").write_bytes(whole[:len(whole) // 2])
+    assert main(["import", str(tmp_path / "t.ckpt"), "--what", "adapter", "--alpha", "16"]) == 2
+    assert f"keeptune wrote it with {len(whole)} bytes, it holds {len(whole) // 2}: it was cut short" in \
+        capsys.readouterr().err
+    # a file MindSpore wrote (no length note), cut after layer 0: the base model tells that layer 1 is missing
+    layer0 = mindspore_file(tmp_path / "layer0.ckpt", lora[:4])
+    for given in (["--model", str(tiny)], ["--config", str(tiny)]):
+        assert main(["import", str(layer0), "--alpha", "8", "--out", str(tmp_path / "out"), *given]) == 2
+        assert capsys.readouterr().err.strip() == (
+            f"keeptune: error: {layer0}: the adapter is incomplete: model {tiny} has 2 layers, the adapter no LoRA "
+            "on model.layers.1.self_attn.q_proj, model.layers.1.self_attn.v_proj (a file cut short, or saved in part?)")
+    # cut inside layer 1: its names tell, with no base given
+    six = mindspore_file(tmp_path / "six.ckpt", lora[:6])
+    assert main(["import", str(six), "--alpha", "8", "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"keeptune: error: {six}: the adapter is incomplete: it has LoRA on self_attn.q_proj, self_attn.v_proj up "
+        "to layer 1, but none on model.layers.1.self_attn.v_proj (a file cut short, or saved in part?)")
+    assert not (tmp_path / "out").exists()
+    # with no base and no note, a cut at a layer's end cannot be told: the import says which layers it holds
+    assert main(["import", str(layer0), "--alpha", "8", "--out", str(tmp_path / "out")]) == 0
+    assert ("LoRA of rank 4 on q_proj, v_proj of layers 0-0 (pass --model or --config to check that the base has no "
+            "more)") in capsys.readouterr().out
+
+
+def test_lora_of_one_module_kind_shaped_differently_on_two_layers_is_refused(tmp_path, tiny, capsys):
+    lora = dict(exported_lora(tmp_path, tiny))
+    lora["model.layers.1.attention.wq.mindpet_delta_lora_a"] = torch.ones(4, 32)  # layer 0's: 4 x 64
+    bad = mindspore_file(tmp_path / "bad.ckpt", list(lora.items()))
+    capsys.readouterr()
+    assert main(["import", str(bad), "--alpha", "8", "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"keeptune: error: {bad}: the LoRA of model.layers.1.self_attn.q_proj maps 32 -> 64, that of "
+        "model.layers.0.self_attn.q_proj 64 -> 64: the layers of one model have one shape")
 
 
 def test_rslora_scaling_is_folded_into_b(tmp_path, tiny, capsys):

@@ -140,6 +140,35 @@ def test_files_it_cannot_parse_are_refused_naming_the_file(tmp_path, capsys, cas
     assert not (tmp_path / "ran").exists()
 
 
+def test_a_copy_cut_short_at_any_record_boundary_is_refused(tmp_path):
+    """Issue 28: a file cut between records is a valid Checkpoint of fewer parameters; keeptune's length note
+    tells it from the file written."""
+    tensors = [("a", torch.arange(6.0)), ("b", torch.ones(2, 3)), ("c", torch.tensor(7))]
+    write_checkpoint(tmp_path / "x.ckpt", tensors)
+    whole = (tmp_path / "x.ckpt").read_bytes()
+    with CheckpointFile(tmp_path / "x.ckpt") as ckpt:
+        ends = [start + length for _, start, length in ckpt.records]
+        assert ckpt.records[0][0] == mindspore_ckpt.LENGTH_NOTE and ends[-1] == len(whole)
+    assert int.from_bytes(whole[2:10], "little") == len(whole)
+    for cut in [1, mindspore_ckpt.LENGTH_NOTE, *ends[:-1]]:
+        (tmp_path / "cut.ckpt").write_bytes(whole[:cut])
+        with pytest.raises(CheckpointError, match=f"it holds {cut}" if cut < 10 else
+                           f"keeptune wrote it with {len(whole)} bytes, it holds {cut}: it was cut short"):
+            CheckpointFile(tmp_path / "cut.ckpt")
+    (tmp_path / "more.ckpt").write_bytes(whole + whole[10:])
+    with pytest.raises(CheckpointError, match="it was added to"):
+        CheckpointFile(tmp_path / "more.ckpt")
+
+
+def test_the_length_note_is_a_field_protobuf_skips_and_files_without_it_still_read(tmp_path):
+    write_checkpoint(tmp_path / "x.ckpt", [("a", torch.arange(3.0)), ("b", torch.ones(2))])
+    whole = (tmp_path / "x.ckpt").read_bytes()
+    # MindSpore's load_checkpoint parses the file as one Checkpoint message: the unknown field is skipped
+    assert [v.tag for v in mindspore_ckpt.Checkpoint.FromString(whole).value] == ["a", "b"]
+    (tmp_path / "plain.ckpt").write_bytes(whole[mindspore_ckpt.LENGTH_NOTE:])  # as MindSpore writes it
+    assert torch.equal(read_checkpoint(tmp_path / "plain.ckpt")["b"], torch.ones(2))
+
+
 def test_writing_is_atomic(tmp_path):
     def tensors():
         yield "a", torch.ones(2)

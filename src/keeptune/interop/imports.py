@@ -152,26 +152,69 @@ def import_adapter(ckpt: CheckpointFile, folder: Path, config_source=None, model
 
     The checkpoint holds A and B but not lora_alpha: `alpha`, or the pet_config of a
     MindFormers YAML given as `config_source`, says it. `model`: the base model the adapter
-    belongs to, checked against the adapter's shapes and recorded for eval and merge."""
+    belongs to, checked against the adapter's shapes and recorded for eval and merge. The
+    adapter must be whole: every module paired, the same modules on every layer up to the
+    last one named, one shape per module kind, and, where the base is known (`model`, or a
+    configuration as `config_source`), LoRA on each of its layers, shaped as its modules are."""
     from peft import LoraConfig  # about two seconds to import: paid by the commands that need PEFT only
 
     modules = _mindpet_modules(ckpt)
-    alpha, dropout = _alpha_and_dropout(ckpt, config_source, alpha, dropout)
+    order = sorted(modules, key=lambda m: (_layer(m), m))
+    check_every_layer(ckpt, order)  # names only: a file cut short fails before its data is read
+    base_config, pet = read_config(config_source)
+    alpha, dropout = _alpha_and_dropout(ckpt, pet, alpha, dropout)
     wanted = {name for pair in modules.values() for name in pair.values()}
     cast_to = resolve_dtype(dtype, torch.device("cpu")) if dtype else None
     tensors = {name: cast(t, cast_to) for name, t in ckpt.tensors(wanted=wanted.__contains__)}
     rank = _common_rank(ckpt, modules, tensors)
-    order = sorted(modules, key=lambda m: (int(m.split(".")[2]), m))
-    if model is not None:
-        check_adapter_fits(order, {m: (tuple(tensors[modules[m]["A"]].shape), tuple(tensors[modules[m]["B"]].shape))
-                                   for m in order}, model)
+    shapes = {m: (tuple(tensors[modules[m]["A"]].shape), tuple(tensors[modules[m]["B"]].shape)) for m in order}
+    _check_one_shape_per_kind(ckpt, shapes)
+    for base, config in ((model, source_config(model) if model is not None else None),
+                         (config_source, base_config)):
+        if config is not None:
+            check_adapter_fits(order, shapes, config, str(base), ckpt.path)
     LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=order, bias="none",
                task_type="CAUSAL_LM", base_model_name_or_path=str(model) if model else None).save_pretrained(folder)
     save_file({peft_weight_key(m, w): tensors[modules[m][w]].contiguous() for m in order for w in "AB"},
               folder / ADAPTER_WEIGHTS)
     targets = sorted({m.rsplit(".", 1)[1] for m in order}, key=list(MINDFORMERS_TO_HF.values()).index)
+    print(f"keeptune: LoRA of rank {rank} on {', '.join(targets)} of layers 0-{_layer(order[-1])}"
+          + ("" if model or base_config else " (pass --model or --config to check that the base has no more)"))
     return {"base_model": str(model) if model else None, "imported_from": str(ckpt.path),
             "lora": {"targets": targets, "rank": rank, "alpha": alpha, "dropout": dropout}}
+
+
+def _layer(module: str) -> int:
+    """The layer index of `model.layers.N.self_attn.q_proj`."""
+    return int(module.split(".")[2])
+
+
+def check_every_layer(ckpt: CheckpointFile, modules: list[str]) -> None:
+    """CheckpointError unless every layer from 0 to the last one named holds LoRA on the same modules."""
+    kinds = {m.split(".", 3)[3] for m in modules}
+    missing = [f"model.layers.{i}.{kind}" for i in range(max(map(_layer, modules)) + 1) for kind in sorted(kinds)
+               if f"model.layers.{i}.{kind}" not in modules]
+    if missing:
+        raise CheckpointError(f"{ckpt.path}: the adapter is incomplete: it has LoRA on {', '.join(sorted(kinds))} "
+                              f"up to layer {max(map(_layer, modules))}, but none on {_listed(missing)} (a file "
+                              "cut short, or saved in part?)")
+
+
+def _listed(names: list[str], shown: int = 4) -> str:
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
+def _check_one_shape_per_kind(ckpt: CheckpointFile, shapes: dict) -> None:
+    """CheckpointError when one kind of module (q_proj, say) has LoRA of different shapes on different layers."""
+    first: dict[str, str] = {}
+    for module, shape in shapes.items():
+        kind = module.split(".", 3)[3]
+        other = first.setdefault(kind, module)
+        if shapes[other] != shape:
+            (_, width), (height, _) = shape
+            (_, other_width), (other_height, _) = shapes[other]
+            raise CheckpointError(f"{ckpt.path}: the LoRA of {module} maps {width} -> {height}, that of {other} "
+                                  f"{other_width} -> {other_height}: the layers of one model have one shape")
 
 
 def _mindpet_modules(ckpt: CheckpointFile) -> dict[str, dict[str, str]]:
@@ -191,10 +234,9 @@ def _mindpet_modules(ckpt: CheckpointFile) -> dict[str, dict[str, str]]:
     return modules
 
 
-def _alpha_and_dropout(ckpt: CheckpointFile, config_source, alpha: float | None, dropout: float | None
+def _alpha_and_dropout(ckpt: CheckpointFile, pet: dict, alpha: float | None, dropout: float | None
                        ) -> tuple[float, float]:
     """lora_alpha and lora_dropout: as given, else from the pet_config of --config (dropout: else 0)."""
-    _, pet = read_config(config_source)
     alpha = alpha if alpha is not None else pet.get("lora_alpha")
     if alpha is None:
         raise ModelLoadError(f"{ckpt.path}: a mindpet checkpoint does not record lora_alpha: pass --alpha (the seed's "
@@ -216,14 +258,21 @@ def _common_rank(ckpt: CheckpointFile, modules: dict[str, dict[str, str]], tenso
     return ranks.pop()
 
 
-def check_adapter_fits(modules: list[str], shapes: dict, model: str) -> None:
-    """ModelLoadError when the base model has no such module or another shape (config.json only)."""
-    base = dict(meta_model(source_config(model)).named_modules())
+def check_adapter_fits(modules: list[str], shapes: dict, config, base: str, source: Path) -> None:
+    """ModelLoadError naming `source` when the base model (its configuration `config`, named `base`) has no such
+    module or another shape, or has layers the adapter leaves out (meta device: no weights)."""
+    layers = dict(meta_model(config).named_modules())
     for module in modules:
-        layer = base.get(module)
+        layer = layers.get(module)
         if not isinstance(layer, torch.nn.Linear):
-            raise ModelLoadError(f"the adapter has LoRA on {module}, which model {model} does not have")
+            raise ModelLoadError(f"{source}: the adapter has LoRA on {module}, which model {base} does not have")
         (rank, width), (height, _) = shapes[module]
         if (width, height) != (layer.in_features, layer.out_features):
-            raise ModelLoadError(f"the adapter's {module} maps {width} -> {height}, model {model}'s "
+            raise ModelLoadError(f"{source}: the adapter's {module} maps {width} -> {height}, model {base}'s "
                                  f"{layer.in_features} -> {layer.out_features}")
+    kinds = sorted({m.split(".", 3)[3] for m in modules})
+    missing = [f"model.layers.{i}.{kind}" for i in range(config.num_hidden_layers) for kind in kinds
+               if f"model.layers.{i}.{kind}" not in modules]
+    if missing:
+        raise ModelLoadError(f"{source}: the adapter is incomplete: model {base} has {config.num_hidden_layers} "
+                             f"layers, the adapter no LoRA on {_listed(missing)} (a file cut short, or saved in part?)")

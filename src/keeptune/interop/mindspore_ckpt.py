@@ -37,6 +37,13 @@ protobuf's copy of it), never the file. Writing is the same, one record at a tim
 as 10 big-endian bytes; keeptune verifies it. An encrypted checkpoint (`enc_key`) is
 refused: it is not protobuf. A scalar has no dims (older writers: dims [0]); a string
 (`append_dict`) is type "str", UTF-32 code units. Nothing here unpickles anything.
+
+A file cut short at a record boundary is still a valid Checkpoint, holding fewer parameters.
+So the files keeptune writes begin with a length note: field 2047 of `Checkpoint` (wire type 1,
+a little-endian 64-bit integer: the byte length of the protobuf content, a CRC trailer not
+counted). MindSpore's schema has no such field, and protobuf parsers skip fields they do not
+know, so `load_checkpoint` reads the file as before; keeptune refuses a file whose note
+disagrees with its length. Files of other writers carry no note.
 """
 from __future__ import annotations
 
@@ -103,6 +110,9 @@ Checkpoint, Value = _schema()
 # Each record of the file: the key of Checkpoint.value (field 1, wire type 2 = length-delimited), its length, a Value.
 RECORD_KEY = Checkpoint.DESCRIPTOR.fields_by_name["value"].number << 3 | 2
 TAG_KEY = Value.DESCRIPTOR.fields_by_name["tag"].number << 3 | 2  # the name, first in each Value
+LENGTH_FIELD = 2047  # keeptune's length note; Checkpoint has field 1 only
+LENGTH_KEY = bytes([(LENGTH_FIELD << 3 | 1) & 0x7F | 0x80, (LENGTH_FIELD << 3 | 1) >> 7])  # a two-byte varint
+LENGTH_NOTE = len(LENGTH_KEY) + 8
 
 
 def file_descriptor() -> descriptor_pb2.FileDescriptorProto:
@@ -161,8 +171,22 @@ class CheckpointFile:
     def error(self, why: str) -> CheckpointError:
         return CheckpointError(f"{self.path}: not a readable MindSpore checkpoint: {why}")
 
+    def _length_note(self) -> int:
+        """Where the records begin: after keeptune's length note, when the file starts with one that matches."""
+        if self.end < LENGTH_NOTE and LENGTH_KEY.startswith(self._map[:self.end]):
+            raise self.error(f"it holds {self.end} bytes, less than the {LENGTH_NOTE}-byte length note keeptune "
+                             "writes first: it was cut short")
+        if self._map[:len(LENGTH_KEY)] != LENGTH_KEY:
+            return 0
+        written = int.from_bytes(self._map[len(LENGTH_KEY):LENGTH_NOTE], "little")
+        if written != self.end:
+            raise self.error(f"keeptune wrote it with {written} bytes, it holds {self.end}: it was "
+                             f"{'cut short' if self.end < written else 'added to'} (copy or export it again)")
+        return LENGTH_NOTE
+
     def _walk(self) -> list[tuple[int, int, int]]:
-        data, pos, records = self._map, 0, []
+        data, records = self._map, []
+        pos = self._length_note()
         while pos < self.end:
             if data[pos] != RECORD_KEY:
                 where = "it does not start" if pos == 0 else f"byte {pos} does not start"
@@ -229,10 +253,11 @@ class CheckpointFile:
         so memory holds the tensor being built and one record; the tensor owns its
         memory. The file's CRC, when it has one, is checked as the records go by (all of
         them, wanted or not); a mismatch is a CheckpointError after the last parameter."""
-        crc = 0
+        crc, begin = 0, 0  # the CRC covers everything before the trailer, a length note too
         for name, records in self.params:
+            end = records[-1][1] + records[-1][2]
             if self.crc is not None:
-                crc = self._crc(crc, records[0][0], records[-1][1] + records[-1][2])
+                crc, begin = self._crc(crc, begin, end), end
             if wanted is not None and not wanted(name):
                 continue
             assembly = _Assembly(self, name)
@@ -350,13 +375,19 @@ def write_checkpoint(path: Path | str, tensors: Iterable[tuple[str, torch.Tensor
     """Write (name, tensor) pairs as a MindSpore checkpoint, one at a time, atomically; returns the count.
 
     The file appears complete or not at all (`atomic_writer`: a temporary file beside it is
-    renamed); a name written twice is a CheckpointError (MindSpore would merge the two)."""
+    renamed); a name written twice is a CheckpointError (MindSpore would merge the two). It
+    begins with the length note (filled in once the records are written), so that a copy cut
+    short is refused when read."""
     seen: set[str] = set()
     with atomic_writer(path) as handle:
+        handle.write(LENGTH_KEY + bytes(8))
         for name, tensor in tensors:
             if name in seen:
                 raise CheckpointError(f"{path}: parameter {name!r} twice")
             seen.add(name)
             for record in tensor_records(name, tensor):
                 handle.write(record)
+        length = handle.tell()
+        handle.seek(len(LENGTH_KEY))
+        handle.write(length.to_bytes(8, "little"))
     return len(seen)
