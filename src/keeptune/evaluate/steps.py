@@ -4,7 +4,8 @@ each is a pure function of the text so far and the sample's fields.
 
     strip                          surrounding whitespace removed
     first_line                     the text before the first newline
-    {regex: PATTERN}               the first match (its first group when it has one); "" when none
+    {regex: PATTERN}               the first match (its first group when it has one); "" when none;
+                                   a search that takes over REGEX_SECONDS is an error naming the step
     {math_extract: seed|final|last, problem_field: problem}
                                    the math judge's extraction (metrics/math_judge.py): drop an echo of the
                                    problem, then the first (seed) or last (final) match of the
@@ -15,15 +16,29 @@ The seed protocol for SQuAD is ``[strip, first_line]``.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+import regex  # re's syntax, plus a timeout: a user's pattern may backtrack for hours
+
+from keeptune.core.errors import DataError
 from keeptune.evaluate.metrics import math_judge
+
+# The most seconds a user's regular expression may search one generation (regex checks the clock as it
+# backtracks; a pattern that keeps to this finishes in microseconds on a few hundred tokens).
+REGEX_SECONDS = 1.0
+# Compiling, regex writes a counted repeat out ((?:ab){3} as ababab), 250 to 700 bytes an item: .{10000000} took
+# 2.5 GB. A pattern may compile into this many items at most (35 MB at most).
+REGEX_ITEMS = 50_000
+COUNT = regex.compile(r"\{(\d*)(?:,(\d*))?\}")
 
 
 class StepError(ValueError):
     """A post-processing step that does not exist or whose option is wrong (the spec reader adds where)."""
+
+
+class StepTimeoutError(DataError):
+    """A step that ran out of time on one generation (a regular expression that backtracks without end)."""
 
 
 @dataclass(frozen=True)
@@ -34,17 +49,74 @@ class Step:
 
 
 def _regex(pattern: str) -> Callable:
+    if isinstance(pattern, str) and written_out(pattern) > REGEX_ITEMS:
+        raise StepError(f"regex {pattern!r} would compile into {written_out(pattern)} items, over {REGEX_ITEMS} (the "
+                        "regex engine writes counted repeats out in memory); use *, + or smaller counts")
     try:
-        compiled = re.compile(pattern)
-    except (re.error, TypeError) as err:
+        compiled = regex.compile(pattern)
+    except (regex.error, TypeError, ValueError) as err:
         raise StepError(f"regex {pattern!r} does not compile ({err})") from None
 
     def apply(text: Optional[str], fields: dict) -> str:
-        found = compiled.search(text or "")
+        try:
+            found = compiled.search(text or "", timeout=REGEX_SECONDS)
+        except TimeoutError:
+            raise StepTimeoutError(f"regex {pattern!r} searched for more than {REGEX_SECONDS:g} s on a generation of "
+                                   f"{len(text or '')} characters ({(text or '')[:60]!r}...): it backtracks without "
+                                   "end; simplify it (no nested repeats such as (.+)+)") from None
         if found is None:
             return ""
         return found.group(1) if compiled.groups else found.group(0)
     return apply
+
+
+def written_out(pattern: str) -> int:
+    """At least the items a pattern compiles into with its counted repeats written out: characters, classes and
+    escapes count one, alternatives and neighbours add up, `{m,n}` multiplies what it repeats by its larger
+    number. A count after whitespace or a quantifier repeats the larger of the item before them (verbose mode
+    ignores whitespace) and one (the whitespace itself), so the bound holds in either mode."""
+    frames = [[0, 0]]  # per open group: the items before the last one, the last one (what a count would repeat)
+    i = 0
+    while i < len(pattern):
+        char, count = pattern[i], COUNT.match(pattern, i)
+        if count and frames[-1][1]:
+            frames[-1][1] *= max(int(count[1] or 0), int(count[2] or 0), 1)
+            i = count.end()
+            continue
+        if char == "(":
+            frames.append([0, 0])
+            i += 1
+            continue
+        if char in "*+?" or char.isspace():  # a count after them repeats the item before, or whitespace
+            frames[-1] = [frames[-1][0] + char.isspace(), max(frames[-1][1], char.isspace())]
+            i += 1
+            continue
+        if char == "|" or (char == ")" and len(frames) == 1):  # an alternative starts; a stray ) is a character
+            frames[-1] = [sum(frames[-1]) + (char == ")"), 0]
+            i += 1
+            continue
+        if char == ")":
+            item, i = sum(frames.pop()), i + 1
+        else:
+            item, i = 1, _item_end(pattern, i)
+        frames[-1] = [sum(frames[-1]), item]
+    return sum(sum(frame) for frame in frames)
+
+
+def _item_end(pattern: str, i: int) -> int:
+    """Where the character, escape (`\\p{...}` whole) or class (`[...]`) at `i` ends."""
+    if pattern[i] == "\\":
+        if pattern[i + 1:i + 2] in ("p", "P", "x", "N", "o") and pattern[i + 2:i + 3] == "{":
+            close = pattern.find("}", i)
+            return close + 1 if close > 0 else len(pattern)
+        return i + 2
+    if pattern[i] == "[":
+        j = i + 1 + (pattern[i + 1:i + 2] == "^")
+        j += pattern[j:j + 1] == "]"  # a first ] is a member
+        while j < len(pattern) and pattern[j] != "]":
+            j += 2 if pattern[j] == "\\" else 1
+        return j + 1
+    return i + 1
 
 
 def _math_extract(extraction: str, problem_field: str) -> Callable:
@@ -88,8 +160,13 @@ def make_step(entry: Any) -> Step:
     raise StepError(f"unknown step {name!r}; the steps: {', '.join(NAMES)}")
 
 
-def run_steps(steps: list[Step], raw: str, fields: dict) -> Optional[str]:
+def run_steps(steps: list[Step], raw: str, fields: dict, sample: str = "") -> Optional[str]:
+    """The prediction: each step applied in turn to the generation `raw` of a sample with `fields`.
+    A StepTimeoutError names the step (`postprocess[i]`) and `sample` (its id and FILE:LINE, when given)."""
     text: Optional[str] = raw
-    for step in steps:
-        text = step.apply(text, fields)
+    for i, step in enumerate(steps):
+        try:
+            text = step.apply(text, fields)
+        except StepTimeoutError as err:
+            raise StepTimeoutError(f"{sample + ': ' if sample else ''}postprocess[{i}]: {err}") from None
     return text
