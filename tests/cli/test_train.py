@@ -131,3 +131,18 @@ def test_unknown_target_is_one_line_error(tiny_dir, tiny_data, tmp_path, capsys)
                  "lora.targets=[wq,nope]"]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
     assert len(err) == 1 and "'nope' matches no module" in err[0] and "q_proj" in err[0]
+
+
+def test_an_absurd_learning_rate_ends_in_one_line(tiny_dir, tiny_data, tmp_path, capsys):
+    """train.lr=1e308 is finite and accepted; training diverges at once and says to lower it (issue 28)."""
+    from tests.train.conftest import tiny_words
+
+    run = tmp_path / "run"
+    assert main(["train", *tiny_words(tiny_dir, tiny_data, run, "train.lr=1e308")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("keeptune: error: training stopped at step 2: its update made "
+                                                   "trainable weights infinite or NaN")
+    assert err.strip().endswith("Lower train.lr (now 1e+308)")
+    # the checkpoint of step 1 (warm-up: lr 0) is kept, step 2's overflowed weights were not saved
+    assert [p.name for p in run.glob("checkpoints/step-*")] == ["step-000001"]

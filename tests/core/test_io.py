@@ -228,5 +228,11 @@ def test_the_interrupted_line_says_the_last_note_and_is_reset(tmp_path):
     note_progress(saved="step 2 is in RUN")
     note_progress(saved="step 4 is in RUN")
     assert interrupted_line() == "keeptune: interrupted: step 4 is in RUN; run it again with --resume"
+    lines = tmp_path / "predictions.jsonl"
+    note_progress(saved=lambda: f"{len(lines.read_text().splitlines())} lines")  # counted when printed
+    lines.write_text("a\nb\n")
+    assert interrupted_line() == "keeptune: interrupted: 2 lines; run it again with --resume"
+    lines.unlink()
+    assert interrupted_line().startswith("keeptune: interrupted: what was saved cannot be read ([Errno 2]")
     reset_progress()
     assert interrupted_line() == "keeptune: interrupted: nothing was saved; run the same command again"

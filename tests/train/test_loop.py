@@ -181,6 +181,24 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_dir, tiny
     assert [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()] == [1, 2]
 
 
+def test_an_absurd_lr_is_refused_before_its_weights_are_saved(tiny_dir, tiny_data, tmp_path):
+    """Issue 28: train.lr=1e308 is finite, so it passes validation; step 2's update (step 1 is warm-up, lr 0)
+    overflows the adapter's weights while that step's loss is still finite. Before, the checkpoint of step 2 was
+    written with NaN weights and then called "the last good checkpoint" when step 3's loss was NaN."""
+    from safetensors.torch import load_file
+
+    run = tmp_path / "run"
+    with pytest.raises(TrainingDivergedError, match=rf"^training stopped at step 2: its update made trainable weights "
+                                                    rf"infinite or NaN \(the loss was finite\), so it was not saved; "
+                                                    rf"the last good checkpoint is {run}/checkpoints/step-000001\. "
+                                                    rf"Lower train.lr \(now 1e\+308\)$"):
+        train(tiny_config(tiny_dir, tiny_data, run, "train.checkpoints=6", "train.lr=1e308"))
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-000001"]
+    weights = load_file(run / "checkpoints" / "step-000001" / "adapter_model.safetensors")
+    assert all(torch.isfinite(w).all() for w in weights.values())
+    assert [json.loads(line)["lr"] for line in (run / "log.jsonl").read_text().splitlines()] == [0.0, 1e308]
+
+
 def test_existing_run_needs_resume_and_the_same_settings(trained, tiny_dir, tiny_data):
     config = tiny_config(tiny_dir, tiny_data, trained.run, "train.epochs=2", "train.checkpoints=3")
     with pytest.raises(ConfigError, match="already holds checkpoints .* --resume"):

@@ -11,11 +11,14 @@ import textwrap
 
 from jsonargparse import CLI, ArgumentParser
 
+from keeptune.cli import compare as compare_command
 from keeptune.cli import data as data_commands
 from keeptune.cli import run as experiment_commands
 from keeptune.cli import sweep as sweep_command
 from keeptune.cli import train as train_commands
 from keeptune.core.errors import USER_ERRORS
+from keeptune.core.io import disk_full, no_space
+from keeptune.core.outputs import interrupted_line, reset_progress
 from keeptune.evaluate import commands as eval_commands
 from keeptune.interop import commands as model_commands
 from keeptune.model import commands as merge_command
@@ -33,9 +36,11 @@ COMMANDS = {
     "merge": merge_command.merge,
     "report": report_commands.report,
     "runs": report_commands.runs,
+    "compare": compare_command.compare,  # compare A B: two positional states; WORD_COMMANDS parses it
 }
 
-WORD_COMMANDS = {"run": experiment_commands.main, "train": train_commands.main, "sweep": sweep_command.main}
+WORD_COMMANDS = {"run": experiment_commands.main, "train": train_commands.main, "sweep": sweep_command.main,
+                 "compare": compare_command.main}
 
 
 def _positional_folder(args: list[str]) -> list[str]:
@@ -98,10 +103,11 @@ def _run_with_own_parser(args: list[str]) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-
-
+    """Run one command; 0 when it succeeds, 2 with one `keeptune: error: ...` line for bad input (a full disk
+    included), 130 with one line saying what was saved and how to go on when interrupted (Ctrl-C)."""
     args = _positional_folder([_underscored(a) for a in (sys.argv[1:] if argv is None else argv)])
     args = _bare_switches(args)
+    reset_progress()
     try:
         if args and args[0] in WORD_COMMANDS:
             WORD_COMMANDS[args[0]](args[1:])
@@ -109,6 +115,14 @@ def main(argv: list[str] | None = None) -> int:
             CLI(COMMANDS, args=args)
     except USER_ERRORS as err:
         print(f"keeptune: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\n{interrupted_line()}", file=sys.stderr)
+        return 130
+    except Exception as err:
+        if not no_space(err):  # a writer that did not say where it was writing (writing_to names the place)
+            raise
+        print(f"keeptune: error: {disk_full('the output', err)}", file=sys.stderr)
         return 2
     return 0
 

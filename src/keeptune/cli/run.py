@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Optional
 
 from keeptune.core.config import parse_words
+from keeptune.core.outputs import note_progress
 from keeptune.experiment.config import ExperimentConfig
 from keeptune.experiment.runner import run_dir, run_experiment
 from keeptune.train.config import load_config
@@ -29,9 +30,10 @@ def run(config: Optional[Path] = None, overrides: Optional[list[str]] = None) ->
         config: experiment YAML; default: the defaults (configs/smollm2-135m/experiment.yaml's values).
         overrides: `section.field=value` words applied on top, e.g. train.lr=5e-4 name=lr5e-4.
     """
-    from keeptune.report.render import build_report  # imports matplotlib: only here
+    from keeptune.report.render import build_report, versus_runner_up  # imports matplotlib: only here
 
     settings = load_config(config, overrides or [], root=ExperimentConfig)
+    note_progress(resume="run the same command again: it continues where it stopped")
     command = shlex.join(["keeptune", "run", *([str(config)] if config else []), *(overrides or [])])
     results = run_experiment(settings, command)
     if results is None:  # a torchrun rank other than 0: it trained; rank 0 evaluates and reports
@@ -39,7 +41,9 @@ def run(config: Optional[Path] = None, overrides: Optional[list[str]] = None) ->
     markdown, html = build_report(run_dir(settings), record_time=True)
     best = results["best"]
     if best:
-        print(f"best checkpoint: step {best['step']}, score {best['score']:.6f}, adapter {best['adapter']}")
+        against = versus_runner_up(results) or "no runner-up: one checkpoint passes the gate"
+        print(f"best checkpoint: step {best['step']}, score {best['score']:.6f}, adapter {best['adapter']}; "
+              f"{against[0].lower()}{against[1:]}")
     else:
         print("no checkpoint passes the gate")
     print(f"report: {markdown} and {html}")

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Optional
 
 from keeptune.core.config import parse_words, read_yaml
+from keeptune.core.outputs import note_progress
 from keeptune.retention.config import check_training
 from keeptune.retention.training import train as run_training
 from keeptune.train.config import Config, load_config
@@ -40,6 +41,8 @@ def train(config: Optional[Path] = None, overrides: Optional[list[str]] = None, 
     check_training(settings.retention, origin(config, overrides or [], "retention.methods"))  # replay, scale
     if resume:
         settings = dataclasses.replace(settings, resume=True)
+    note_progress(resume="run the same command again to continue" if settings.resume else
+                  "run the same command with --resume to continue from the last checkpoint")
     return run_training(settings).adapter
 
 

@@ -20,7 +20,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
 from keeptune.core.errors import DataError, OutputError
 from keeptune.core.io import atomic_write_json, unwritable
@@ -211,11 +211,12 @@ def claim_output(out: Path, kind: str, overwrite: bool, inputs) -> bool:
 # --- what an interrupted command leaves ---------------------------------------------------
 
 NOTHING_SAVED, RUN_AGAIN = "nothing was saved", "run the same command again"
-_progress = {"saved": NOTHING_SAVED, "resume": RUN_AGAIN}
+_progress: dict = {"saved": NOTHING_SAVED, "resume": RUN_AGAIN}
 
-def note_progress(saved: Optional[str] = None, resume: Optional[str] = None) -> None:
-    """Say what the running command has saved so far (`saved`: its last checkpoint, its predictions) and how to
-    go on from there (`resume`); the CLI prints both in one line when the command is interrupted (Ctrl-C)."""
+def note_progress(saved: Optional[str | Callable[[], str]] = None, resume: Optional[str] = None) -> None:
+    """Say what the running command has saved so far (`saved`: its last checkpoint, its predictions; a function
+    is asked when the line is printed, so that it counts what is on disk then) and how to go on from there
+    (`resume`); the CLI prints both in one line when the command is interrupted (Ctrl-C)."""
     if saved is not None:
         _progress["saved"] = saved
     if resume is not None:
@@ -227,4 +228,10 @@ def reset_progress() -> None:
 
 def interrupted_line() -> str:
     """What the CLI prints when a command is interrupted: what was saved, and how to go on."""
-    return f"keeptune: interrupted: {_progress['saved']}; {_progress['resume']}"
+    saved = _progress["saved"]
+    if callable(saved):
+        try:
+            saved = saved()
+        except (OSError, ValueError) as err:  # what is on disk cannot be read: say so rather than fail here
+            saved = f"what was saved cannot be read ({err})"
+    return f"keeptune: interrupted: {saved}; {_progress['resume']}"

@@ -33,8 +33,8 @@ from typing import Any, Protocol
 from tqdm.auto import tqdm
 
 from keeptune.core.errors import DataError
-from keeptune.core.io import append_jsonl, atomic_write_json, read_jsonl_prefix
-from keeptune.core.outputs import locked
+from keeptune.core.io import append_jsonl, atomic_write_json, read_jsonl_prefix, writing_to
+from keeptune.core.outputs import locked, note_progress
 from keeptune.core.resume import check_same
 from keeptune.evaluate.generation import GenerationSettings, generate
 
@@ -158,7 +158,9 @@ def _evaluate(task, model, tokenizer, out: Path, settings: GenerationSettings, i
         print(f"resuming: {len(samples) - len(todo)} of {len(samples)} samples already in {out}")
 
     started = time.perf_counter()
-    with open(out / "predictions.jsonl", "a", encoding="utf-8") as handle, \
+    kept = out / "predictions.jsonl"
+    note_progress(saved=lambda: f"{len(read_jsonl_prefix(kept)[0])} of {len(samples)} predictions are in {kept}")
+    with writing_to(kept), open(kept, "a", encoding="utf-8") as handle, \
             tqdm(total=len(todo), unit="sample", desc=task.name, dynamic_ncols=True) as bar:
         for group in generate(model, prompts, settings, eos, pad, progress=bar.set_postfix_str):
             records = [task.score(todo[i], tokenizer.decode(tokens, skip_special_tokens=True))

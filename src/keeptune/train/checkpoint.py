@@ -21,6 +21,7 @@ state-dict API, so the same code serves a plain model, DDP and FSDP.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import re
@@ -31,7 +32,7 @@ from typing import Callable, Optional
 import torch
 from safetensors.torch import load_file, save_file
 
-from keeptune.core.io import atomic_write_json
+from keeptune.core.io import atomic_write_json, writing_to
 from keeptune.core.outputs import replace_dir, staging_dir
 from keeptune.train.distributed import Dist, barrier
 
@@ -110,21 +111,32 @@ def save(run: Path, step: int, model: torch.nn.Module, peft_model, optimizer, sc
     atomic_write_json(tmp / f"rng-rank{d.rank}.json", rng_state())
     barrier(d)
     if d.main:
-        if save_adapter is None:
-            peft_model.save_pretrained(tmp, state_dict=adapter)
-        else:
-            save_adapter(peft_model, tmp, adapter)
-        (tmp / "README.md").unlink(missing_ok=True)  # PEFT's model card template: nothing in it
-        atomic_write_json(tmp / "keeptune.json", {**info, "step": step})
-        tensors = {f"{name}::{key}": value.contiguous() for name, state in optim["state"].items()
-                   for key, value in state.items()}
-        save_file(tensors, tmp / "optimizer.safetensors")
-        atomic_write_json(tmp / "trainer_state.json", {
-            **position, "step": step, "world_size": d.world,
-            "optimizer_param_groups": optim["param_groups"], "scheduler": scheduler.state_dict()})
-        replace_dir(tmp, target)
+        with removed_on_error(tmp), writing_to(target):  # a full disk, whoever writes: an error naming the checkpoint
+            if save_adapter is None:
+                peft_model.save_pretrained(tmp, state_dict=adapter)
+            else:
+                save_adapter(peft_model, tmp, adapter)
+            (tmp / "README.md").unlink(missing_ok=True)  # PEFT's model card template: nothing in it
+            atomic_write_json(tmp / "keeptune.json", {**info, "step": step})
+            tensors = {f"{name}::{key}": value.contiguous() for name, state in optim["state"].items()
+                       for key, value in state.items()}
+            save_file(tensors, tmp / "optimizer.safetensors")
+            atomic_write_json(tmp / "trainer_state.json", {
+                **position, "step": step, "world_size": d.world,
+                "optimizer_param_groups": optim["param_groups"], "scheduler": scheduler.state_dict()})
+            replace_dir(tmp, target)
     barrier(d)
     return target
+
+
+@contextlib.contextmanager
+def removed_on_error(tmp: Path):
+    """The staging folder goes when its checkpoint fails to be written (a full disk gets its space back)."""
+    try:
+        yield
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def restore(path: Path, model: torch.nn.Module, optimizer, scheduler, d: Dist) -> dict:

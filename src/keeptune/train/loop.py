@@ -30,6 +30,7 @@ checkpoint at that step.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import random
@@ -46,8 +47,8 @@ from transformers import get_cosine_schedule_with_warmup
 
 from keeptune.core.config import to_dict, to_yaml
 from keeptune.core.errors import ConfigError, DataError, TrainingDivergedError
-from keeptune.core.io import append_jsonl, atomic_write_text, read_jsonl_prefix, write_jsonl
-from keeptune.core.outputs import check_output_dir, claim_output_dir
+from keeptune.core.io import append_jsonl, atomic_write_text, read_jsonl_prefix, write_jsonl, writing_to
+from keeptune.core.outputs import check_output_dir, claim_output_dir, note_progress
 from keeptune.core.resume import check_same, sha256_file
 from keeptune.model import adapter as adapters
 from keeptune.model.load import load_model, model_name
@@ -133,11 +134,12 @@ def train(config: Config, on_step: Optional[OnStep] = None, every: int = 1, mode
                           "(keeptune.retention.training.train plugs in kl and corda)")
     d = distributed.setup(config.model.device, config.distributed.backend)
     try:
-        run = setup(config, d, model, tokenizer, methods)
-        # bf16 on a CPU: the frozen base in bfloat16 and eager attention while the loop runs (keeptune.train.precision)
-        cast = run.bf16 and d.device.type == "cpu" and not (d.world > 1 and config.distributed.strategy == "fsdp")
-        with precision.CpuBf16(run.peft_model, cast) as compute:
-            return loop(run, on_step, every, compute.paused)
+        with writing_to(config.out):  # a full disk, whoever writes: one error naming the run, which resumes
+            run = setup(config, d, model, tokenizer, methods)
+            # bf16 on a CPU: the frozen base in bfloat16 and eager attention while the loop runs (train.precision)
+            cast = run.bf16 and d.device.type == "cpu" and not (d.world > 1 and config.distributed.strategy == "fsdp")
+            with precision.CpuBf16(run.peft_model, cast) as compute:
+                return loop(run, on_step, every, compute.paused)
     finally:
         distributed.cleanup(d)
 
@@ -228,6 +230,7 @@ def setup(config: Config, d: Dist, model=None, tokenizer=None, methods: Methods 
         checkpoint.remove_partial(out)
         claim_output_dir(out, "train", config.overwrite, inputs=(config.data.path, config.model.source),
                          outputs=outputs)
+        note_progress(saved=functools.partial(saved_checkpoints, out, total))
         atomic_write_text(out / "config.yaml", to_yaml(config))
     distributed.barrier(d)
     return Run(config, d, out, samples, [len(s.tokens) for s in samples], [label_count(s) for s in samples],
@@ -306,6 +309,7 @@ def loop(run: Run, on_step: Optional[OnStep], every: int, float32=contextlib.nul
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens / seconds:.0f}")
             if step in run.save_at or stopped or step == run.total:
+                check_finite_weights(run, step)  # an absurd lr (1e308) can overflow them with a finite loss
                 position = {"epoch": epoch, "batch_in_epoch": index + 1, "samples_seen": step * t.global_batch}
                 checkpoint.save(run.out, step, run.model, run.peft_model, run.optimizer, run.scheduler,
                                 run.info, position, d, save_adapter=run.save_adapter)
@@ -359,11 +363,34 @@ def label_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def diverged(run: Run, step: int, loss: float, grad_norm: float) -> None:
-    last, _ = checkpoint.last_step(run.out)
-    kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
     raise TrainingDivergedError(
         f"training stopped at step {step}: the loss is {loss}, the gradient norm {grad_norm} (not finite); "
-        f"nothing of this step was applied and {kept}. Lower train.lr (now {run.config.train.lr}) or check the data")
+        f"nothing of this step was applied and {last_good(run)}. Lower train.lr (now {run.config.train.lr}) or "
+        "check the data")
+
+
+def last_good(run: Run) -> str:
+    last, _ = checkpoint.last_step(run.out)
+    return f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
+
+
+def check_finite_weights(run: Run, step: int) -> None:
+    """TrainingDivergedError, on every rank, when a trainable weight is not finite after step `step`'s update:
+    a checkpoint is never written with them (resuming it, or evaluating it, could only diverge)."""
+    bad = sum(not bool(torch.isfinite(p.to_local() if hasattr(p, "to_local") else p).all())
+              for p in run.model.parameters() if p.requires_grad)
+    if distributed.all_reduce_sum(run.d, [float(bad)])[0] > 0:
+        raise TrainingDivergedError(
+            f"training stopped at step {step}: its update made trainable weights infinite or NaN (the loss was "
+            f"finite), so it was not saved; {last_good(run)}. Lower train.lr (now {run.config.train.lr})")
+
+
+def saved_checkpoints(out: Path, total: int) -> str:
+    """What an interrupted training keeps: its checkpoints so far, as they are on disk."""
+    _, step = checkpoint.last_step(out)
+    folder = out / checkpoint.CHECKPOINTS
+    return f"the checkpoints up to step {step} of {total} are in {folder}" if step else \
+        f"no checkpoint of {out} was written yet"
 
 
 def open_logs(run: Run):
