@@ -3,6 +3,7 @@ that question's first answer. No test touches the network: downloads go through
 a fake `urllib.request.urlopen`, into a cache under tmp_path."""
 from __future__ import annotations
 
+import http.client
 import json
 import urllib.error
 import urllib.request
@@ -163,6 +164,32 @@ def test_paragraph_with_empty_qas_names_its_place(tmp_path):
     assert "data[1].paragraphs[1]" in message
 
 
+NEEDED = "a paragraph needs context and qas[0] with id, question and answers[0].text"
+
+
+@pytest.mark.parametrize("paragraph_json,place,what", [
+    ({"context": "c"}, "data[0].paragraphs[0]", "no 'qas'"),
+    ({"context": "c", "qas": []}, "data[0].paragraphs[0].qas", "an empty list"),
+    ({"context": "c", "qas": {"id": "a"}}, "data[0].paragraphs[0].qas", "not a list (dict)"),
+    ({"context": "c", "qas": ["q?"]}, "data[0].paragraphs[0].qas[0]", "not a JSON object (str)"),
+    ({"context": "c", "qas": [{"id": "a", "question": "q?"}]}, "data[0].paragraphs[0].qas[0]", "no 'answers'"),
+    ({"context": "c", "qas": [{"id": "a", "question": "q?", "answers": []}]}, "data[0].paragraphs[0].qas[0].answers",
+     "an empty list"),
+    ({"context": "c", "qas": [{"id": "a", "question": "q?", "answers": [{"answer_start": 0}]}]},
+     "data[0].paragraphs[0].qas[0].answers[0]", "no 'text'"),
+    ({"qas": [{"id": "a", "question": "q?", "answers": [{"text": "x"}]}]}, "data[0].paragraphs[0]", "no 'context'"),
+])
+def test_a_paragraph_missing_part_of_the_layout_names_the_part(tmp_path, paragraph_json, place, what):
+    """Issue 28: an empty `qas` read "missing field list index out of range"."""
+    message = _error(tmp_path, json.dumps(tiny_squad([paragraph_json])))
+    assert message == f"{tmp_path / 'bad.json'}: {place}: {what}; {NEEDED}"
+
+
+def test_an_article_without_paragraphs_is_no_article(tmp_path):
+    message = _error(tmp_path, json.dumps({"data": [TINY["data"][0], {"title": "T", "qas": []}]}))
+    assert message == f"{tmp_path / 'bad.json'}: data[1] is not an article with a 'paragraphs' list"
+
+
 def test_question_without_answers(tmp_path):
     data = tiny_squad([{"context": "c", "qas": [{"id": "a", "question": "q?", "answers": []}]}])
     assert "data[0].paragraphs[0]" in _error(tmp_path, json.dumps(data))
@@ -241,6 +268,41 @@ def test_failed_download_is_a_data_error_and_caches_nothing(tmp_path, monkeypatc
     with pytest.raises(SquadDataError) as info:
         resolve_data(OFFICIAL_URL)
     assert OFFICIAL_URL in str(info.value) and "no route to host" in str(info.value)
+    assert not any(p.is_file() for p in (tmp_path / "cache").rglob("*"))
+
+
+@pytest.mark.parametrize("url,why", [
+    ("http://[::1", "not a valid address (Invalid IPv6 URL)"),
+    ("http://example.invalid:99999/x.json", "not a valid address (Port out of range 0-65535)"),
+    ("http://example.invalid:port/x.json", "not a valid address (Port could not be cast to integer value as 'port')"),
+    ("http:///x.json", "not a valid address (give http(s)://HOST/PATH)"),
+])
+def test_an_address_urllib_cannot_use_is_a_data_error_before_any_download(tmp_path, monkeypatch, url, why):
+    """Issue 28: `--data "http://[::1"` ended in ValueError: Invalid IPv6 URL."""
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: pytest.fail("no download of a bad address"))
+    with pytest.raises(SquadDataError) as info:
+        resolve_data(url)
+    assert str(info.value) == f"{url}: {why}"
+    assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize("url,name", [("https://example.invalid/a/..", "download"),
+                                      ("https://example.invalid/", "download"),
+                                      ("https://example.invalid/d.json?x=1#f", "d.json"),
+                                      ("https://example.invalid/%2e%2e", "_2e_2e")])
+def test_a_download_is_cached_under_a_plain_name_inside_its_folder(tmp_path, monkeypatch, url, name):
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: FakeResponse(b"{}"))
+    path = resolve_data(url)
+    assert path.name == name and path.parent.parent == tmp_path / "cache" / "data" and path.read_bytes() == b"{}"
+
+
+def test_a_connection_cut_mid_download_is_a_data_error(tmp_path, monkeypatch):
+    def cut(url, *args, **kwargs):
+        raise http.client.IncompleteRead(b"{", 10)
+
+    monkeypatch.setattr(urllib.request, "urlopen", cut)
+    with pytest.raises(SquadDataError, match=f"could not download {OFFICIAL_URL}: IncompleteRead"):
+        resolve_data(OFFICIAL_URL)
     assert not any(p.is_file() for p in (tmp_path / "cache").rglob("*"))
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from keeptune.core.errors import DataError, MalformedLineError
 from keeptune.core.io import decode_line, json_line, read_lines
-from keeptune.data.shared import PACKAGED_DIR, shared_file
+from keeptune.data.shared import packaged_file, shared_file
 from keeptune.data.squad import fetch, load_samples
 from keeptune.evaluate.spec import Compiled, SpecError, TaskSpec, prompt_fields, prompt_template
 
@@ -38,10 +38,13 @@ def resolve_data_path(spec: TaskSpec) -> Path:
         raise SpecError(f"{spec.source}: field 'data.path' is not set; give the task's samples")
     if path.startswith(("http://", "https://")):
         return fetch(path)
-    if path.startswith("package:"):
-        return PACKAGED_DIR / path.removeprefix("package:")
-    if path.startswith("shared:"):
-        return shared_file(path.removeprefix("shared:"), f"Pass --data (or set data.path in {spec.source}).")
+    try:
+        if path.startswith("package:"):
+            return packaged_file(path.removeprefix("package:"))
+        if path.startswith("shared:"):
+            return shared_file(path.removeprefix("shared:"), f"Pass --data (or set data.path in {spec.source}).")
+    except DataError as err:
+        raise SpecError(f"{spec.source}: field 'data.path': {err}") from None
     local = Path(path).expanduser()
     if not local.is_absolute() and spec.source != "<spec>" and not local.is_file():
         beside = Path(spec.source).parent / local
