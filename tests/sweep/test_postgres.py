@@ -118,6 +118,8 @@ def test_three_machines_share_a_postgres_study_and_a_killed_workers_trial_is_ret
     assert killed.user_attrs["interrupted"] == f"killed (no heartbeat for {GRACE} s)"
     assert Path(marker.read_text()).parents[2] == Path(killed.user_attrs["run_dir"])  # the run it was killed in
     (retry,) = [t for t in trials if t.user_attrs.get("retry_of") == killed.number]
+    drawn = [t.params["train.lr"] for t in trials if t is not retry]
+    assert len(set(drawn)) == 4  # trial N drawn with seed + N: machines asking at once drew different values
     assert retry.params == killed.params and retry.number > killed.number
     assert retry.user_attrs["worker"].split(":")[0] in ("machine-1", "machine-2")
     others = [t for t in trials if t is not killed]

@@ -199,6 +199,9 @@ class Objective:
         """Take the trial's lock, draw its values, and let the next worker ask."""
         self.held.append(_trial_lock(self.sweep, trial.number, take=True))
         trial.set_user_attr("worker", self.worker)
+        # Seeded again with the trial's number, known now: machines that asked at the same moment (each saw the
+        # same count of trials) still draw trial N with seed + N, not the same values twice.
+        trial.study.sampler = make_sampler(self.sweep, trial.number)
         values = suggest(trial, self.sweep.params)
         self.lock.release()
         return values
