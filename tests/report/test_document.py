@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from keeptune.report.document import Code, Heading, Items, Table, Text, to_html, to_markdown
 
 
@@ -34,3 +36,25 @@ def test_html_escapes_every_text(tmp_path: Path):
                     "<td>&lt;x4&gt;</td>", "<pre><code>if a &lt; b:</code></pre>", "<summary>&lt;x5&gt;</summary>",
                     "<title>&lt;x6&gt;</title>"):
         assert escaped in page
+
+
+LINKS = ["[click](javascript:alert(1))", "[d](data:text/html;base64,PHNjcmlwdD4=)", "[v](VBScript:msgbox(1))",
+         "![i](javascript:alert(2))", "[r]\n\n[r]: javascript:alert(3)", "<javascript:alert(4)>",
+         "[n](https://example.com/a_(b))"]
+
+
+def rendered(markdown: str) -> str:
+    """The HTML a CommonMark renderer that trusts every address (as some previewers do) makes of `markdown`."""
+    markdown_it = pytest.importorskip("markdown_it", reason="markdown-it-py renders the Markdown")
+    renderer = markdown_it.MarkdownIt("commonmark").enable("table")
+    renderer.validateLink = lambda url: True
+    return renderer.render(markdown)
+
+
+@pytest.mark.parametrize("text", LINKS)
+def test_markdown_text_makes_no_link(text):
+    """Issue 28: a `javascript:` link in a task description stayed live in report.md."""
+    blocks = [Heading(text), Text(text), Items([text]), Table(["description"], [[text]])]
+    page = rendered(to_markdown(blocks))
+    assert "<a " not in page and "<img" not in page and "href" not in page, page
+    assert '<a href="javascript:alert(1)">x</a>' in rendered("[x](javascript:alert(1))")  # the oracle sees links

@@ -23,6 +23,7 @@ from tests.report.synthetic import (
     synthetic_results,
     write_run,
 )
+from tests.report.test_document import LINKS, rendered
 
 DPI = 30
 
@@ -198,6 +199,17 @@ def test_three_tasks(three_tasks):
     assert ["squad-chat", "emf1.F1 gate (0.9 x baseline)", "45.00"] in baseline
     assert ["squad-seed", "emf1.Em gate (0.9 x baseline)", "0.00"] in baseline
     assert {"task_squad-seed.png", "task_squad-chat.png"} <= {p.name for p in (run / "plots").iterdir()}
+
+
+def test_a_link_in_a_task_description_is_text_in_both_reports(tmp_path):
+    """Issue 28: `[x](javascript:...)` in a spec's description stayed a live link in report.md."""
+    content = results()
+    content["tasks"][0]["description"] = " ".join(LINKS)
+    md_path, html_path = build_report(write_run(tmp_path / "run", content), dpi=DPI)
+    md, page = md_path.read_text(encoding="utf-8"), html_path.read_text(encoding="utf-8")
+    assert "\\[click\\](javascript:alert(1))" in md
+    assert "href" not in rendered(md) and "href" not in page
+    assert "[click](javascript:alert(1))" in page  # shown as the text it is
 
 
 def test_no_literal_task_or_metric_name_is_needed(tmp_path):

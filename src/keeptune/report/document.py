@@ -1,9 +1,10 @@
 """A report as a list of blocks, written out as Markdown or as one self-contained HTML page.
 
 Markdown tables are padded to column width, so the file reads well in a
-terminal too; text from the data is escaped for Markdown (``\\``, ``<``, ``|``)
-and for HTML (`html.escape`). HTML images are embedded as base64 ``data:`` URIs
-and the CSS is inline: the page needs no other file and no network.
+terminal too; text from the data is escaped for Markdown (``\\``, ``<``, ``|``, ``[``, ``]``: no raw
+HTML, no table break, no link) and for HTML (`html.escape`: no tag, so no link either). HTML images
+are embedded as base64 ``data:`` URIs and the CSS is inline: the page needs no other file and no
+network.
 """
 from __future__ import annotations
 
@@ -83,8 +84,9 @@ def to_markdown(blocks: Sequence[Block]) -> str:
 
 
 def md_escape(text: str) -> str:
-    """Plain text for Markdown: no raw HTML, no table break, one line."""
-    text = text.replace("\\", "\\\\").replace("<", "\\<").replace("|", "\\|")
+    """Plain text for Markdown: no raw HTML, no table break, no link (so no `javascript:` one), one line."""
+    for char in "\\<|[]":  # the backslash first
+        text = text.replace(char, "\\" + char)
     return " ".join(text.splitlines())
 
 
