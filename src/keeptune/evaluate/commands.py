@@ -5,8 +5,8 @@ import re
 from pathlib import Path
 from typing import Any, Optional
 
-from keeptune.core.errors import DataError
-from keeptune.core.outputs import check_output_dir, claim_output_dir
+from keeptune.core.errors import DataError, ModelLoadError
+from keeptune.core.outputs import check_output_dir, claim_output_dir, note_progress
 from keeptune.data.prompts import PROMPTS
 from keeptune.evaluate.engine import evaluate
 from keeptune.evaluate.samples import given_path, load_task_samples, resolve_data_path
@@ -52,9 +52,13 @@ def load_with_adapter(model: Optional[str], adapter: Optional[Path], info: dict,
     net, tokenizer = load_model(source, dtype=dtype, device=device)
     identity = {"model": model_name(source), "dtype": str(net.dtype).removeprefix("torch.")}
     if adapter is not None:
-        from peft import PeftModel
+        from peft import PeftModel  # about two seconds to import: only evaluations of an adapter pay for it
 
-        net = PeftModel.from_pretrained(net, str(adapter)).eval()
+        try:
+            net = PeftModel.from_pretrained(net, str(adapter)).eval()
+        except Exception as err:  # a mismatched adapter (its files are checked): shape, key or config errors
+            raise ModelLoadError(f"{adapter}: cannot apply this adapter to {identity['model']}: "
+                                 f"{type(err).__name__}: {err}") from None
         identity["adapter"] = f"{Path(adapter).resolve()} {adapter_digest(adapter)}"
     return net, tokenizer, identity
 
@@ -123,6 +127,7 @@ def eval_task(
     """
     for name in ("limit", "batch_size", "prefill_batch_size", "max_new_tokens"):
         _positive(name, locals()[name])
+    note_progress(resume="run the same command again to resume")
     if not 0 < confidence < 1:
         raise DataError(f"--confidence is {confidence}; it must be between 0 and 1 (0.95 for 95%)")
     info = adapter_info(adapter) if adapter is not None else {}

@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from keeptune.core.errors import ModelLoadError
 from keeptune.core.io import atomic_write_json
 from keeptune.core.outputs import replace_dir, staging_dir
+from keeptune.model.load import PICKLE_SUFFIXES, check_safetensors
 from keeptune.model.lora import is_corda
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "keeptune.json")
@@ -30,11 +31,12 @@ CORDA_WEIGHTS = "corda_residual_adapter.safetensors"
 def adapter_info(adapter: Path) -> dict:
     """An adapter directory's keeptune.json (base model, prompt, format, BOS); {} when it has none.
 
-    ModelLoadError when the directory is no PEFT adapter or its keeptune.json is not a JSON object."""
-
+    ModelLoadError when the directory is no PEFT adapter, its files are broken or a pickle (`check_adapter_files`:
+    every command that takes an adapter reads this first), or its keeptune.json is not a JSON object."""
     adapter = Path(adapter)
     if not (adapter / "adapter_config.json").is_file():
         raise ModelLoadError(f"{adapter} is not a PEFT adapter directory: it has no adapter_config.json")
+    check_adapter_files(adapter)
     record = adapter / "keeptune.json"
     try:
         info = json.loads(record.read_text(encoding="utf-8")) if record.is_file() else {}
@@ -43,6 +45,28 @@ def adapter_info(adapter: Path) -> dict:
     if not isinstance(info, dict):
         raise ModelLoadError(f"{record}: not a JSON object")
     return info
+
+def check_adapter_files(adapter: Path) -> None:
+    """Refuse, naming the file, an adapter that PEFT would fail to read or would unpickle: an adapter_config.json
+    that is not a JSON object (read as PEFT reads it: UTF-8 without a byte-order mark), weights that are not a
+    complete safetensors file, or weights only in a pickle (adapter_model.bin: PEFT would `torch.load` it)."""
+    config = adapter / "adapter_config.json"
+    try:
+        value = json.loads(config.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ModelLoadError(f"{config}: not valid JSON ({err})") from None
+    if not isinstance(value, dict):
+        raise ModelLoadError(f"{config}: a {type(value).__name__}, not a JSON object")
+    weights = adapter / "adapter_model.safetensors"
+    if weights.is_file():
+        check_safetensors(weights)
+        return
+    pickles = sorted(p.name for p in adapter.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        raise ModelLoadError(f"{adapter / pickles[0]}: the adapter's weights are a pickle checkpoint; keeptune refuses "
+                             "them because unpickling can run arbitrary code. Save the adapter as safetensors first "
+                             "(PEFT's save_pretrained(..., safe_serialization=True), in a trusted environment)")
+    raise ModelLoadError(f"{adapter}: the adapter has no weights (adapter_model.safetensors)")
 
 def adapter_digest(adapter: Path) -> str:
     """A short hash of an adapter's weights: what an evaluation of it is keyed on."""

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Optional
 
 from keeptune.core.errors import ModelLoadError
-from keeptune.core.io import atomic_write_json, unwritable
+from keeptune.core.io import atomic_write_json, unwritable, writing_to
 from keeptune.core.outputs import claim_output, publish_dir, staging_dir
 from keeptune.model.adapter import adapter_info
 from keeptune.model.load import load_model
@@ -46,12 +46,13 @@ def merge(adapter: Path, out: Optional[Path] = None, model: Optional[str] = None
                              f"{type(err).__name__}: {err}") from None
     target = Path(os.path.abspath(out))
     try:
-        tmp = staging_dir(target)
-        merged.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        if info:
-            atomic_write_json(tmp / "keeptune.json", {**info, "merged_from": str(adapter)})
-        publish_dir(tmp, target, "merge", own)  # --overwrite of a foreign folder: our names only, the rest stays
+        with writing_to(out):  # a full disk, whoever writes (safetensors raises its own error)
+            tmp = staging_dir(target)
+            merged.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+            if info:
+                atomic_write_json(tmp / "keeptune.json", {**info, "merged_from": str(adapter)})
+            publish_dir(tmp, target, "merge", own)  # --overwrite of a foreign folder: our names only, the rest stays
     except OSError as err:
         raise unwritable(out, err) from None
     print(f"keeptune: merged {adapter} into {source or 'the embedded default model'}: {out}")
