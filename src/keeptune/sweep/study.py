@@ -117,7 +117,7 @@ def _rdb_storage(url: str):
 def with_driver(url: str) -> str:
     """postgresql://... with psycopg (3) named as its driver, the one `keeptune[postgres]` installs: SQLAlchemy
     2.1 picks it for a URL that names none, 2.0 picks psycopg2. Other URLs as they are."""
-    scheme, sep, rest = url.partition("://")
+    scheme, _, rest = url.partition("://")
     return f"postgresql+psycopg://{rest}" if scheme == "postgresql" else url
 
 
