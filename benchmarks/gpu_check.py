@@ -1,7 +1,7 @@
 """Every GPU path of keeptune in one command, on a Llama-3-8B-shaped model with random weights (nothing downloaded).
 
-    .venv/bin/python benchmarks/gpu_check.py                       # llama3-8b shape, bfloat16, cuda: < 8 min on an H100
-    .venv/bin/python benchmarks/gpu_check.py --shape tiny --device cpu --dtype float32   # the same checks in seconds
+    .venv/bin/python benchmarks/gpu_check.py                       # llama3-8b shape, bfloat16, cuda (sized for 8 min)
+    .venv/bin/python benchmarks/gpu_check.py --shape tiny --device cpu    # the same checks in under a minute
 
 It needs a CUDA build of torch for --device cuda (docs/install.md: TORCH_SPEC). It builds the model from
 keeptune's Llama-3-8B configuration (keeptune.model.params.ARCHITECTURES; --shape tiny: 2 layers of width 64) with
@@ -410,13 +410,17 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--shape", choices=("tiny", "llama3-8b"), default="llama3-8b")
     parser.add_argument("--device", default="cuda", help="cuda (default), cuda:N or cpu")
     parser.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16")
-    parser.add_argument("--prompts", type=int, default=2067, help="SQuAD-shaped prompts to evaluate (default 2067)")
-    parser.add_argument("--exact", type=int, default=256,
-                        help="with --dtype bfloat16: compare this many prompts again in float32 (default 256; 0: no)")
-    parser.add_argument("--steps", type=int, default=10, help="LoRA training steps, one epoch (default 10)")
+    parser.add_argument("--prompts", type=int, help="SQuAD-shaped prompts to evaluate (default 2067; tiny: 64)")
+    parser.add_argument("--exact", type=int, help="with --dtype bfloat16: compare this many prompts again in float32 "
+                                                  "(default 256; tiny: 16; 0: no)")
+    parser.add_argument("--steps", type=int, help="LoRA training steps, one epoch (default 10; tiny: 3)")
     parser.add_argument("--out", type=Path, help="keep the outputs here (default: a temporary folder)")
     parser.add_argument("--json", type=Path, help="also write the numbers to this file")
     args = parser.parse_args(argv)
+    big = args.shape == "llama3-8b"
+    args.prompts = args.prompts or (2067 if big else 64)
+    args.exact = (256 if big else 16) if args.exact is None else args.exact
+    args.steps = args.steps or (10 if big else 3)
     args.device = torch.device(args.device)
     if args.device.type == "cuda" and not torch.cuda.is_available():
         parser.error(f"--device {args.device}: this torch ({torch.__version__}) sees no CUDA device; install a CUDA "
