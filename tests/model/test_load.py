@@ -300,6 +300,63 @@ def test_gguf_cache_is_keyed_on_content(tmp_path, monkeypatch):
         gguf.gguf_to_model_dir(first)
 
 
+@pytest.mark.parametrize("cache", ["a file in the way", "read-only"])
+def test_a_cache_keeptune_cannot_write_is_one_error_before_the_conversion(tmp_path, monkeypatch, cache):
+    """Issue 28: a read-only KEEPTUNE_CACHE ended in `OSError: [Errno 30]` after the model was read."""
+    import errno
+    import os
+
+    from transformers import AutoModelForCausalLM
+
+    from keeptune.core.errors import OutputError
+    from keeptune.model import gguf
+
+    path = tmp_path / "model.gguf"
+    path.write_bytes(_gguf_header() + bytes(8))  # a header that passes; its conversion is never reached
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", lambda *a, **k: pytest.fail("converted"))
+    if cache == "a file in the way":
+        (tmp_path / "cache").write_text("not a folder")
+        why = "a file is in the way of its folder"
+    else:
+        def read_only(*args, **kwargs):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+        monkeypatch.setattr(gguf.tempfile, "mkdtemp", read_only)
+        why = "Read-only file system"
+    with pytest.raises(OutputError) as info:
+        gguf.gguf_to_model_dir(path)
+    assert str(info.value) == (f"{tmp_path / 'cache' / 'gguf'}: cannot write here: {why}; keeptune converts a GGUF "
+                               f"model once into its cache: make {tmp_path / 'cache'} writable or set KEEPTUNE_CACHE "
+                               "to a writable folder")
+
+
+def test_a_read_only_cache_that_holds_the_conversion_is_used(tmp_path, monkeypatch):
+    from keeptune.core.errors import OutputError
+    from keeptune.model import gguf
+
+    content = _gguf_header() + bytes(8)
+    path = tmp_path / "model.gguf"
+    path.write_bytes(content)
+    converted = _fake_converted(tmp_path / "cache", content)
+
+    def read_only(path, value):  # what the atomic writer raises on a read-only cache
+        raise OutputError(f"{path}: cannot write here: Read-only file system")
+    monkeypatch.setattr(gguf, "atomic_write_json", read_only)
+    assert gguf.gguf_to_model_dir(path) == converted  # the digest memo is not written; the conversion is found
+
+
+def test_keeptune_eval_with_an_unwritable_cache_is_one_line(tmp_path, monkeypatch, capsys):
+    from keeptune.cli import main
+
+    (tmp_path / "cache").write_text("not a folder")  # KEEPTUNE_CACHE (the autouse fixture) is a file
+    assert main(["eval", "squad", "--limit", "1", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (
+        f"keeptune: error: {tmp_path / 'cache' / 'gguf'}: cannot write here: a file is in the way of its folder; "
+        f"keeptune converts a GGUF model once into its cache: make {tmp_path / 'cache'} writable or set "
+        "KEEPTUNE_CACHE to a writable folder")
+
+
 def test_garbage_safetensors_names_the_file(tmp_path):
     directory = save_tiny(tmp_path / "tiny")
     weights = directory / "model.safetensors"

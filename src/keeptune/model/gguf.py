@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from keeptune.core.errors import ModelLoadError
-from keeptune.core.io import atomic_write_json, cache_dir
+from keeptune.core.errors import ModelLoadError, OutputError
+from keeptune.core.io import atomic_write_json, cache_dir, unwritable, writing_to
 from keeptune.core.resume import sha256_file
 
 GGUF_MAGIC = b"GGUF"
@@ -156,6 +156,29 @@ def gguf_to_model_dir(gguf: Path) -> Path:
         except OSError:
             pass
     read_gguf_header(gguf)
+    tmp = staging_in_cache(target)  # before the conversion's seconds: a cache keeptune cannot write fails now
+    try:
+        with writing_to(target):
+            convert(gguf, tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+def staging_in_cache(target: Path) -> Path:
+    """An empty folder beside `target` in keeptune's cache; an OutputError saying how to give a writable cache
+    when the cache is read-only, full or has a file in the way."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+    except OSError as err:
+        problem = unwritable(target.parent, err)
+        if problem is err:
+            raise
+        raise OutputError(f"{problem}; keeptune converts a GGUF model once into its cache: make {cache_dir()} "
+                          "writable or set KEEPTUNE_CACHE to a writable folder") from None
+
+def convert(gguf: Path, tmp: Path, target: Path) -> None:
+    """De-quantize `gguf` into `tmp`, then rename it to `target` (a concurrent conversion that won is kept)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     print(f"keeptune: converting {gguf.name} to float weights once (cached in {target})")
@@ -171,15 +194,10 @@ def gguf_to_model_dir(gguf: Path) -> Path:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         os.replace(tmp, target)
-    except OSError:
+    except OSError as err:
         if not (target / "config.json").is_file():  # not a concurrent winner: a real failure
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+            raise unwritable(target, err) from None
