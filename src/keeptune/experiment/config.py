@@ -8,9 +8,14 @@ and what is tracked during training.
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Callable, Literal, Optional
 
+from keeptune.core.errors import ConfigError
+from keeptune.data.math.build import STRATEGIES, UNIFORM_COUNTS, eligible, write_training_set
+from keeptune.data.math.generate import DISTINCT_COUNTS
+from keeptune.data.math.templates import TEMPLATE_NAMES
 from keeptune.train.config import DistributedConfig, LoraConfig, ModelConfig, RetentionConfig, TrainConfig
 
 
@@ -133,3 +138,60 @@ class ExperimentConfig:
     """Leave out (and count) malformed evaluation records and samples whose prompt does not fit the model's context."""
     overwrite: bool = False
     """Write into `out` even when it exists and keeptune did not make it (the same as --overwrite)."""
+
+    def validate(self, at: Callable[..., str]) -> None:
+        """The checks of this root's own sections, beside the training sections' (keeptune.train.config.validate
+        calls it with `at`, where a dotted field was set)."""
+        check_recipe(self.new_task, at)
+
+
+# The generated pool a recipe without `source` draws from (uniform over the templates for custom and uniform),
+# and the templates whose every problem it holds (each drawn at least 20 times per distinct problem).
+POOL = inspect.signature(write_training_set).parameters["pool"].default
+EXHAUSTED = frozenset(t for t in TEMPLATE_NAMES if DISTINCT_COUNTS[t] * 20 <= POOL / len(TEMPLATE_NAMES))
+
+
+def check_recipe(task: NewTaskConfig, at: Callable[..., str]) -> None:
+    """The new task's recipe: values its types allow but the data build cannot use, each a ConfigError naming where
+    it was set (FILE:LINE, the override, or defaults) and the field, before any work. Strategies and template
+    names are keeptune.data.math's."""
+    def refuse(name: str, message: str):
+        raise ConfigError(f"{at('new_task.' + name)}: field 'new_task.{name}' {message}")
+
+    if task.strategy not in STRATEGIES:
+        refuse("strategy", f"is {task.strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    for name, count in (task.counts or {}).items():
+        if name not in TEMPLATE_NAMES:
+            refuse("counts", f"names no template {name!r}; the templates: {', '.join(TEMPLATE_NAMES)}")
+        if count < 0:
+            refuse("counts", f"gives {name!r} {count} records; a count is at least 0")
+    if task.train_data is None and task.strategy == "custom" and not sum((task.counts or {}).values()):
+        given = "null" if task.counts is None else task.counts
+        refuse("counts", f"is {given}; the custom strategy needs one or more records, e.g. {{area: 300}}")
+    unknown = [t for t in task.eval_templates or () if t not in TEMPLATE_NAMES]
+    if unknown or task.eval_templates == ():
+        refuse("eval_templates", f"is {list(task.eval_templates)}; name one or more templates (null: the training "
+                                 f"set's): {', '.join(TEMPLATE_NAMES)}")
+    if task.train_data is None and task.eval_data is None and task.eval_n >= 1:
+        check_held_out_room(task, refuse)
+
+
+def check_held_out_room(task: NewTaskConfig, refuse: Callable[[str, str], None]) -> None:
+    """A generated evaluation set draws `eval_n` problems of its templates that the training set lacks and that
+    the strategy admits: refuse the recipes for which there can be no such problems, or too few."""
+    custom = [t for t, c in (task.counts or {}).items() if c > 0]
+    trained = {"custom": custom, "arithmetic": ["arithmetic"]}.get(task.strategy, TEMPLATE_NAMES)
+    templates = [t for t in task.eval_templates or trained if eligible(task.strategy, t, "")]
+    if not templates:
+        refuse("eval_templates", f"is {list(task.eval_templates)}: the {task.strategy} strategy admits none of its "
+                                 "problems; name templates it trains on")
+    used: dict = {}  # distinct problems every training set of the recipe certainly holds (a generated pool, no n)
+    if task.source is None and task.n is None and task.strategy in ("custom", "uniform"):
+        quota = task.counts or {} if task.strategy == "custom" else UNIFORM_COUNTS
+        used = {t: DISTINCT_COUNTS[t] if quota.get(t, 0) is None else min(quota.get(t, 0), DISTINCT_COUNTS[t])
+                for t in EXHAUSTED}
+    room = sum(DISTINCT_COUNTS[t] - used.get(t, 0) for t in templates)
+    if task.eval_n > room:
+        refuse("eval_n", f"is {task.eval_n}, but templates {', '.join(templates)} leave at most {room} distinct "
+                         "problems outside the training set; lower eval_n, train on fewer of them (counts) or "
+                         "evaluate more templates (eval_templates)")

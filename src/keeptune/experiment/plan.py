@@ -79,6 +79,7 @@ def plan_experiment(config: ExperimentConfig) -> Plan:
     if task.train_data is None and task.prompt not in PROMPTS:
         invalid("new_task.prompt", f"{task.prompt!r}; the arithmetic recipe's prompts: {', '.join(PROMPTS)}")
     new = new_task_spec(config, None)
+    check_new_task_files(config, new)
     names.append(new.spec.name)
     for name in names:
         if not SAFE_NAME.match(name):
@@ -98,8 +99,39 @@ def plan_experiment(config: ExperimentConfig) -> Plan:
     # Preservation data (corda, replay) read and checked for leaks into the gate now; the offline default later.
     preservation = plan_preservation(config.retention, [SpecTask(c, s) for (c, _), s in zip(retention, samples)])
     resolve_device(config.model.device)  # a device this machine lacks fails now, not after the data is built
-    params = lora_accounting(source_config(config.model.source), config.lora)[1]
+    model_config = source_config(config.model.source)
+    check_generation_fits(model_config, [c for c, _ in retention] + [new])
+    params = lora_accounting(model_config, config.lora)[1]
     return Plan(retention, samples, new, accuracy, params.ratio, params, preservation)
+
+def check_new_task_files(config: ExperimentConfig, new: Compiled) -> None:
+    """The new task's files exist: train_data, and with the arithmetic recipe source and eval_data, as local files
+    (the recipe reads and copies them); with train_data, the evaluation data the task reads (an address is
+    downloaded now, once)."""
+    task = config.new_task
+    local = ("train_data",) if task.train_data is not None else ("source", "eval_data")
+    for name in local:
+        given = getattr(task, name)
+        if given is None:
+            continue
+        if given.startswith(("http://", "https://")):
+            invalid(f"new_task.{name}", f"{given!r} is an address; give a local file")
+        path = Path(given_path(given))
+        if not path.is_file():
+            invalid(f"new_task.{name}", f"{path} {'is a directory' if path.is_dir() else 'does not exist'}")
+    if task.train_data is not None:
+        resolve_data_path(new.spec)
+
+def check_generation_fits(model_config, tasks: list[Compiled]) -> None:
+    """Each task generates fewer tokens than the model's context holds (a prompt needs room too), found out
+    otherwise only when that task's first evaluation starts; the new task is the last of `tasks`."""
+    context = getattr(model_config, "max_position_embeddings", None)
+    for compiled in tasks if context else ():
+        tokens = compiled.spec.generation.max_new_tokens
+        if tokens >= context:
+            hint = "; lower new_task.max_new_tokens" if compiled is tasks[-1] else ""
+            raise ConfigError(f"task {compiled.spec.name}: generation.max_new_tokens is {tokens}, but the model's "
+                              f"context holds {context} tokens, its prompt included{hint}")
 
 def new_task_spec(config: ExperimentConfig, eval_path: Path | None) -> Compiled:
     """The new task's evaluation task as training shapes it: the recipe's prompt, the training format."""

@@ -166,9 +166,10 @@ def load_config(path: Path | str | None = None, overrides: Sequence[str] = (), r
     return config_engine.load_config(path, overrides, root or Config, check=validate)
 
 
-# Fields that must be at least 1 (max_steps when set).
+# Fields that must be at least 1 (max_steps when set); the experiment's new_task ones where the root has them.
 POSITIVE = ("data.seq_len", "data.length_pool", "train.epochs", "train.max_steps", "train.global_batch",
-            "train.micro_batch", "train.checkpoints", "lora.rank", "retention.preservation_samples")
+            "train.micro_batch", "train.checkpoints", "lora.rank", "retention.preservation_samples",
+            "new_task.n", "new_task.eval_n", "new_task.seq_len", "new_task.max_new_tokens")
 # Numbers with a range: (lowest, whether the lowest is allowed, highest, whether the highest is allowed).
 RANGES = {
     "train.lr": (0.0, False, math.inf, False),
@@ -193,7 +194,8 @@ def validate(config, where: dict[str, str]):
     """Values the types allow but training cannot use: each a ConfigError naming where it was set
     (FILE:LINE, the override, or `defaults`) and the field, before any data is read or model loaded.
 
-    Works on any root dataclass with `model`, `lora` and `train` sections (Config, ExperimentConfig)."""
+    Works on any root dataclass with `model`, `lora` and `train` sections (Config, ExperimentConfig); a root
+    with a `validate(at)` method checks its own sections there."""
     def at(*fields: str) -> str:
         """Where the first of `fields` that was set was set (a combination names what was changed)."""
         for dotted in fields:
@@ -250,6 +252,9 @@ def validate(config, where: dict[str, str]):
             resolve_device(value) if dotted == "model.device" else resolve_dtype(value, resolve_device("cpu"))
         except ModelLoadError as err:
             raise ConfigError(f"{at(dotted)}: field {dotted!r}: {err}") from None
+    own = getattr(config, "validate", None)  # a root's checks of its own sections (ExperimentConfig's new_task)
+    if own is not None:
+        own(at)
     return config
 
 
