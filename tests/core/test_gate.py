@@ -1,9 +1,23 @@
 """The gate and the score, the one place the experiment, the tracker and results take them from."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from keeptune.core.gate import TaskGate, best, judge, lowest_retention, score
+from keeptune.core import stats
+from keeptune.core.gate import (
+    GATE_RULE,
+    TaskGate,
+    best,
+    gate_distance,
+    gate_rule,
+    judge,
+    lowest_retention,
+    ranked,
+    runner_up,
+    score,
+    shortfall,
+)
 
 SEED = TaskGate("squad-seed", ("emf1.F1", "emf1.Em"), 0.9)
 CHAT = TaskGate("squad-chat", ("squad_v1.f1",), 0.8)
@@ -70,3 +84,80 @@ def test_lowest_retention_is_the_gates_closest_scalar():
     verdict = judge([SEED, CHAT], scores, BASE)
     assert lowest_retention(verdict["retention"]) == pytest.approx(45.0 / 50.0)  # 0.95, 1.1, 0.9
     assert lowest_retention({"squad-seed": {"emf1.F1": None}}) == 1.0  # every baseline 0: nothing lost
+
+
+# --- the rules: point and confident -------------------------------------------------------------------
+
+def paired_state(base: list[float], tuned: list[float], gate: TaskGate) -> tuple[dict, dict, dict]:
+    """(scores, baseline, paired) of a one-scalar task whose per-sample values are `base` and `tuned`."""
+    scores = {gate.task: {"m.x": float(np.mean(tuned))}}
+    baseline = {gate.task: {"m.x": float(np.mean(base))}}
+    paired = {gate.task: {"m.x": stats.retention(base, tuned, gate.fraction, gate.confidence)}}
+    return scores, baseline, paired
+
+
+RNG = np.random.default_rng(7)
+BASE_VALUES = list(RNG.uniform(0, 100, 40))  # F1-like per-sample scores of 40 samples
+NOISY = [v * f for v, f in zip(BASE_VALUES, RNG.uniform(0, 1.9, 40))]  # as good on the mean (1.02), much noisier
+
+
+@pytest.mark.parametrize("tuned,point,confident", [
+    (BASE_VALUES, True, True),                              # identical: ratio 1, its bound 1
+    (NOISY, True, False),                                   # >= 0.9 x on the point, not confidently
+    ([v * 0.5 for v in BASE_VALUES], False, False),         # half of everything: fails both
+])
+def test_a_state_can_pass_point_and_fail_confident(tuned, point, confident):
+    point_gate = TaskGate("t", ("m.x",), 0.9)
+    confident_gate = TaskGate("t", ("m.x",), 0.9, rule="confident", confidence=0.95)
+    scores, baseline, paired = paired_state(BASE_VALUES, tuned, confident_gate)
+    ratio = np.mean(tuned) / np.mean(BASE_VALUES)
+    assert (ratio >= 0.9) == point  # the cases are what they say
+    assert judge([point_gate], scores, baseline, paired)["passes_gate"] is point
+    verdict = judge([confident_gate], scores, baseline, paired)
+    assert verdict["passes_gate"] is confident and verdict["gate"] == {"t": confident}
+    numbers = verdict["retention_uncertainty"]["t"]["scalars"]["m.x"]
+    assert numbers["ratio"] == pytest.approx(ratio) and numbers["lower"] == paired["t"]["m.x"].lower
+    assert (numbers["lower"] >= 0.9) == confident and numbers["point_passes"] is point
+    assert numbers["confident_passes"] is confident
+    assert verdict["retention_uncertainty"]["t"]["rule"] == "confident"
+    # The point rule's record states the confident verdict too, but decides by the point.
+    assert judge([point_gate], scores, baseline, paired)["retention_uncertainty"]["t"]["passed"] is point
+
+
+def test_noisy_state_is_the_one_whose_bound_falls_below():
+    r = stats.retention(BASE_VALUES, NOISY, 0.9, 0.95)
+    assert r.ratio >= 0.9 > r.lower and 0 < r.p_at_least < 1
+
+
+def test_the_confident_rule_needs_the_paired_retention_and_a_zero_base_passes_trivially():
+    gate = TaskGate("t", ("m.x",), 0.9, rule="confident")
+    with pytest.raises(ValueError, match="needs the paired retention"):
+        judge([gate], {"t": {"m.x": 1.0}}, {"t": {"m.x": 1.0}})
+    scores, baseline, paired = paired_state([0.0] * 10, [0.0] * 9 + [1.0], gate)
+    verdict = judge([gate], scores, baseline, paired)
+    record = verdict["retention_uncertainty"]["t"]["scalars"]["m.x"]
+    assert verdict["passes_gate"] and record["base_zero"] and record["ratio"] is None
+    assert "passes trivially" in record["note"]
+    # tracking judges its small subsets by the point rule
+    assert gate.as_point().rule == "point" and judge([gate.as_point()], scores, baseline)["passes_gate"]
+
+
+def test_gate_distance_and_shortfall_follow_the_rule():
+    gate = TaskGate("t", ("m.x",), 0.9, rule="confident")
+    scores, baseline, paired = paired_state(BASE_VALUES, NOISY, gate)
+    verdict = judge([gate], scores, baseline, paired)
+    lower = paired["t"]["m.x"].lower
+    assert gate_distance(verdict, {"t": 0.9}) == pytest.approx(0.9 - lower)  # the bound's gap, not the ratio's
+    assert shortfall(verdict) == (["t"], lower)
+    point = judge([TaskGate("t", ("m.x",), 0.9)], scores, baseline, paired)
+    assert gate_distance(point, {"t": 0.9}) == 0.0 and shortfall(point) == ([], None)
+
+
+def test_the_gate_rule_in_words_and_the_runner_up():
+    assert gate_rule([SEED, CHAT]) == GATE_RULE
+    assert "lower bound" in gate_rule([SEED, TaskGate("t", ("m.x",), 0.9, rule="confident")])
+    entries = [state(1, 1.0, True, 0.5), state(2, 1.0, True, 0.7), state(3, 1.0, False, None),
+               state(4, 1.0, True, 0.6)]
+    assert [e["step"] for e in ranked(entries)] == [2, 4, 1]
+    assert runner_up(entries)["step"] == 4 and runner_up(entries[:1]) is None
+    assert SEED.describe({"emf1.F1": 10.0, "emf1.Em": 0.0})["rule"] == "point"

@@ -1,10 +1,17 @@
 """The experiment's two rules, in one place: the retention gate and the score.
 
 Gate (the seed's, generalised to any number of retention tasks): a model state
-passes a retention task when each of the task's gated scalars is at least
-`fraction` x the base model's on the same samples; it passes the gate when it
-passes every retention task. The seed's gate is one task, squad-seed, with
-emf1.F1 and emf1.Em at 0.9.
+passes a retention task when each of the task's gated scalars passes the task's
+rule; it passes the gate when it passes every retention task. Two rules:
+
+- `point` (the seed's, the default): the scalar is at least `fraction` x the
+  base model's on the same samples. The seed's gate is one task, squad-seed,
+  with emf1.F1 and emf1.Em at 0.9.
+- `confident`: the one-sided lower bound at `confidence` of the scalar's paired
+  retention (state / base, bootstrapped over the same resampled samples for
+  both: keeptune.core.stats.retention) is at least `fraction`
+  (keeptune.core.stats.confident_pass). A scalar whose base value is 0 passes
+  trivially under either rule (tuned >= fraction x 0); its record says so.
 
 Score (the contest's): (1 - ratio) * 0.3 + accuracy * 0.7, for a state that
 passes the gate; ratio = trainable / all parameters, accuracy = the new task's
@@ -16,44 +23,115 @@ highest score. An entry is a checkpoint, or with retention method `scale` a
 (keeptune.retention.scale); every one is judged by the same gate and score. On
 equal scores the larger scale wins (the adapter closest to as trained: a scaled
 state is chosen only when it is strictly better), then the later step. An entry
-without a `scale` (a plain run's, or an older results.json) is at scale 1.
+without a `scale` (a plain run's, or an older results.json) is at scale 1. The
+runner-up is the next passing entry in the same order.
 """
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Optional
 
+from keeptune.core import stats
+
+POINT, CONFIDENT = "point", "confident"
+RULES = (POINT, CONFIDENT)
 GATE_RULE = "a checkpoint passes when every retention task keeps each gated scalar >= fraction x the base model's"
+CONFIDENT_RULE = ("a checkpoint passes when every retention task passes its rule: point, each gated scalar >= "
+                  "fraction x the base model's; confident, the one-sided lower bound of each gated scalar's paired "
+                  "retention (checkpoint / base, bootstrapped over the same samples) at the task's confidence >= "
+                  "fraction; a scalar whose base value is 0 passes trivially under either")
 SCORE_RULE = "score = (1 - ratio) * 0.3 + accuracy * 0.7, for a checkpoint that passes the gate"
 
 
 @dataclass(frozen=True)
 class TaskGate:
+    """One retention task's gate: its gated scalars, the fraction of the base model's each must keep, the rule
+    (`point` or `confident`) and the confidence of the paired retention (the level of its interval; with rule
+    `confident`, of the lower bound the gate demands)."""
+
     task: str
     metrics: tuple[str, ...]
     fraction: float
+    rule: str = POINT
+    confidence: float = stats.LEVEL
 
     def thresholds(self, baseline: dict[str, float]) -> dict[str, float]:
         return {m: self.fraction * baseline[m] for m in self.metrics}
 
-    def passes(self, scores: dict[str, float], baseline: dict[str, float]) -> bool:
-        return all(scores[m] >= self.fraction * baseline[m] for m in self.metrics)
+    def point_passes(self, metric: str, scores: dict[str, float], baseline: dict[str, float]) -> bool:
+        return scores[metric] >= self.fraction * baseline[metric]
+
+    def passes(self, scores: dict[str, float], baseline: dict[str, float],
+               paired: Optional[dict[str, stats.Retention]] = None) -> bool:
+        """Whether every gated scalar passes the rule; rule `confident` needs `paired`, each gated scalar's
+        paired retention estimated at level `confidence`."""
+        if self.rule == POINT:
+            return all(self.point_passes(m, scores, baseline) for m in self.metrics)
+        if paired is None:
+            raise ValueError(f"the confident gate of {self.task} needs the paired retention of its gated scalars")
+        return all(stats.confident_pass(paired[m], self.fraction, self.confidence) for m in self.metrics)
 
     def retention(self, scores: dict[str, float], baseline: dict[str, float]) -> dict[str, Optional[float]]:
         """State / baseline for each gated scalar (None where the baseline is 0)."""
         return {m: (scores[m] / baseline[m] if baseline[m] else None) for m in self.metrics}
 
     def describe(self, baseline: dict[str, float]) -> dict:
-        return {"metrics": list(self.metrics), "fraction": self.fraction, "thresholds": self.thresholds(baseline)}
+        return {"metrics": list(self.metrics), "fraction": self.fraction, "thresholds": self.thresholds(baseline),
+                "rule": self.rule, "confidence": self.confidence}
+
+    def as_point(self) -> TaskGate:
+        """The same gate under the point rule (what tracking's small subsets are judged by)."""
+        return dataclasses.replace(self, rule=POINT)
 
 
-def judge(gates: list[TaskGate], scores: dict[str, dict], baseline: dict[str, dict]) -> dict:
-    """{"gate": {task: passed}, "passes_gate": all passed, "retention": {task: {scalar: ratio}}} of one state.
+def gate_rule(gates: list[TaskGate]) -> str:
+    """The gate's rule in words: the seed's sentence when every task uses the point rule."""
+    return GATE_RULE if all(g.rule == POINT for g in gates) else CONFIDENT_RULE
+
+
+def judge(gates: list[TaskGate], scores: dict[str, dict], baseline: dict[str, dict],
+          paired: Optional[dict[str, dict[str, stats.Retention]]] = None) -> dict:
+    """{"gate": {task: passed}, "passes_gate": all passed, "retention": {task: {scalar: ratio}}} of one state, and
+    with `paired` ({task: {scalar: Retention}}, each at its gate's confidence) "retention_uncertainty":
+    {task: `uncertainty_record`}: the numbers behind each decision.
 
     `scores` and `baseline` map a task name to its scalars."""
-    per_task = {g.task: g.passes(scores[g.task], baseline[g.task]) for g in gates}
-    return {"retention": {g.task: g.retention(scores[g.task], baseline[g.task]) for g in gates},
-            "gate": per_task, "passes_gate": all(per_task.values())}
+    per_task = {g.task: g.passes(scores[g.task], baseline[g.task], (paired or {}).get(g.task)) for g in gates}
+    verdict = {"retention": {g.task: g.retention(scores[g.task], baseline[g.task]) for g in gates},
+               "gate": per_task, "passes_gate": all(per_task.values())}
+    if paired is not None:
+        verdict["retention_uncertainty"] = {
+            g.task: uncertainty_record(g, scores[g.task], baseline[g.task], paired[g.task], per_task[g.task])
+            for g in gates}
+    return verdict
+
+
+def _finite(value: Optional[float]) -> Optional[float]:
+    """A number for JSON: an infinite or missing one is None."""
+    return value if value is not None and math.isfinite(value) else None
+
+
+def uncertainty_record(gate: TaskGate, scores: dict[str, float], baseline: dict[str, float],
+                       paired: dict[str, stats.Retention], passed: bool) -> dict:
+    """One task's decision with its numbers: {rule, confidence, fraction, passed, scalars: {scalar: {ratio, low,
+    high, method, lower, p_at_least, base, tuned, base_zero, note, point_passes, confident_passes}}}. ratio, low,
+    high, lower: the paired retention, its two-sided interval and its one-sided lower bound at `confidence` (an
+    infinite bound is None); p_at_least: the share of bootstrap replicates whose ratio is >= fraction; base,
+    tuned: the per-sample means the ratio divides; point_passes and confident_passes: the scalar's verdict under
+    each rule (the task's `rule` decides)."""
+    scalars = {}
+    for m in gate.metrics:
+        r = paired[m]
+        scalars[m] = {"ratio": _finite(r.ratio), "low": _finite(r.interval.low) if r.interval else None,
+                      "high": _finite(r.interval.high) if r.interval else None,
+                      "method": r.interval.method if r.interval else None, "lower": _finite(r.lower),
+                      "p_at_least": r.p_at_least, "base": r.base, "tuned": r.tuned, "base_zero": r.base_zero,
+                      "note": r.note, "point_passes": gate.point_passes(m, scores, baseline),
+                      "confident_passes": stats.confident_pass(r, gate.fraction, gate.confidence)}
+    return {"rule": gate.rule, "confidence": gate.confidence, "fraction": gate.fraction, "passed": passed,
+            "scalars": scalars}
 
 
 def score(accuracy: float, ratio: float) -> float:
@@ -68,28 +146,57 @@ def lowest_retention(retention: dict[str, dict[str, Optional[float]]]) -> float:
     return min(ratios) if ratios else 1.0
 
 
+def ranked(entries: list[dict]) -> list[dict]:
+    """The passing entries, best first: the highest score, on a tie the larger scale, then the later step."""
+    passing = [e for e in entries if e["passes_gate"]]
+    return sorted(passing, key=lambda e: (e["score"], e.get("scale", 1.0), e["step"]), reverse=True)
+
+
 def best(entries: list[dict]) -> Optional[dict]:
     """The passing entry with the highest score; on a tie the larger scale, then the later step; None when none
     passes."""
-    passing = [e for e in entries if e["passes_gate"]]
-    return max(passing, key=lambda e: (e["score"], e.get("scale", 1.0), e["step"])) if passing else None
+    order = ranked(entries)
+    return order[0] if order else None
+
+
+def runner_up(entries: list[dict]) -> Optional[dict]:
+    """The next-best passing entry after `best` (None with fewer than two passing)."""
+    order = ranked(entries)
+    return order[1] if len(order) > 1 else None
+
+
+def compared_ratios(judged: dict) -> dict[str, dict[str, Optional[float]]]:
+    """What each task's rule compares with its fraction, per gated scalar: the point ratio state / baseline, or
+    under rule `confident` the lower bound of the paired retention (None where the baseline is 0). A judged state
+    without `retention_uncertainty` (tracking, an older results.json) gives the point ratios."""
+    detail = judged.get("retention_uncertainty") or {}
+    out = {}
+    for task, ratios in judged["retention"].items():
+        record = detail.get(task)
+        if record is not None and record.get("rule") == CONFIDENT:
+            out[task] = {m: s["lower"] for m, s in record["scalars"].items()}
+        else:
+            out[task] = ratios
+    return out
 
 
 def gate_distance(judged: dict, fractions: dict[str, float]) -> float:
     """How far a judged state (`judge`'s mapping, or a results.json entry) is below the gate: the largest
-    (fraction - state / baseline) over the gated scalars, 0 when it passes. A failing state whose every gap is
-    unmeasurable (baselines of 0) is 1e-9, still > 0: Optuna reads this as the sweep's constraint, <= 0 feasible.
-    `fractions` maps each retention task to its gate fraction."""
+    (fraction - what its rule compares) over the gated scalars (`compared_ratios`), 0 when it passes. A failing
+    state whose every gap is unmeasurable (baselines of 0) is 1e-9, still > 0: Optuna reads this as the sweep's
+    constraint, <= 0 feasible. `fractions` maps each retention task to its gate fraction."""
     if judged["passes_gate"]:
         return 0.0
-    gaps = [fractions[task] - r for task, ratios in judged["retention"].items() for r in ratios.values()
+    gaps = [fractions[task] - r for task, ratios in compared_ratios(judged).items() for r in ratios.values()
             if r is not None]
     return max([g for g in gaps if g > 0] or [1e-9])
 
 
 def shortfall(judged: dict) -> tuple[list[str], Optional[float]]:
-    """The retention tasks a judged state fails, and the lowest state / baseline over their gated scalars (None
-    when none has a ratio): what the sweep's pruning says when a tracked state falls below the gate."""
+    """The retention tasks a judged state fails, and the lowest value its rule compares over their gated scalars
+    (`compared_ratios`; None when none has one): what the sweep's pruning says when a tracked state falls below
+    the gate."""
     failed = [task for task, passed in judged["gate"].items() if not passed]
-    lowest = min((r for task in failed for r in judged["retention"][task].values() if r is not None), default=None)
+    compared = compared_ratios(judged)
+    lowest = min((r for task in failed for r in compared[task].values() if r is not None), default=None)
     return failed, lowest
