@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from keeptune.cli import main
@@ -236,3 +237,72 @@ def test_the_base_model_is_loaded_once_per_run(tmp_path, monkeypatch):
     model = tmp_path / "tiny"
     assert loads == [str(model)]
     assert len(read(tmp_path / "run" / "results.json")["checkpoints"]) == 2
+
+
+def test_results_carry_each_scalars_interval_and_the_paired_retention(experiment):
+    """The default (point) rule: decisions as before, with each evaluation's intervals (metrics.json's) and each
+    gated scalar's paired retention, recomputed here from the predictions paired by sample id."""
+    from keeptune.core import stats
+
+    run, _ = experiment
+    results = read(run / "results.json")
+    assert results["tasks"][0]["gate"]["rule"] == "point" and results["tasks"][0]["gate"]["confidence"] == 0.95
+    assert results["gate_rule"].startswith("a checkpoint passes when every retention task keeps each gated scalar")
+    base_dir = run / "baseline" / "squad-seed"
+    assert results["baseline"]["tasks"]["squad-seed"]["intervals"] == read(base_dir / "metrics.json")["intervals"]
+    base = {r["id"]: r for r in map(json.loads, open(base_dir / "predictions.jsonl"))}
+    for entry in results["checkpoints"]:
+        folder = run / "checkpoints" / f"step-{entry['step']:06d}"
+        assert entry["tasks"]["math-worked"]["intervals"] == read(folder / "math-worked" / "metrics.json")["intervals"]
+        tuned = {r["id"]: r for r in map(json.loads, open(folder / "squad-seed" / "predictions.jsonl"))}
+        ids = sorted(base)
+        decision = entry["retention_uncertainty"]["squad-seed"]
+        assert decision["rule"] == "point" and decision["passed"] == entry["gate"]["squad-seed"]
+        for scalar, key in (("emf1.F1", "f1"), ("emf1.Em", "em")):
+            expected = stats.retention([100 * base[i]["scores"]["emf1"][key] for i in ids],
+                                       [100 * tuned[i]["scores"]["emf1"][key] for i in ids], 0.9, 0.95, 0)
+            numbers = decision["scalars"][scalar]
+            assert numbers["base_zero"] == expected.base_zero and numbers["p_at_least"] == expected.p_at_least
+            assert numbers["lower"] == (expected.lower if expected.lower is None or np.isfinite(expected.lower)
+                                        else None)
+    report = (run / "report.md").read_text(encoding="utf-8")
+    assert "## Gate decisions" in report and "Gate of squad-seed: rule point" in report
+
+
+def test_a_confident_gate_decides_by_the_lower_bound_and_says_so(tmp_path, capsys):
+    """`rule: confident`: each checkpoint passes only when every gated scalar's paired lower bound (recomputed
+    here) reaches the fraction; results.json and the report state the rule, the confidence and the numbers."""
+    from keeptune.core import stats
+
+    words = tiny_experiment(tmp_path, "new_task.eval_n=4", "new_task.max_new_tokens=4", "train.max_steps=2",
+                            "train.checkpoints=2", "tracking.every=0", "original.rule=confident",
+                            "original.confidence=0.8", "gate=0.5")
+    assert main(["run", *words]) == 0
+    out = capsys.readouterr().out
+    run = tmp_path / "run"
+    results = read(run / "results.json")
+    assert results["tasks"][0]["gate"] | {"thresholds": None} == {
+        "metrics": ["emf1.F1", "emf1.Em"], "fraction": 0.5, "thresholds": None, "rule": "confident",
+        "confidence": 0.8}
+    assert "lower bound" in results["gate_rule"]
+    base = {r["id"]: r for r in map(json.loads, open(run / "baseline" / "squad-seed" / "predictions.jsonl"))}
+    ids = sorted(base)
+    for entry in results["checkpoints"]:
+        folder = run / "checkpoints" / f"step-{entry['step']:06d}" / "squad-seed"
+        tuned = {r["id"]: r for r in map(json.loads, open(folder / "predictions.jsonl"))}
+        kept = []
+        for key in ("f1", "em"):
+            r = stats.retention([100 * base[i]["scores"]["emf1"][key] for i in ids],
+                                [100 * tuned[i]["scores"]["emf1"][key] for i in ids], 0.5, 0.8, 0)
+            kept.append(r.base_zero or r.lower >= 0.5)
+        assert entry["passes_gate"] is all(kept) and entry["retention_uncertainty"]["squad-seed"]["rule"] == "confident"
+        assert entry["score"] is None or all(kept)
+    report = (run / "report.md").read_text(encoding="utf-8")
+    assert "rule confident: the one-sided 80% lower bound" in report and "## Gate decisions" in report
+    assert "confident (80%)" in report
+    assert ("best checkpoint: step" in out) == (results["best"] is not None)
+    # keeptune compare of the run's two checkpoints: every task, both scalars of SQuAD's two metrics
+    assert main(["compare", str(run), "--steps", "1,2", "--json"]) == 0
+    compared = json.loads(capsys.readouterr().out)
+    assert {(row["task"], row["scalar"]) for row in compared["rows"]} >= {("squad-seed", "emf1.F1"),
+                                                                         ("math-worked", "judge.accuracy@0.01")}

@@ -23,6 +23,8 @@ from keeptune.cli import main
     ("gate=1.5", "field 'gate': 1.5"),
     ("lora.targets=[nothing_like_this]", "nothing_like_this"),
     ("model.device=cuda:7", "cuda:7"),
+    ("original.rule=lucky", "lucky"),
+    ("original.confidence=1.5", "field 'original[0].confidence': 1.5"),
 ])
 def test_a_wrong_setting_fails_before_any_work(tmp_path, capsys, word, words):
     out = tmp_path / "run"

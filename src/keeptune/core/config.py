@@ -328,7 +328,9 @@ def describe(cls: type, prefix: str = "", defaults: Any = None) -> list[str]:
             lines.append(f"{prefix}{f.name}: {docs.get(f.name, '')}")
             lines += describe(hints[f.name], prefix + f.name + ".", getattr(defaults, f.name))
         else:
-            default = yaml.safe_dump(to_dict(defaults)[f.name], default_flow_style=True).strip()
+            # One line however long (PyYAML wraps at 80 columns): the help line parses back as an override.
+            default = yaml.safe_dump(to_dict(defaults)[f.name], default_flow_style=True,
+                                     width=float("inf")).strip()
             default = default.removesuffix("\n...").removesuffix(" ...")
             lines.append(f"  {prefix}{f.name}={default}  {docs.get(f.name, '')}")
     return lines

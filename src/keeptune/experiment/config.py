@@ -35,6 +35,12 @@ class RetentionTaskConfig:
     """The scalars (METRIC.SCALAR) the gate checks; null: the spec's (squad-seed: emf1.F1 and emf1.Em)."""
     fraction: Optional[float] = None
     """Each gated scalar must stay >= fraction x the base model's; null: the experiment's `gate`."""
+    rule: Literal["point", "confident"] = "point"
+    """How the gate decides: point (the seed's: each gated scalar >= fraction x the base model's) or confident (the
+    one-sided lower bound of each gated scalar's paired retention at `confidence` >= fraction)."""
+    confidence: float = 0.95
+    """The level of each gated scalar's paired retention interval; with rule confident, of the lower bound the gate
+    demands."""
 
 
 # The default recipe (docs/experiments.md): the templates whose arithmetic a 135M model

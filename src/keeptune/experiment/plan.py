@@ -73,7 +73,9 @@ def plan_experiment(config: ExperimentConfig) -> Plan:
         fraction = item.fraction if item.fraction is not None else config.gate
         if not 0 < fraction <= 1:
             invalid(f"{where}.fraction", f"{fraction}; a fraction in (0, 1]")
-        retention.append((compiled, rules.TaskGate(compiled.spec.name, metrics, fraction)))
+        if not 0 < item.confidence < 1:
+            invalid(f"{where}.confidence", f"{item.confidence}; a level between 0 and 1 (0.95 for 95%)")
+        retention.append((compiled, rules.TaskGate(compiled.spec.name, metrics, fraction, item.rule, item.confidence)))
         names.append(compiled.spec.name)
     task = config.new_task
     if task.train_data is None and task.prompt not in PROMPTS:

@@ -1,12 +1,17 @@
 """What RUN/results.json says of an experiment: each task's role and gate, each evaluated model
 state's verdict and score, and the settings a reader compares runs by. Pure functions of the plan,
-the config and the scores: the runner calls them, the report reads what they wrote."""
+the config and the scores: the runner calls them, the report reads what they wrote; and
+`complete_uncertainty`, which gives a results.json written before intervals existed what it lacks,
+from the run's evaluation folders."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
 from keeptune.core import gate as rules
+from keeptune.core import stats
+from keeptune.core.errors import DataError
+from keeptune.experiment import uncertainty
 from keeptune.experiment.config import ExperimentConfig
 from keeptune.experiment.plan import Plan
 from keeptune.model.load import model_name
@@ -29,10 +34,12 @@ def task_entries(plan: Plan, baseline: dict) -> list[dict]:
     return entries
 
 
-def judge_state(plan: Plan, scores: dict[str, dict], baseline: dict[str, dict]) -> dict:
-    """Gate, retention, accuracy and score of one evaluated model state."""
+def judge_state(plan: Plan, scores: dict[str, dict], baseline: dict[str, dict],
+                paired: dict[str, dict[str, stats.Retention]] | None = None) -> dict:
+    """Gate, retention, accuracy and score of one evaluated model state; with `paired` (each gated scalar's paired
+    retention, keeptune.experiment.uncertainty.state_retention) the numbers behind each decision too."""
     verdict = rules.judge(plan.gates, {t: s["scores"] for t, s in scores.items()},
-                          {t: b["scores"] for t, b in baseline.items()})
+                          {t: b["scores"] for t, b in baseline.items()}, paired)
     accuracy = scores[plan.new.spec.name]["scores"][plan.accuracy]
     return {**verdict, "accuracy": accuracy,
             "score": rules.score(accuracy, plan.ratio) if verdict["passes_gate"] else None}
@@ -70,3 +77,66 @@ def preservation_settings(plan: Plan) -> dict:
     if plan.replay is not None:
         settings["replay"] = replaying.describe(plan.replay)
     return settings
+
+
+def task_metrics(plan: Plan) -> dict:
+    """Each retention task's metrics (what its scalars are resampled from)."""
+    return {compiled.spec.name: compiled.metrics for compiled, _ in plan.retention}
+
+
+# --- an older results.json completed from its run's folders -------------------------------------------------
+
+def results_gates(results: dict) -> list[rules.TaskGate]:
+    """The gates results.json's `tasks` describe (rule point and confidence 0.95 where it names none)."""
+    return [rules.TaskGate(t["name"], tuple(t["gate"]["metrics"]), t["gate"]["fraction"],
+                           t["gate"].get("rule", rules.POINT), t["gate"].get("confidence", stats.LEVEL))
+            for t in results["tasks"] if t["role"] == "retention"]
+
+
+def complete_uncertainty(results: dict, run: Path) -> bool:
+    """Fill in what a results.json written before intervals existed lacks, from the run's evaluation folders (read
+    only): each evaluation's `intervals`, each gate's `rule` and `confidence` (point, 0.95: the only rule then),
+    each state's `retention_uncertainty` and `best_vs_runner_up`. Decisions are not changed. A part whose folders
+    are gone is left out. Returns whether anything was added."""
+    run, before = Path(run), json.dumps(results, sort_keys=True)
+    gates = results_gates(results)
+    for spec in results["tasks"]:
+        if spec["role"] == "retention":
+            spec["gate"].setdefault("rule", rules.POINT)
+            spec["gate"].setdefault("confidence", stats.LEVEL)
+    states = [(results["baseline"], run / "baseline")]
+    states += [(e, uncertainty.state_folder(run, e["step"], e.get("scale", 1.0))) for e in results["checkpoints"]]
+    base = {t: e["scores"] for t, e in results["baseline"]["tasks"].items()}
+    for entry, folder in states:
+        _complete_state(entry, folder, run / "baseline", gates, None if entry is results["baseline"] else base)
+    best = results.get("best")
+    if best is not None:
+        same = next((e for e in results["checkpoints"]
+                     if e["step"] == best["step"] and e.get("scale", 1.0) == best.get("scale", 1.0)), {})
+        for key in ("tasks", "retention_uncertainty"):
+            if key in same:
+                best[key] = same[key]
+    if "best_vs_runner_up" not in results:
+        new = next(t for t in results["tasks"] if t["role"] == "new")
+        try:
+            results["best_vs_runner_up"] = uncertainty.best_against_runner_up(
+                run, results["checkpoints"], new["name"], new["accuracy"])
+        except (DataError, FileNotFoundError):
+            pass  # a state's folder is gone
+    return json.dumps(results, sort_keys=True) != before
+
+
+def _complete_state(entry: dict, folder: Path, baseline: Path, gates: list[rules.TaskGate],
+                    base: dict | None) -> None:
+    """One baseline or checkpoint entry: its evaluations' intervals and, a checkpoint's (`base`: the baseline's
+    scores), the paired retention of its gated scalars."""
+    for task, evaluation in entry["tasks"].items():
+        if "intervals" not in evaluation and (folder / task / uncertainty.PREDICTIONS).is_file():
+            evaluation["intervals"] = uncertainty.scalar_intervals(folder / task)
+    if base is None or "retention_uncertainty" in entry:
+        return
+    if not all((folder / g.task / uncertainty.PREDICTIONS).is_file() for g in gates):
+        return
+    paired = uncertainty.state_retention(gates, baseline, folder)
+    scores = {t: e["scores"] for t, e in entry["tasks"].items()}
+    entry["retention_uncertainty"] = rules.judge(gates, scores, base, paired)["retention_uncertainty"]

@@ -41,8 +41,9 @@ from keeptune.evaluate.task import SpecTask
 from keeptune.experiment.config import ExperimentConfig
 from keeptune.experiment.newdata import prepare_data, warn_if_answers_do_not_fit, warn_if_overlapping
 from keeptune.experiment.plan import Plan, new_task_spec, plan_experiment
-from keeptune.experiment.results import judge_state, settings_summary, task_entries
+from keeptune.experiment.results import judge_state, settings_summary, task_entries, task_metrics
 from keeptune.experiment.timing import Timing
+from keeptune.experiment.uncertainty import best_against_runner_up, state_folder, state_retention, with_intervals
 from keeptune.experiment.tracking import Tracker, tracking_history
 from keeptune.model import adapter as adapters
 from keeptune.model.commands import merge
@@ -156,8 +157,9 @@ def evaluate_baseline(e: Experiment) -> None:
                                e.config.new_task.format)
     warn_if_overlapping(e.train_path, e.tasks[-1])
     print("== baseline: the base model on every task")
-    e.baseline = evaluate_tasks(e.tasks, e.model, e.tokenizer, e.run / "baseline", e.base_identity(),
-                                e.config.batch_size, e.config.skip_bad, e.timing, "baseline")
+    scores = evaluate_tasks(e.tasks, e.model, e.tokenizer, e.run / "baseline", e.base_identity(),
+                            e.config.batch_size, e.config.skip_bad, e.timing, "baseline")
+    e.baseline = with_intervals(scores, e.run / "baseline")
 
 
 def prepare_retention(e: Experiment) -> None:
@@ -214,7 +216,8 @@ def corda_prompts(e: Experiment, model, tokenizer) -> list[str]:
 
 def evaluate_checkpoints(e: Experiment, result) -> list[dict]:
     """Every checkpoint's adapter loaded into the trained model and evaluated on every task, at scale 1 and at
-    each factor of retention `scale`: one results.json entry per (checkpoint, scale), judged by the gate."""
+    each factor of retention `scale`: one results.json entry per (checkpoint, scale), judged by the gate (each
+    gated scalar's paired retention against the baseline's predictions beside it)."""
     print("== evaluating every checkpoint")
     config = e.config
     peft_model = result.model
@@ -228,17 +231,17 @@ def evaluate_checkpoints(e: Experiment, result) -> list[dict]:
         peft_model.eval()
         step, digest = checkpoint.step_of(ckpt), adapters.adapter_digest(ckpt)
         for factor in scaling.factors(config.retention):  # 1 (as trained) first; more with retention `scale`
-            out, state, phase = e.run / "checkpoints" / ckpt.name, f"{ckpt.name} {digest}", f"checkpoint {step}"
+            out, state, phase = state_folder(e.run, step, factor), f"{ckpt.name} {digest}", f"checkpoint {step}"
             if factor != 1:  # its own folder, keyed on the factor too
-                out, state = out / scaling.folder(factor), f"{state} scale {factor!r}"
-                phase = f"{phase} scale {factor:g}"
+                state, phase = f"{state} scale {factor!r}", f"{phase} scale {factor:g}"
             with scaling.scaled(peft_model, factor):
                 scores = evaluate_tasks(e.tasks, peft_model, e.tokenizer, out, {**e.identity, "state": state},
                                         config.batch_size, config.skip_bad, e.timing, phase)
+            paired = state_retention(e.plan.gates, e.run / "baseline", out, task_metrics(e.plan))
             entries.append({"step": step, "scale": factor,
                             "methods": scaling.state_methods(config.retention.methods, factor),
-                            "loss": losses.get(step), "adapter": str(ckpt), "tasks": scores,
-                            **judge_state(e.plan, scores, e.baseline)})
+                            "loss": losses.get(step), "adapter": str(ckpt), "tasks": with_intervals(scores, out),
+                            **judge_state(e.plan, scores, e.baseline, paired)})
     return entries
 
 
@@ -261,10 +264,11 @@ def write_results(e: Experiment, entries: list[dict], best: dict | None) -> dict
         "name": e.config.name, "command": e.command, "wall_seconds": time.perf_counter() - e.started,
         "settings": settings_summary(e.config, plan, checkpoint.step_of(checkpoints[-1]) if checkpoints else None),
         "config": to_dict(e.config), "params": plan.params.__dict__,
-        "gate_rule": rules.GATE_RULE, "score_rule": f"{rules.SCORE_RULE}; accuracy = {plan.new.spec.name} "
+        "gate_rule": rules.gate_rule(plan.gates), "score_rule": f"{rules.SCORE_RULE}; accuracy = {plan.new.spec.name} "
                                                     f"{plan.accuracy}",
         "tasks": task_entries(plan, e.baseline), "baseline": {"tasks": e.baseline},
         "checkpoints": entries, "best": best, "tracking": tracking_history(e.run), "timing": e.timing.rows,
+        "best_vs_runner_up": best_against_runner_up(e.run, entries, plan.new.spec.name, plan.accuracy),
     }
     atomic_write_json(e.run / "results.json", results)
     return results
