@@ -196,3 +196,45 @@ def markdown_headers(markdown: str) -> list[str]:
     """Cells of the header row of the first Markdown table in `markdown`."""
     line = next(line for line in markdown.splitlines() if line.startswith("|"))
     return [cell.strip() for cell in re.split(r"(?<!\\)\|", line)[1:-1]]
+
+
+# A run whose results.json records the uncertainty (intervals, paired retention, best against runner-up), values
+# chosen here: every retention metric's interval is value -+ 5 points, every new-task fraction's -+ 0.1; each gated
+# scalar's paired retention r has the interval [r - 0.2, r + 0.2], the lower bound r - 0.04 and P(>= 0.9) = r / 2.
+# Under rule confident step 100 (0.95, 0.95: bounds 0.91, 0.91) passes, step 300 (1.1, 0.925: bounds 1.06, 0.885)
+# passes the point rule but not the confident one, step 200 fails both: the best is step 100 (score 0.649873).
+# Under rule point steps 100 and 300 pass as in RESULTS, and the best (300) is compared with the runner-up (100).
+LOWER_MARGIN = 0.04
+RUNNER_UP = {"task": "math", "scalar": "judge.accuracy@0.01", "best": {"step": 300, "scale": 1.0},
+             "runner_up": {"step": 100, "scale": 1.0}, "difference": 0.1, "low": -0.05, "high": 0.25, "level": 0.95,
+             "method": "BCa", "p_value": 0.34375, "test": "exact McNemar", "verdict": "not distinguishable at 95%",
+             "n": 40, "mean_a": 0.6, "mean_b": 0.5, "discordant": [7, 3]}
+
+
+def _intervals(evaluation: dict, half: float) -> None:
+    evaluation["intervals"] = {m: {"low": v - half, "high": v + half, "level": 0.95, "method": "BCa",
+                                   "resampled": "mean"} for m, v in evaluation["scores"].items()}
+
+
+def uncertain_results(rule: str = "confident") -> dict:
+    """RESULTS (one retention task, squad-seed) with the uncertainty of the comment above, under `rule`."""
+    content = copy.deepcopy(RESULTS)
+    content["tasks"][0]["gate"].update(rule=rule, confidence=0.95)
+    for entry in [content["baseline"], *content["checkpoints"]]:
+        _intervals(entry["tasks"]["squad-seed"], 5.0)
+        _intervals(entry["tasks"]["math"], 0.1)
+    for entry in content["checkpoints"]:
+        scalars = {}
+        for metric, r in entry["retention"]["squad-seed"].items():
+            scalars[metric] = {"ratio": r, "low": r - 0.2, "high": r + 0.2, "method": "BCa", "lower": r - LOWER_MARGIN,
+                               "p_at_least": r / 2, "base": 20.0, "tuned": 20.0 * r, "base_zero": False, "note": None,
+                               "point_passes": r >= GATE, "confident_passes": r - LOWER_MARGIN >= GATE}
+        passed = all(s[f"{rule}_passes"] for s in scalars.values())
+        entry["retention_uncertainty"] = {"squad-seed": {"rule": rule, "confidence": 0.95, "fraction": GATE,
+                                                         "passed": passed, "scalars": scalars}}
+        entry.update(gate={"squad-seed": passed}, passes_gate=passed,
+                     score=TERM + 0.7 * entry["accuracy"] if passed else None)
+    passing = [c for c in content["checkpoints"] if c["passes_gate"]]
+    content["best"] = {**copy.deepcopy(max(passing, key=lambda c: c["score"])), "merged": None}
+    content["best_vs_runner_up"] = copy.deepcopy(RUNNER_UP) if rule == "point" else None
+    return content

@@ -9,6 +9,8 @@
 - ratio: eight significant digits in tables (``0.00042437872``), every digit
   (Python's repr) in the parameter accounting;
 - counts: thousands separators, ``3,407,872``; a breakdown cell ``c/t (p%)``;
+- a value with its confidence interval: the value as above, the bounds in the same unit with one
+  decimal, ``21.59 [16.8, 26.4]``, ``45.00% [33.3, 58.3]``; an infinite bound (null) is ``inf``;
 - a missing value (null, absent): ``n/a``.
 """
 from __future__ import annotations
@@ -55,6 +57,29 @@ def shown(value: float | None, unit: str | None) -> float | None:
     if value is None:
         return None
     return 100 * value if unit == FRACTION else value
+
+
+def bounds(low: float | None, high: float | None, unit: str | None) -> str:
+    """An interval's bounds in a metric's unit, one decimal: ``[16.8, 26.4]`` (a fraction in percent, without
+    the sign); a missing bound (infinite) is ``inf``."""
+    def one(value: float | None, missing: str) -> str:
+        return missing if value is None else format(shown(value, unit), ".1f")
+    return f"[{one(low, '-inf')}, {one(high, 'inf')}]"
+
+
+def with_interval(value: float | None, unit: str | None, interval: dict | None) -> str:
+    """A metric's value and its interval (results.json's INTERVAL): ``21.59 [16.8, 26.4]``; the value alone
+    when there is no interval."""
+    text = metric(value, unit)
+    if value is None or not interval:
+        return text
+    return f"{text} {bounds(interval.get('low'), interval.get('high'), unit)}"
+
+
+def retention_with_interval(ratio: float | None, low: float | None, high: float | None) -> str:
+    """A retention (checkpoint / baseline) in percent with its paired interval: ``104.30% [85.1, 125.2]``."""
+    text = percent(ratio)
+    return text if ratio is None else f"{text} {bounds(low, high, FRACTION)}"
 
 
 def loss(value: float | None) -> str:

@@ -8,7 +8,10 @@ the base model), the new task's breakdown per group, the tracking panels, and
 the retention-accuracy frontier of every evaluated (checkpoint, scale). The
 per-step figures draw the checkpoints as trained (scale 1); the frontier draws
 the scaled evaluations of retention method `scale` too. Metrics in unit
-``fraction`` are drawn in percent.
+``fraction`` are drawn in percent. Where results.json records them, each value
+is drawn with its bootstrap confidence interval: error bars on the checkpoints,
+a band around the baseline, and on the frontier the paired retention interval
+(horizontal) and the accuracy interval (vertical).
 """
 from __future__ import annotations
 
@@ -24,7 +27,9 @@ from keeptune.report import fmt
 from keeptune.report.results import (
     Task,
     breakdown,
+    closest_paired,
     entry_scale,
+    interval,
     lowest_retention,
     new_task,
     retention,
@@ -119,6 +124,30 @@ def _unit_label(task: Task, metrics: tuple[str, ...] | list[str]) -> str:
     return "value (fractions in percent)"
 
 
+def _errors(values: list[float], intervals: list[dict | None], unit: str | None) -> list[list[float]] | None:
+    """Matplotlib's asymmetric error bars [below, above] of drawn values from their INTERVALs (0 where an interval
+    or a bound is missing, or does not reach past the value); None when no value has an interval."""
+    if not any(intervals):
+        return None
+    below, above = [], []
+    for value, entry in zip(values, intervals):
+        low = fmt.shown((entry or {}).get("low"), unit)
+        high = fmt.shown((entry or {}).get("high"), unit)
+        below.append(max(0.0, value - low) if low is not None else 0.0)
+        above.append(max(0.0, high - value) if high is not None else 0.0)
+    return [below, above]
+
+
+def _with_bars(ax: Any, entries: list[dict], steps: list[float], task: Task, metric: str, **style) -> None:
+    """A metric of `task` per entry, drawn at `steps` with its intervals as error bars where recorded."""
+    pairs = [(x, e) for x, e in zip(steps, entries) if score(e, task, metric) is not None]
+    unit = task.unit(metric)
+    xs = [x for x, _ in pairs]
+    ys = [fmt.shown(score(e, task, metric), unit) for _, e in pairs]
+    errors = _errors(ys, [interval(e, task, metric) for _, e in pairs], unit)
+    ax.errorbar(xs, ys, yerr=errors, capsize=3 if errors else 0, **style)
+
+
 def loss_and_lr(log: list[dict], checkpoint_steps: list[int]) -> Figure | None:
     """Training loss and learning rate per optimizer step; checkpoints dotted."""
     steps, losses = _series(log, "loss")
@@ -138,7 +167,8 @@ def loss_and_lr(log: list[dict], checkpoint_steps: list[int]) -> Figure | None:
 
 
 def retention_scores(results: dict, task: Task) -> Figure | None:
-    """A retention task's gated metrics per checkpoint against its baseline (dotted) and gate (dashed)."""
+    """A retention task's gated metrics per checkpoint (error bars: their intervals) against its baseline (dotted,
+    its interval a band) and gate (dashed)."""
     checkpoints = as_trained(results)
     if not checkpoints or not task.gate_metrics:
         return None
@@ -146,12 +176,15 @@ def retention_scores(results: dict, task: Task) -> Figure | None:
     steps = [c["step"] for c in checkpoints]
     for i, metric in enumerate(task.gate_metrics):
         unit, color = task.unit(metric), f"C{i}"
-        xs, ys = _points(steps, [fmt.shown(score(c, task, metric), unit) for c in checkpoints])
-        ax.plot(xs, ys, marker="o", color=color, label=f"checkpoint {metric}")
+        _with_bars(ax, checkpoints, steps, task, metric, marker="o", color=color, label=f"checkpoint {metric}")
         base = score(results["baseline"], task, metric)
         if base is not None:
             ax.axhline(fmt.shown(base, unit), color=color, ls=":", lw=1,
                        label=f"baseline {metric} {task.show(metric, base)}")
+            band = interval(results["baseline"], task, metric)
+            if band and band.get("low") is not None and band.get("high") is not None and band["high"] > band["low"]:
+                ax.axhspan(fmt.shown(band["low"], unit), fmt.shown(band["high"], unit), color=color, alpha=0.1,
+                           label=f"baseline {metric} {band['level'] * 100:g}% interval")
         threshold = task.thresholds.get(metric)
         if threshold is not None:
             ax.axhline(fmt.shown(threshold, unit), color=color, ls="--", lw=1,
@@ -163,7 +196,8 @@ def retention_scores(results: dict, task: Task) -> Figure | None:
 
 
 def new_task_scores(results: dict) -> Figure | None:
-    """The new task's metrics per checkpoint; the accuracy metric (the score's) bold; step 0 is the base model."""
+    """The new task's metrics per checkpoint; the accuracy metric (the score's) bold, with its intervals as error
+    bars; step 0 is the base model."""
     checkpoints, task = as_trained(results), new_task(results)
     if not checkpoints:
         return None
@@ -171,10 +205,12 @@ def new_task_scores(results: dict) -> Figure | None:
     entries = [results["baseline"], *checkpoints]
     steps = [0] + [c["step"] for c in checkpoints]
     for i, metric in enumerate(task.metrics):
+        if metric == task.accuracy:
+            _with_bars(ax, entries, steps, task, metric, marker="o", color=f"C{i % 10}", lw=2.5,
+                       label=f"{metric} (score)")
+            continue
         xs, ys = _points(steps, [fmt.shown(score(e, task, metric), task.unit(metric)) for e in entries])
-        main = metric == task.accuracy
-        ax.plot(xs, ys, marker="o", color=f"C{i % 10}", lw=2.5 if main else 1, ls="-" if main else "--",
-                label=f"{metric} (score)" if main else metric)
+        ax.plot(xs, ys, marker="o", color=f"C{i % 10}", lw=1, ls="--", label=metric)
     ax.set_xlabel("step (0 = base model)")
     ax.set_ylabel(_unit_label(task, task.metrics))
     _legend(ax)
@@ -275,11 +311,27 @@ def tracking(results: dict) -> Figure | None:
     return figure
 
 
+def _frontier_bars(ax: Any, points: list[tuple[float, float, dict]], task: Task, color: str) -> None:
+    """The frontier's error bars: the paired retention interval of each point's lowest gated scalar (x) and its
+    accuracy interval (y), where recorded."""
+    unit = task.unit(task.accuracy)
+    xs, ys = [x for x, _, _ in points], [y for _, y, _ in points]
+    x_intervals = []
+    for _, _, c in points:
+        numbers = closest_paired(c)
+        x_intervals.append(None if not numbers or numbers.get("ratio") is None else numbers)
+    xerr = _errors(xs, x_intervals, fmt.FRACTION)
+    yerr = _errors(ys, [interval(c, task, task.accuracy) for _, _, c in points], unit)
+    if xerr or yerr:
+        ax.errorbar(xs, ys, xerr=xerr, yerr=yerr, fmt="none", ecolor=color, elinewidth=0.8, alpha=0.45, capsize=2)
+
+
 def frontier(results: dict) -> Figure | None:
     """Every evaluated (checkpoint, scale) as a point: retention (the gate's: the lowest gated scalar / baseline, in
     percent) against the new task's accuracy; one colour and line per scale (in step order, each point labelled
     with its step), filled circles pass the gate and crosses fail it, the gate's fraction dashed, the base model a
-    grey square at 100%, the chosen (best) entry a star."""
+    grey square at 100%, the chosen (best) entry a star. Where recorded, error bars: horizontally the paired
+    interval of that lowest scalar's retention, vertically the accuracy's interval."""
     checkpoints, task = results["checkpoints"], new_task(results)
     if not checkpoints:
         return None
@@ -296,6 +348,7 @@ def frontier(results: dict) -> Figure | None:
         color = f"C{i % 10}"
         label = f"scale {show_scale(scale)}" + (" (as trained)" if scale == 1 else "")
         ax.plot([x for x, _, _ in points], [y for _, y, _ in points], color=color, lw=0.8, alpha=0.5)
+        _frontier_bars(ax, points, task, color)
         for passes, marker in ((True, "o"), (False, "x")):
             chosen = [(x, y) for x, y, c in points if c["passes_gate"] is passes]
             if chosen:

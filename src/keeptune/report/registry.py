@@ -11,8 +11,10 @@ of a task spec do not compare: where the runs evaluated a task with different
 versions (``tasks[].version`` of results.json; 1 when absent, as every spec was
 before specs had versions), a cell whose version is not the one most runs used
 (the best-ranked run's on a tie) says ``(vN)``, and a note below the table names
-the versions. A results.json that cannot be read (or was written by an older
-keeptune) is listed as skipped.
+the versions. Each gated metric and the accuracy are followed by their bootstrap
+confidence interval where results.json records one (``F1 21.59 [16.8, 26.4]``). A
+results.json that cannot be read (or was written by an older keeptune) is listed
+as skipped.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from keeptune.report.results import (
     RESULTS,
     Task,
     entry_scale,
+    interval,
     load_results,
     method_label,
     new_task,
@@ -109,8 +112,10 @@ def headers(columns: list[str]) -> list[str]:
 
 
 def gated(best: dict, task: Task) -> str:
-    """A retention task's gated metrics at the best checkpoint: ``F1 21.65, Em 5.56``."""
-    return ", ".join(f"{metric} {task.show(metric, score(best, task, metric))}" for metric in task.gate_metrics)
+    """A retention task's gated metrics at the best checkpoint, with their intervals where recorded:
+    ``F1 21.65 [16.8, 26.4], Em 5.56 [1.9, 11.1]``."""
+    return ", ".join(f"{metric} {task.show_interval(metric, score(best, task, metric), interval(best, task, metric))}"
+                     for metric in task.gate_metrics)
 
 
 def run_row(run: Path, results: dict, folder: Path, columns: list[str],
@@ -127,7 +132,9 @@ def run_row(run: Path, results: dict, folder: Path, columns: list[str],
         str(best["step"]) + ("" if entry_scale(best) == 1 else f" (scale {show_scale(entry_scale(best))})"),
         *(marked(gated(best, kept[name]), name, versions, differing) if name in kept else fmt.MISSING
           for name in columns),
-        marked(f"{new.name}: {new.accuracy} {new.show(new.accuracy, best['accuracy'])}", new.name, versions, differing),
+        marked(f"{new.name}: {new.accuracy} "
+               f"{new.show_interval(new.accuracy, best['accuracy'], interval(best, new, new.accuracy))}",
+               new.name, versions, differing),
         fmt.score(best["score"]), "pass",
     ]
 

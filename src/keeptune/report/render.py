@@ -12,7 +12,9 @@ import json
 import time
 from pathlib import Path
 
+from keeptune.core import gate as rules
 from keeptune.core.io import atomic_write_json, atomic_write_text
+from keeptune.experiment.results import complete_uncertainty
 from keeptune.report import fmt
 from keeptune.report.document import Block, Code, Heading, Image, Items, Table, Text, to_html, to_markdown
 from keeptune.report.plots import group_names, make_plots
@@ -22,12 +24,15 @@ from keeptune.report.results import (
     RESULTS,
     Task,
     breakdown,
+    decision,
     entry_methods,
     entry_scale,
     evaluation,
+    interval,
     load_results,
     method_label,
     new_task,
+    paired,
     read_log,
     retention,
     retention_tasks,
@@ -44,7 +49,9 @@ def build_report(run: Path, dpi: int = 110, record_time: bool = False) -> tuple[
     """Write RUN/report.md, RUN/report.html (self-contained) and RUN/plots/*.png; returns both report paths.
 
     `record_time` (what `keeptune run` asks): the report's own seconds (reading, plotting) become the
-    `report` row of results.json's timing before the documents are written, so they show it too.
+    `report` row of results.json's timing before the documents are written, so they show it too. A results.json
+    written before intervals existed gets them, and the paired retention of every state, from the run's
+    evaluation folders (keeptune.experiment.results.complete_uncertainty), and is rewritten with them.
 
     Raises:
         DataError: RUN/results.json is missing or lacks a field the report needs.
@@ -52,7 +59,10 @@ def build_report(run: Path, dpi: int = 110, record_time: bool = False) -> tuple[
     started = time.perf_counter()
     run = Path(run)
     results = load_results(run)
+    completed = complete_uncertainty(results, run)
     plots = make_plots(results, read_log(run), run / "plots", dpi=dpi)
+    if completed and not record_time:
+        atomic_write_json(run / RESULTS, results)
     if record_time:
         timing = [row for row in results.get("timing") or [] if row["phase"] != "report"]
         results["timing"] = timing + [{"phase": "report", "task": None, "seconds": time.perf_counter() - started}]
@@ -80,6 +90,9 @@ def report_blocks(results: dict, plots: list[tuple[str, Path]]) -> list[Block]:
         Heading("Baseline (base model)"), baseline_table(results),
         Heading("Checkpoints"), Text(checkpoint_legend(results)), checkpoint_table(results),
     ]
+    if any(c.get("retention_uncertainty") for c in results["checkpoints"]):
+        blocks += [Heading("Gate decisions"), Text(DECISIONS_LEGEND), decisions_table(results)]
+        blocks += [Items(decision_notes(results))] if decision_notes(results) else []
     if new.breakdown is not None:
         blocks += [Heading(breakdown_heading(new)), breakdown_table(results)]
     if results.get("timing"):
@@ -100,29 +113,75 @@ def summary(results: dict) -> list[str]:
         scaled = "" if entry_scale(best) == 1 else (
             f" at scale {show_scale(entry_scale(best))} (its adapter's update x {show_scale(entry_scale(best))}, "
             "folded into the exported adapter's weights)")
+        accuracy = new.show_interval(new.accuracy, best["accuracy"], interval(best, new, new.accuracy))
         lines = [
             (f"Best checkpoint: step {best['step']}{scaled}, score {fmt.score(best['score'])} ({new.name} "
-             f"{new.accuracy} {new.show(new.accuracy, best['accuracy'])}, "
-             f"ratio {fmt.ratio(results['params']['ratio'])})."),
+             f"{new.accuracy} {accuracy}, ratio {fmt.ratio(results['params']['ratio'])})."),
             *(f"Retention task {task.name} kept: {kept(best, task)}." for task in retention_tasks(results)),
+            *([f"{versus_runner_up(results)}."] if versus_runner_up(results) else []),
             f"Adapter: {best.get('adapter') or fmt.MISSING}; merged model: {best.get('merged') or fmt.MISSING}.",
         ]
     return lines + [
         f"Method: {method_label(run_methods(results))}.",
         f"Gate: {results['gate_rule'].rstrip('.')}.",
+        *(f"Gate of {task.name}: {rule_text(task)}." for task in retention_tasks(results)),
         f"Score: {results['score_rule'].rstrip('.')}.",
         f"Wall time: {fmt.duration(results.get('wall_seconds'))}.",
     ]
 
 
 def kept(entry: dict, task: Task) -> str:
-    """A retention task's gated metrics at a checkpoint with their retention: ``F1 44.00 (110.00% of baseline)``."""
+    """A retention task's gated metrics at a checkpoint with their retention: ``F1 44.00 (110.00% of baseline)``;
+    with the uncertainty recorded, each value's interval and the paired retention's interval and probability of
+    keeping the fraction: ``F1 44.00 [38.1, 50.2] (110.00% of baseline, paired 95% interval [95.1, 126.0],
+    P(>= 90%) 0.99)``; a base of 0 says why it passes trivially."""
     parts = []
     for metric in task.gate_metrics:
-        share = retention(entry, task, metric)
+        share, numbers = retention(entry, task, metric), paired(entry, task, metric)
         of = "baseline 0" if share is None else f"{fmt.percent(share)} of baseline"
-        parts.append(f"{metric} {task.show(metric, score(entry, task, metric))} ({of})")
+        if numbers is not None and numbers["base_zero"]:
+            of = numbers.get("note") or of
+        elif numbers is not None and numbers["ratio"] is not None:
+            of += (f", paired {task.confidence * 100:g}% interval "
+                   f"{fmt.bounds(numbers['low'], numbers['high'], fmt.FRACTION)}, "
+                   f"P(>= {task.gate_fraction * 100:g}%) {numbers['p_at_least']:.2f}")
+        value = task.show_interval(metric, score(entry, task, metric), interval(entry, task, metric))
+        parts.append(f"{metric} {value} ({of})")
     return ", ".join(parts)
+
+
+def rule_text(task: Task) -> str:
+    """A retention task's rule in words."""
+    level = f"{task.confidence * 100:g}%"
+    if task.rule == rules.CONFIDENT:
+        return (f"rule confident: the one-sided {level} lower bound of each gated scalar's paired retention >= "
+                f"{task.gate_fraction:g}")
+    return (f"rule point: each gated scalar >= {task.gate_fraction:g} x baseline (the paired retention's {level} "
+            "interval is shown beside it, not used)")
+
+
+def versus_runner_up(results: dict) -> str | None:
+    """Whether the best state is distinguishable from the runner-up on the new task's accuracy, in one sentence
+    (None when results.json has no such comparison: fewer than two states pass, or it was written before)."""
+    c = results.get("best_vs_runner_up")
+    if not c:
+        return None
+    new = new_task(results)
+    unit = new.unit(c["scalar"])
+    second = c["runner_up"]
+    at = f"step {second['step']}" + ("" if second.get("scale", 1) == 1 else f" scale {show_scale(second['scale'])}")
+    discordant = ""
+    if c.get("discordant"):
+        discordant = f", {c['discordant'][0]} against {c['discordant'][1]} discordant samples"
+    return (f"Against the runner-up ({at}): {c['task']} {c['scalar']} {new.show(c['scalar'], c['mean_a'])} against "
+            f"{new.show(c['scalar'], c['mean_b'])}, difference {difference(c['difference'], unit)} "
+            f"{fmt.bounds(c.get('low'), c.get('high'), unit)}, {c['test']} p = {c['p_value']:.3g}{discordant}: "
+            f"{c['verdict']}")
+
+
+def difference(value: float, unit: str | None) -> str:
+    """A difference of two values of a metric, signed: ``+1.67 points`` for fractions (percentage points)."""
+    return f"{fmt.shown(value, unit):+.2f}" + (" points" if unit == fmt.FRACTION else "")
 
 
 def tasks_table(results: dict) -> Table:
@@ -133,7 +192,7 @@ def tasks_table(results: dict) -> Table:
         if task.role == NEW:
             role = f"new (score: {task.accuracy})"
         else:
-            role = f"retention (gate: {', '.join(task.gate_metrics)} >= {task.gate_fraction:g} x baseline)"
+            role = f"retention (gate: {task.gate_text()})"
         rows.append([task.name, role, task.description, versions[task.name]])
     return Table(["task", "role", "description", "version"], rows, left=3)
 
@@ -155,11 +214,13 @@ def params_table(results: dict) -> Table:
 
 
 def baseline_table(results: dict) -> Table:
-    """One row per (task, metric); a gated metric's threshold follows it; then the task's sample count."""
+    """One row per (task, metric), the value with its interval; a gated metric's threshold follows it; then the
+    task's sample count."""
     base, rows = results["baseline"], []
     for task in tasks(results):
         for metric in task.metrics:
-            rows.append([task.name, metric, task.show(metric, score(base, task, metric))])
+            rows.append([task.name, metric, task.show_interval(metric, score(base, task, metric),
+                                                              interval(base, task, metric))])
             if metric in task.gate_metrics:
                 rows.append([task.name, f"{metric} gate ({task.gate_fraction:g} x baseline)",
                              task.show(metric, task.thresholds.get(metric))])
@@ -177,8 +238,10 @@ def checkpoint_legend(results: dict) -> str:
     return (f"Units ({units}): points are 0..100, fractions are shown in percent. "
             "Method: lora and the retention methods that made the state; scale: the factor the adapter's update "
             "is multiplied by (1: as trained; retention method scale evaluates each checkpoint at more). "
-            "Retention = checkpoint / baseline. Score: see the summary's score rule; "
-            "gate: PASS when every retention task passes its gate.")
+            "Each gated value and the accuracy are followed by their bootstrap confidence interval over the "
+            "samples, each retention "
+            "(= checkpoint / baseline) by its paired interval (the same resampled samples for both; see Gate "
+            "decisions). Score: see the summary's score rule; gate: PASS when every retention task passes its gate.")
 
 
 def checkpoint_columns(results: dict) -> list[str]:
@@ -200,21 +263,73 @@ def checkpoint_table(results: dict) -> Table:
         row = [str(c["step"]), method_label(entry_methods(c)), show_scale(entry_scale(c)), fmt.loss(c.get("loss"))]
         for task in kept_tasks:
             for metric in task.gate_metrics:
-                row += [task.show(metric, score(c, task, metric)), retained(results, c, task, metric)]
+                row += [task.show_interval(metric, score(c, task, metric), interval(c, task, metric)),
+                        retained(results, c, task, metric)]
             if len(kept_tasks) > 1:
                 row.append(verdict(task_gate(c, task)))
-        row += [new.show(metric, score(c, new, metric)) for metric in new.metrics]
+        row += [new.show_interval(metric, score(c, new, metric), interval(c, new, metric)) if metric == new.accuracy
+                else new.show(metric, score(c, new, metric)) for metric in new.metrics]
         row += [fmt.score(c["score"]), verdict(c["passes_gate"]) + (" (best)" if same_state(c, best) else "")]
         rows.append(row)
     return Table(checkpoint_columns(results), rows, left=2)  # step and method left, the numbers right
 
 
 def retained(results: dict, entry: dict, task: Task, metric: str) -> str:
-    """A checkpoint's retention of a gated metric in percent; ``baseline 0`` when the baseline scored 0."""
+    """A checkpoint's retention of a gated metric in percent, with its paired interval when recorded; ``baseline 0``
+    when the baseline scored 0."""
     share = retention(entry, task, metric)
     if share is None and score(results["baseline"], task, metric) == 0:
         return "baseline 0"
-    return fmt.percent(share)
+    numbers = paired(entry, task, metric)
+    if numbers is None or numbers["ratio"] is None:
+        return fmt.percent(share)
+    return fmt.retention_with_interval(share, numbers["low"], numbers["high"])
+
+
+DECISIONS_LEGEND = (
+    "Each gated scalar of each evaluated state: its paired retention (the state's per-sample mean over the base "
+    "model's on the same samples; the bootstrap draws the same resampled samples for both, so the interval "
+    "measures the change, not the spread of the samples), the two-sided interval and the one-sided lower bound "
+    "at the task's confidence, P(>= fraction): the share of bootstrap replicates whose retention is at least the "
+    "gate's fraction, and the verdict of each rule. The task's rule decides (marked *). A baseline of 0 has no "
+    "ratio (n/a): the gate passes trivially under either rule and the scalar cannot show a loss (notes below).")
+
+
+def decisions_table(results: dict) -> Table:
+    """One row per (state, retention task, gated scalar): rule, retention, interval, lower bound, P(>= fraction),
+    the point and confident verdicts."""
+    rows = []
+    for c in results["checkpoints"]:
+        for task in retention_tasks(results):
+            record = decision(c, task)
+            if record is None:
+                continue
+            for metric in task.gate_metrics:
+                n = record["scalars"].get(metric)
+                if n is None:
+                    continue
+                level = f"{record['confidence'] * 100:g}%"
+                marks = {rule: verdict(n[f"{rule}_passes"]) + (" *" if rule == record["rule"] else "")
+                         for rule in rules.RULES}
+                rows.append([state_name(c), task.name, metric, f"{record['rule']} ({level})",
+                             fmt.retention_with_interval(n["ratio"], n["low"], n["high"]), fmt.percent(n["lower"]),
+                             fmt.MISSING if n["p_at_least"] is None else f"{n['p_at_least']:.2f}",
+                             marks[rules.POINT], marks[rules.CONFIDENT]])
+    return Table(["state", "task", "scalar", "rule (confidence)", "retention [interval]", "lower bound",
+                  "P(>= fraction)", "point", "confident"], rows, left=4)
+
+
+def decision_notes(results: dict) -> list[str]:
+    """One line per gated scalar whose baseline is 0: its gate passes trivially at every state."""
+    notes: dict[str, None] = {}
+    for c in results["checkpoints"]:
+        for task in retention_tasks(results):
+            for metric, n in ((decision(c, task) or {}).get("scalars") or {}).items():
+                if n.get("base_zero"):
+                    notes[f"{task.name} {metric}: the baseline is 0, so the ratio is undefined and the gate (>= "
+                          f"{task.gate_fraction:g} x 0) passes trivially under either rule at every state: this "
+                          "scalar cannot show a loss."] = None
+    return list(notes)
 
 
 def verdict(passed: bool | None) -> str:

@@ -17,7 +17,8 @@ file, so a new task or a new metric needs no change here. The schema::
          "metrics": ["emf1.F1", "emf1.Em", ...],          # scalar scores to show, in order
          "units": {"emf1.F1": "points", ...},              # "points": 0..100, "fraction": 0..1
          "gate": {"metrics": ["emf1.F1", "emf1.Em"], "fraction": 0.9,
-                  "thresholds": {"emf1.F1": 12.459, "emf1.Em": 0.0}}},   # fraction x base model's score
+                  "thresholds": {"emf1.F1": 12.459, "emf1.Em": 0.0},   # fraction x base model's score
+                  "rule": "point", "confidence": 0.95}},   # optional (point, 0.95 when absent): see below
         {"name": "math", "role": "new", "description": str,
          "metrics": ["judge.accuracy@0.01", ...], "units": {...},
          "accuracy": "judge.accuracy@0.01",                # the metric that enters the score
@@ -30,10 +31,13 @@ file, so a new task or a new metric needs no change here. The schema::
                     "retention": {TASK: {metric: float | null}}, "passes_gate": bool,
                     "subset": {TASK: int}}],
       "timing": [{"phase": str, "task": str | null, "seconds": float,   # optional: where the time went,
-                  "steps": int, "evaluations": int}]                   # in order; steps/evaluations optional
-    }
+                  "steps": int, "evaluations": int}],                  # in order; steps/evaluations optional
+      "best_vs_runner_up": null | COMPARISON   # optional: the best against the next passing state on the new
+    }                                          # task's accuracy scalar (null: fewer than two pass)
     EVAL = {"total_count": int, "scores": {metric: float},     # every scalar of the task
-            "breakdown": {group: [correct, total]} | null}     # for the task's "breakdown" metric
+            "breakdown": {group: [correct, total]} | null,     # for the task's "breakdown" metric
+            "intervals": {metric: INTERVAL | null}}            # optional: each scalar's bootstrap interval
+    INTERVAL = {"low": float | null, "high": float | null, "level": float, "method": str, "resampled": str}
     CHECKPOINT = {"step": int, "loss": float | null, "adapter": str, "tasks": {TASK: EVAL},
                   "scale": float,          # optional (1 when absent): the factor the adapter's update was
                                            # scaled by (retention method `scale`); 1 = as trained
@@ -41,7 +45,24 @@ file, so a new task or a new metric needs no change here. The schema::
                   "retention": {TASK: {gate metric: checkpoint / baseline, null when the baseline is 0}},
                   "gate": {TASK: bool}, "passes_gate": bool,    # every retention task passed
                   "accuracy": float,                            # the new task's accuracy metric
-                  "score": float | null}                        # null when it fails the gate
+                  "score": float | null,                        # null when it fails the gate
+                  "retention_uncertainty": {TASK: DECISION}}    # optional: the numbers behind each task's verdict
+    DECISION = {"rule": "point" | "confident", "confidence": float, "fraction": float, "passed": bool,
+                "scalars": {gate metric: {"ratio": float | null, "low": float | null, "high": float | null,
+                                          "method": str | null, "lower": float | null, "p_at_least": float | null,
+                                          "base": float, "tuned": float, "base_zero": bool, "note": str | null,
+                                          "point_passes": bool, "confident_passes": bool}}}
+    COMPARISON = {"task": str, "scalar": str, "best": {"step", "scale"}, "runner_up": {"step", "scale"},
+                  "difference": float, "low", "high": float | null, "level": float | null, "method": str | null,
+                  "p_value": float, "test": str, "verdict": str, "n": int, "mean_a": float, "mean_b": float,
+                  "discordant": [int, int] | null}
+
+A DECISION (keeptune.core.gate.uncertainty_record) is the paired retention of each gated scalar (the
+checkpoint's per-sample mean over the base model's, bootstrapped over the same resampled samples): the
+ratio, its two-sided interval, its one-sided lower bound at `confidence`, the share of replicates at or
+above the fraction, the verdict of each rule; `rule` decided. A base of 0 has no ratio (`base_zero`,
+`note`). Every optional part is absent from a results.json written before it existed (`keeptune report`
+fills it in from the run's folders when they are there: keeptune.experiment.results.complete_uncertainty).
 
 The run's retention methods are those of ``config.retention.methods`` (plain LoRA when
 absent). Tasks are keyed by name everywhere. A metric missing from an entry's
@@ -89,6 +110,8 @@ class Task:
     thresholds: Mapping[str, float] = field(default_factory=dict)
     accuracy: str | None = None  # the new task: the metric that enters the score
     breakdown: str | None = None  # the new task: the metric whose per-group table is shown
+    rule: str = rules.POINT  # retention tasks: the gate's rule
+    confidence: float = 0.95  # retention tasks: the level of the paired retention (and of the confident bound)
 
     @classmethod
     def from_spec(cls, spec: dict) -> Task:
@@ -97,7 +120,8 @@ class Task:
                    metrics=tuple(spec["metrics"]), units=dict(spec.get("units") or {}),
                    gate_metrics=tuple(gate.get("metrics") or ()), gate_fraction=gate.get("fraction"),
                    thresholds=dict(gate.get("thresholds") or {}),
-                   accuracy=spec.get("accuracy"), breakdown=spec.get("breakdown"))
+                   accuracy=spec.get("accuracy"), breakdown=spec.get("breakdown"),
+                   rule=gate.get("rule", rules.POINT), confidence=gate.get("confidence", 0.95))
 
     def unit(self, metric: str) -> str | None:
         return self.units.get(metric)
@@ -105,6 +129,18 @@ class Task:
     def show(self, metric: str, value: float | None) -> str:
         """`value` of `metric` written in the metric's unit (see `fmt.metric`)."""
         return fmt.metric(value, self.unit(metric))
+
+    def show_interval(self, metric: str, value: float | None, interval: dict | None) -> str:
+        """`value` with its interval, compactly (see `fmt.with_interval`)."""
+        return fmt.with_interval(value, self.unit(metric), interval)
+
+    def gate_text(self) -> str:
+        """The task's gate in words: ``emf1.F1, emf1.Em >= 0.9 x baseline`` and, under rule confident,
+        ``(confident: the 95% lower bound of the paired retention)``."""
+        text = f"{', '.join(self.gate_metrics)} >= {self.gate_fraction:g} x baseline"
+        if self.rule == rules.CONFIDENT:
+            text += f" (rule confident: the {self.confidence * 100:g}% lower bound of the paired retention)"
+        return text
 
 
 def load_results(path: Path) -> dict:
@@ -144,6 +180,8 @@ def check_results(data: Any, path: Path) -> None:
         _check_checkpoint(checkpoint, specs, f"checkpoints[{i}]", path)
     if data.get("best") is not None:
         _check_checkpoint(data["best"], specs, "best", path)
+    if data.get("best_vs_runner_up") is not None:
+        _check_comparison(data["best_vs_runner_up"], "best_vs_runner_up", path)
     timing = data.get("timing") or []
     if not isinstance(timing, list):
         raise DataError(f"{path}: timing is not a list")
@@ -186,6 +224,11 @@ def _check_tasks(specs: list, path: Path) -> list[Task]:
             _number(spec["gate"]["fraction"], f"{where}.gate.fraction", path)
             _require(spec["gate"]["thresholds"], spec["gate"]["metrics"], f"{where}.gate.thresholds", path)
             _check_scores(spec["gate"]["thresholds"], f"{where}.gate.thresholds", path)
+            if spec["gate"].get("rule", rules.POINT) not in rules.RULES:
+                raise DataError(f"{path}: {where}.gate.rule is {spec['gate']['rule']!r}, not one of "
+                                f"{', '.join(rules.RULES)}")
+            if "confidence" in spec["gate"]:
+                _number(spec["gate"]["confidence"], f"{where}.gate.confidence", path)
         else:
             _require(spec, ("accuracy",), where, path)
             for key in ("accuracy", "breakdown"):
@@ -212,6 +255,48 @@ def _check_checkpoint(entry: Any, specs: list[Task], where: str, path: Path) -> 
             _number(entry[key], f"{where}.{key}", path)
     if entry.get("methods") is not None:
         _strings(entry["methods"], f"{where}.methods", path, "method names")
+    for name, decision in (entry.get("retention_uncertainty") or {}).items():
+        _check_decision(decision, f"{where}.retention_uncertainty.{name}", path)
+
+
+_DECISION = ("rule", "confidence", "fraction", "passed", "scalars")
+_DECISION_SCALAR = {"ratio": "number", "low": "number", "high": "number", "lower": "number", "p_at_least": "number",
+                    "base_zero": "bool", "point_passes": "bool", "confident_passes": "bool"}
+_COMPARISON = ("task", "scalar", "best", "runner_up", "difference", "p_value", "test", "verdict", "n")
+
+
+def _check_decision(decision: Any, where: str, path: Path) -> None:
+    """A task's DECISION: its rule, numbers and verdicts (numbers may be null: no ratio, an infinite bound)."""
+    _require(decision, _DECISION, where, path)
+    if decision["rule"] not in rules.RULES:
+        raise DataError(f"{path}: {where}.rule is {decision['rule']!r}, not one of {', '.join(rules.RULES)}")
+    for key in ("confidence", "fraction"):
+        _number(decision[key], f"{where}.{key}", path)
+    if not isinstance(decision["passed"], bool):
+        raise DataError(f"{path}: {where}.passed is not true or false")
+    _require(decision["scalars"], (), f"{where}.scalars", path)
+    for metric, numbers in decision["scalars"].items():
+        at = f"{where}.scalars.{metric}"
+        _require(numbers, _DECISION_SCALAR, at, path)
+        for key, kind in _DECISION_SCALAR.items():
+            if kind == "bool" and not isinstance(numbers[key], bool):
+                raise DataError(f"{path}: {at}.{key} is not true or false")
+            if kind == "number" and numbers[key] is not None:
+                _number(numbers[key], f"{at}.{key}", path)
+
+
+def _check_comparison(comparison: Any, where: str, path: Path) -> None:
+    """best_vs_runner_up: the two states, the difference, its p-value and the verdict."""
+    _require(comparison, _COMPARISON, where, path)
+    for key in ("best", "runner_up"):
+        _require(comparison[key], ("step",), f"{where}.{key}", path)
+    for key in ("difference", "p_value", "n"):
+        _number(comparison[key], f"{where}.{key}", path)
+    for key in ("low", "high"):
+        if comparison.get(key) is not None:
+            _number(comparison[key], f"{where}.{key}", path)
+    if not isinstance(comparison["verdict"], str):
+        raise DataError(f"{path}: {where}.verdict is not a text")
 
 
 def _check_evals(evals: Any, specs: list[Task], where: str, path: Path) -> None:
@@ -222,6 +307,12 @@ def _check_evals(evals: Any, specs: list[Task], where: str, path: Path) -> None:
         _check_scores(entry["scores"], f"{at}.scores", path)
         if entry.get("total_count") is not None:
             _number(entry["total_count"], f"{at}.total_count", path)
+        for metric, interval in (entry.get("intervals") or {}).items():
+            if interval is not None:
+                _require(interval, ("low", "high", "level", "method"), f"{at}.intervals.{metric}", path)
+                for key in ("low", "high", "level"):
+                    if interval[key] is not None:
+                        _number(interval[key], f"{at}.intervals.{metric}.{key}", path)
         breakdown = entry.get("breakdown")
         if breakdown is not None:
             _require(breakdown, (), f"{at}.breakdown", path)
@@ -293,6 +384,36 @@ def score(entry: dict, task: Task, metric: str) -> float | None:
     """`metric` of `task` in a baseline, checkpoint or tracking entry; None when it is absent."""
     value = (evaluation(entry, task).get("scores") or {}).get(metric)
     return value if _is_number(value) and math.isfinite(value) else None
+
+
+def interval(entry: dict, task: Task, metric: str) -> dict | None:
+    """The INTERVAL of `metric` of `task` in a baseline or checkpoint entry; None when absent."""
+    value = (evaluation(entry, task).get("intervals") or {}).get(metric)
+    return value if isinstance(value, dict) else None
+
+
+def decision(entry: dict, task: Task) -> dict | None:
+    """A checkpoint's DECISION for `task` (its rule, the paired retention of each gated scalar); None when
+    absent."""
+    value = (entry.get("retention_uncertainty") or {}).get(task.name)
+    return value if isinstance(value, dict) else None
+
+
+def paired(entry: dict, task: Task, metric: str) -> dict | None:
+    """The paired retention numbers of one gated scalar at a checkpoint; None when absent."""
+    value = ((decision(entry, task) or {}).get("scalars") or {}).get(metric)
+    return value if isinstance(value, dict) else None
+
+
+def closest_paired(entry: dict) -> dict | None:
+    """The paired retention of the gated scalar whose point retention is lowest (the frontier's x), or None."""
+    ratios = [(r, name, metric) for name, values in (entry.get("retention") or {}).items() if isinstance(values, dict)
+              for metric, r in values.items() if _is_number(r)]
+    if not ratios:
+        return None
+    _, name, metric = min(ratios)
+    value = (((entry.get("retention_uncertainty") or {}).get(name) or {}).get("scalars") or {}).get(metric)
+    return value if isinstance(value, dict) else None
 
 
 def retention(entry: dict, task: Task, metric: str) -> float | None:
