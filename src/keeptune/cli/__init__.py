@@ -11,6 +11,7 @@ import textwrap
 
 from jsonargparse import CLI, ArgumentParser
 
+from keeptune.cli import compare as compare_command
 from keeptune.cli import data as data_commands
 from keeptune.cli import run as experiment_commands
 from keeptune.cli import sweep as sweep_command
@@ -35,9 +36,11 @@ COMMANDS = {
     "merge": merge_command.merge,
     "report": report_commands.report,
     "runs": report_commands.runs,
+    "compare": compare_command.compare,  # compare A B: two positional states; WORD_COMMANDS parses it
 }
 
-WORD_COMMANDS = {"run": experiment_commands.main, "train": train_commands.main, "sweep": sweep_command.main}
+WORD_COMMANDS = {"run": experiment_commands.main, "train": train_commands.main, "sweep": sweep_command.main,
+                 "compare": compare_command.main}
 
 
 def _positional_folder(args: list[str]) -> list[str]:

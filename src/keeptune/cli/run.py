@@ -30,7 +30,7 @@ def run(config: Optional[Path] = None, overrides: Optional[list[str]] = None) ->
         config: experiment YAML; default: the defaults (configs/smollm2-135m/experiment.yaml's values).
         overrides: `section.field=value` words applied on top, e.g. train.lr=5e-4 name=lr5e-4.
     """
-    from keeptune.report.render import build_report  # imports matplotlib: only here
+    from keeptune.report.render import build_report, versus_runner_up  # imports matplotlib: only here
 
     settings = load_config(config, overrides or [], root=ExperimentConfig)
     note_progress(resume="run the same command again: it continues where it stopped")
@@ -41,7 +41,9 @@ def run(config: Optional[Path] = None, overrides: Optional[list[str]] = None) ->
     markdown, html = build_report(run_dir(settings), record_time=True)
     best = results["best"]
     if best:
-        print(f"best checkpoint: step {best['step']}, score {best['score']:.6f}, adapter {best['adapter']}")
+        against = versus_runner_up(results) or "no runner-up: one checkpoint passes the gate"
+        print(f"best checkpoint: step {best['step']}, score {best['score']:.6f}, adapter {best['adapter']}; "
+              f"{against[0].lower()}{against[1:]}")
     else:
         print("no checkpoint passes the gate")
     print(f"report: {markdown} and {html}")
