@@ -110,3 +110,20 @@ def test_the_report_renders_plain_data_and_reads_no_study():
     imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     assert not {m for m in imported if m.startswith(("keeptune.sweep", "keeptune.experiment", "optuna"))}
+
+
+def test_the_summary_says_whether_the_best_trial_is_distinguishable_from_the_runner_up():
+    from keeptune.report.sweep import summary_items
+
+    data = {"rows": [], "best": {"number": 1, "score": 0.6, "accuracy": 0.6, "retention": 1.0, "step": 10,
+                                 "params_text": "lr=1", "run_dir": "t1"},
+            "budget": 2, "best_path": "best.yaml", "start": False,
+            "versus_runner_up": {"best": 1, "runner_up": 0, "units": "fraction", "note": None, "comparison": {
+                "task": "math", "scalar": "exact_match.accuracy", "mean_a": 0.6, "mean_b": 0.45, "difference": 0.15,
+                "low": 0.05, "high": 0.3, "test": "exact McNemar", "p_value": 0.25,
+                "verdict": "not distinguishable at 95%"}}}
+    assert summary_items(data, None)[-1] == (
+        "Against the runner-up, trial #0: math exact_match.accuracy 60.00% against 45.00% at their best checkpoints, "
+        "difference +15.00 points [5.0, 30.0], exact McNemar p = 0.25: not distinguishable at 95%.")
+    data["versus_runner_up"] |= {"comparison": None, "note": "not compared: different samples"}
+    assert summary_items(data, None)[-1] == "Against the runner-up, trial #0: not compared: different samples."

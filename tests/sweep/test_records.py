@@ -50,3 +50,32 @@ def test_pareto_importances_count_the_feasible_trials_only(tmp_path):
     few = [make(0, 1e-4, 4, score=0.3), make(1, 1e-3, 16, score=0.5), make(2, 1e-3, 8, kind="infeasible")]
     shares, why = importances(study_of(few), sweep)
     assert shares is None and why == "Too few feasible trials for parameter importances: 2, 3 needed."
+
+
+def test_the_best_trial_is_compared_with_the_runner_up_on_shared_samples(tmp_path):
+    import json
+
+    from keeptune.experiment.uncertainty import state_folder
+    from keeptune.sweep.records import versus_runner_up
+    from tests.experiment.evalfolders import answers, write_evaluation
+
+    sweep = make_sweep(tmp_path)
+    right = {0: [True] * 9 + [False] * 11, 1: [True] * 12 + [False] * 8, 2: [True] * 3 + [False] * 17}
+    for number, samples in ((0, "same"), (1, "same"), (2, "other")):
+        run = sweep.out / "trials" / f"trial-{number}"
+        write_evaluation(state_folder(run, 10) / "math", "math", answers(right[number]), samples=samples)
+        tasks = [{"name": "math", "role": "new", "accuracy": "exact_match.accuracy",
+                  "units": {"exact_match.accuracy": "fraction"}}]
+        (run / "results.json").write_text(json.dumps({"tasks": tasks, "best": {"step": 10, "scale": 1.0}}))
+    trials = [trial(0, 1e-4, 4, score=0.5, root=sweep.out), trial(1, 1e-3, 8, score=0.6, root=sweep.out)]
+    versus = versus_runner_up(study_of(trials))
+    # trial 1 (12 of 20) against trial 0 (9 of 20), the first 9 right in both: 3 discordant, all trial 1's
+    assert (versus["best"], versus["runner_up"], versus["units"], versus["note"]) == (1, 0, "fraction", None)
+    c = versus["comparison"]
+    assert (c["task"], c["scalar"], c["discordant"], c["verdict"]) == (
+        "math", "exact_match.accuracy", [3, 0], "not distinguishable at 95%")
+    assert c["p_value"] == 0.25  # two-sided exact McNemar: 2 x (1/2)^3
+    other = versus_runner_up(study_of([trial(1, 1e-3, 8, score=0.6, root=sweep.out),
+                                       trial(2, 1e-3, 16, score=0.55, root=sweep.out)]))
+    assert other["comparison"] is None and "evaluated on different samples" in other["note"]
+    assert versus_runner_up(study_of(trials[:1])) is None

@@ -104,7 +104,24 @@ def summary_items(data: dict, wall_seconds: Optional[float]) -> list[str]:
                  f"step {best['step']}): {best['params_text']}. Its run: {best['run_dir']}; its config: "
                  f"{data['best_path']}.")
     items += _against_start(start_row(rows, data["start"]), best)
+    items += _against_runner_up(data.get("versus_runner_up"))
     return items
+
+
+def _against_runner_up(versus: Optional[dict]) -> list[str]:
+    """The best trial against the runner-up on the new task's accuracy: the paired test's verdict (none with fewer
+    than two feasible trials)."""
+    if versus is None:
+        return []
+    head = f"Against the runner-up, trial #{versus['runner_up']}"
+    c = versus["comparison"]
+    if c is None:
+        return [f"{head}: {versus['note']}."]
+    unit = versus.get("units")
+    gap = fmt.shown(c["difference"], unit)
+    return [f"{head}: {c['task']} {c['scalar']} {fmt.metric(c['mean_a'], unit)} against {fmt.metric(c['mean_b'], unit)}"
+            f" at their best checkpoints, difference {gap:+.2f}{' points' if unit == fmt.FRACTION else ''} "
+            f"{fmt.bounds(c['low'], c['high'], unit)}, {c['test']} p = {c['p_value']:.3g}: {c['verdict']}."]
 
 
 def _against_start(first: Optional[dict], best: dict) -> list[str]:

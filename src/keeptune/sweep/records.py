@@ -1,17 +1,21 @@
 """The study as plain data for the sweep report (keeptune.report.sweep renders it; it reads no study).
 
 `report_data(study, sweep)` gives one mapping: the sweep's settings, one row per trial, the best feasible trial's
-row, the gate fractions, Optuna's parameter importances (or the sentence that replaces them) and the text of
-best.yaml, the best trial's full experiment config, which `keeptune run SWEEP/best.yaml` runs as it is.
+row, the gate fractions, Optuna's parameter importances (or the sentence that replaces them), the text of
+best.yaml, the best trial's full experiment config, which `keeptune run SWEEP/best.yaml` runs as it is, and the
+best trial against the runner-up (a paired test on the new task's accuracy, read from both trials' run folders).
 
 Optuna is imported inside the functions that use it: it is heavy, and the rest of keeptune works without it.
 """
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 from typing import Any, Optional
 
 from keeptune.core.config import to_yaml
+from keeptune.core.errors import DataError
+from keeptune.experiment import uncertainty
 from keeptune.experiment.config import ExperimentConfig
 from keeptune.sweep.config import Sweep, params_text, trial_config
 from keeptune.sweep.study import decoded, retried_as
@@ -26,7 +30,8 @@ def report_data(study, sweep: Sweep) -> dict[str, Any]:
     """Everything the sweep report shows, as plain data: `name`, `path` (the sweep file), `out`, `objective`,
     `sampler`, `seed`, `budget` (trials), `fields` (the searched fields), `start` (whether `start` recipes were
     queued: trial 0 is the first), `rows` (`rows`), `best` (the best row, or None), `gates` (the gate fractions),
-    `importances` and `importances_how` (`importances`), `best_path` and `best_yaml` (its text, or None)."""
+    `importances` and `importances_how` (`importances`), `best_path` and `best_yaml` (its text, or None),
+    `versus_runner_up` (`versus_runner_up`)."""
     rows = trial_rows(study, sweep)
     best = best_trial(study)
     shares, how = importances(study, sweep)
@@ -38,7 +43,8 @@ def report_data(study, sweep: Sweep) -> dict[str, Any]:
             "best": next(r for r in rows if r["number"] == best.number) if best else None,
             "gates": gate_fractions(config or load_config(sweep.base, sweep.overrides, root=ExperimentConfig)),
             "importances": shares, "importances_how": how, "best_path": sweep.out / BEST,
-            "best_yaml": best_yaml(sweep, best, config) if best else None}
+            "best_yaml": best_yaml(sweep, best, config) if best else None,
+            "versus_runner_up": versus_runner_up(study)}
 
 
 # --- the trials ------------------------------------------------------------------------------------
@@ -88,13 +94,45 @@ def trial_rows(study, sweep: Sweep) -> list[dict]:
     return rows
 
 
-def best_trial(study):
-    """The feasible complete trial of the highest score (the earliest on a tie), or None."""
+def ranked_trials(study) -> list:
+    """The feasible complete trials, best first: the highest score, the earliest on a tie."""
     from optuna.trial import TrialState  # optuna: heavy, optional
 
     feasible = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
                 if t.user_attrs.get("feasible") and t.user_attrs.get("score") is not None]
-    return max(feasible, key=lambda t: (t.user_attrs["score"], -t.number)) if feasible else None
+    return sorted(feasible, key=lambda t: (-t.user_attrs["score"], t.number))
+
+
+def best_trial(study):
+    """The feasible complete trial of the highest score (the earliest on a tie), or None."""
+    ranked = ranked_trials(study)
+    return ranked[0] if ranked else None
+
+
+def versus_runner_up(study) -> Optional[dict]:
+    """The best feasible trial against the runner-up (the next by score) on the new task's accuracy scalar at each
+    one's best state, read from their run folders: {best, runner_up (trial numbers), units (of the scalar),
+    comparison (`keeptune.experiment.uncertainty.compare_folders`'s, with `task`) or None, note (why not compared)
+    or None}; None with fewer than two feasible trials."""
+    ranked = ranked_trials(study)
+    if len(ranked) < 2:
+        return None
+    first, second = ranked[:2]
+    out = {"best": first.number, "runner_up": second.number, "units": None, "comparison": None, "note": None}
+    try:
+        folders, task, scalar, units = [], None, None, None
+        for t in (first, second):
+            run = Path(t.user_attrs["run_dir"])
+            results = uncertainty.read_json(run / "results.json")
+            new = next(spec for spec in results["tasks"] if spec["role"] == "new")
+            best = results["best"]
+            task, scalar, units = new["name"], new["accuracy"], (new.get("units") or {}).get(new["accuracy"])
+            folders.append(uncertainty.state_folder(run, best["step"], best.get("scale", 1.0)) / task)
+        out["comparison"] = {"task": task, **uncertainty.compare_folders(*folders, scalar)}
+        out["units"] = units
+    except (DataError, KeyError, TypeError, StopIteration) as err:
+        out["note"] = f"not compared: {err}"
+    return out
 
 
 def gate_fractions(config: ExperimentConfig) -> list[float]:
