@@ -42,6 +42,19 @@ def test_an_unmeasurable_gap_still_counts_as_failing_and_no_checkpoint_as_fully_
     assert outcome["constraint"] == 1.0 and outcome["step"] is None and outcome["values"] == [pytest.approx(0.297)]
 
 
+def test_under_the_confident_rule_the_constraint_is_the_lower_bounds_gap():
+    """A checkpoint that keeps 95% on the point but whose paired lower bound is 0.85 fails a confident gate at
+    0.9: the sweep's constraint is 0.9 - 0.85, not the point ratio's (which is past the gate)."""
+    failing = entry(2, 0.5, 0.95, False)
+    failing["retention_uncertainty"] = {"qa": {"rule": "confident", "scalars": {"exact_match.accuracy": {
+        "lower": 0.85}}}}
+    results = {"checkpoints": [failing], "best": None, "params": {"ratio": 0.01}, "tasks": TASKS}
+    outcome = trial_outcome(results, "score")
+    assert not outcome["feasible"] and outcome["constraint"] == pytest.approx(0.05)
+    failing["retention_uncertainty"]["qa"]["rule"] = "point"  # the same numbers under the point rule
+    assert trial_outcome(results, "score")["constraint"] == 1e-9  # failing, with no measurable gap
+
+
 class Trial:
     def __init__(self, prune):
         self.prune, self.reported = prune, []
