@@ -4,6 +4,7 @@ rule that decided, the best against the runner-up, and the plots' error bars. Ex
 from synthetic.py's values and keeptune.report.fmt's formats (bounds with one decimal; Markdown escapes [ and ])."""
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -136,4 +137,4 @@ def test_a_results_json_without_uncertainty_reads_as_before(tmp_path):
     assert "retention_uncertainty" not in content["checkpoints"][0]
     md = build_report(tmp_path, dpi=DPI)[0].read_text(encoding="utf-8")
     assert "## Gate decisions" not in md and "\\[" not in section(md, "Checkpoints")
-    assert not (tmp_path / "results.json").read_text().count("intervals")  # nothing to add, nothing written
+    assert (tmp_path / "results.json").read_text() == json.dumps(RESULTS)  # nothing to add, nothing written

@@ -95,15 +95,11 @@ def results_gates(results: dict) -> list[rules.TaskGate]:
 
 def complete_uncertainty(results: dict, run: Path) -> bool:
     """Fill in what a results.json written before intervals existed lacks, from the run's evaluation folders (read
-    only): each evaluation's `intervals`, each gate's `rule` and `confidence` (point, 0.95: the only rule then),
-    each state's `retention_uncertainty` and `best_vs_runner_up`. Decisions are not changed. A part whose folders
-    are gone is left out. Returns whether anything was added."""
+    only): each evaluation's `intervals`, each state's `retention_uncertainty` (under its gate's rule: point, at
+    0.95, where the task names none, the only rule then) and `best_vs_runner_up`. Decisions are not changed. A
+    part whose folders are gone is left out. Returns whether anything was added."""
     run, before = Path(run), json.dumps(results, sort_keys=True)
     gates = results_gates(results)
-    for spec in results["tasks"]:
-        if spec["role"] == "retention":
-            spec["gate"].setdefault("rule", rules.POINT)
-            spec["gate"].setdefault("confidence", stats.LEVEL)
     states = [(results["baseline"], run / "baseline")]
     states += [(e, uncertainty.state_folder(run, e["step"], e.get("scale", 1.0))) for e in results["checkpoints"]]
     base = {t: e["scores"] for t, e in results["baseline"]["tasks"].items()}
