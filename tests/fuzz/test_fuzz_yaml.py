@@ -54,9 +54,12 @@ def alias_document(draw) -> tuple[str, int | None, bool]:
             else:
                 items.append(f"k{j}: {value}" if kind == "map" else value)
             size = None if size is None or value_size is None else size + value_size + (kind == "map")
-        if kind == "map" and len(items) > 1 and draw(st.integers(0, 9)) == 0:
-            items.append(items[0].replace("<<:", "k0:"))
+        keys = [item for item in items if not item.startswith("<<:")]
+        if kind == "map" and keys and draw(st.integers(0, 9)) == 0:  # a key written again, with its value
+            items.append(keys[0])
             repeated = True
+            aliased = keys[0].split(": *a")
+            size = None if size is None else size + 2 + (sizes[int(aliased[1])] - 1 if len(aliased) == 2 else 0)
         body = "{" + ", ".join(items) + "}" if kind == "map" else "[" + ", ".join(items) + "]"
         lines.append(f"  a{i}: &a{i} {body}")
         kinds.append(kind)
