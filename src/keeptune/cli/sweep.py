@@ -18,6 +18,7 @@ import torch
 
 from keeptune.core.config import parse_words
 from keeptune.core.errors import ConfigError
+from keeptune.core.outputs import locked, note_progress
 from keeptune.sweep.config import Sweep, SweepConfig, load_sweep
 from keeptune.sweep.records import BEST, report_data
 from keeptune.sweep.study import open_study
@@ -45,11 +46,12 @@ def sweep(path: Path, words: list[str] = (), workers: int = 1, storage: Optional
     except ImportError:
         raise ConfigError("keeptune sweep needs Optuna: pip install 'optuna>=5.0'") from None
     spec = load_sweep(path, list(words))
-    spec.out.mkdir(parents=True, exist_ok=True)
+    with locked(spec.out, "", wait=True):  # two sweeps started at once into one folder: one creates the study,
+        open_study(spec, storage)          # the other waits and loads it; then their workers share it
+    note_progress(resume="run the same command again: finished trials are kept, the interrupted one resumes")
     if worker or workers <= 1:
         work(spec, storage, on_run=_run_report, on_trial=functools.partial(write_report, sweep=spec))
     else:
-        open_study(spec, storage)  # created (or checked) once, before the workers start
         run_workers(path, list(words), workers, storage)
     if worker:
         return spec.out
