@@ -76,8 +76,9 @@ class SpecTask:
         return digest.hexdigest()
 
     def score(self, sample: Sample, raw: str) -> dict:
+        where = f"sample {sample.id} ({sample.where})"  # named by a step that fails (a regex that never ends)
         record = {"id": sample.id, "raw": raw,
-                  "prediction": steps_module.run_steps(self.compiled.steps, raw, sample.fields),
+                  "prediction": steps_module.run_steps(self.compiled.steps, raw, sample.fields, where),
                   "label": self.label(sample)}
         if self.spec.references:
             record["references"] = list(sample.fields[self.spec.references])
