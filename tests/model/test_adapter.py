@@ -123,3 +123,20 @@ def test_every_command_that_takes_an_adapter_refuses_it_in_one_line(adapter_and_
     assert line.startswith(f"keeptune: error: {adapter / name}: " if name else f"keeptune: error: {adapter}: ")
     assert says in line
     assert not out.exists()
+
+
+def test_a_full_disk_while_an_adapter_is_exported_names_it(adapter_and_base, tmp_path, monkeypatch):
+    """export_adapter writes RUN/adapter (keeptune train) and RUN/best/adapter (keeptune run)."""
+    import errno
+    import os
+
+    from keeptune.core.errors import OutputError
+    from keeptune.model import adapter as adapters
+
+    def full(source, target):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(adapters.shutil, "copy2", full)
+    target = tmp_path / "best" / "adapter"
+    with pytest.raises(OutputError, match=rf"^{target}: cannot write: No space left on device; free some space"):
+        adapters.export_adapter(adapter_and_base[0], target)

@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from keeptune.core.errors import ModelLoadError
-from keeptune.core.io import atomic_write_json
+from keeptune.core.io import atomic_write_json, writing_to
 from keeptune.core.outputs import replace_dir, staging_dir
 from keeptune.model.load import PICKLE_SUFFIXES, check_safetensors
 from keeptune.model.lora import is_corda
@@ -101,13 +101,14 @@ def fold_scale(tensors: dict[str, torch.Tensor], scale: float) -> dict[str, torc
 def export_adapter(checkpoint: Path, target: Path, scale: float = 1.0) -> Path:
     """Copy a checkpoint's adapter (and keeptune.json) to `target`, atomically; a `scale` other than 1 is folded
     into the weights (`fold_scale`) and recorded in keeptune.json (``scale``)."""
-    tmp = staging_dir(target)
-    for name in ADAPTER_FILES:
-        shutil.copy2(Path(checkpoint) / name, tmp / name)
-    if scale != 1:
-        weights = tmp / "adapter_model.safetensors"
-        save_file(fold_scale(load_file(weights), scale), weights, metadata={"format": "pt"})
-        info = json.loads((tmp / "keeptune.json").read_text(encoding="utf-8"))
-        atomic_write_json(tmp / "keeptune.json", {**info, "scale": scale})
-    replace_dir(tmp, target)
+    with writing_to(target):  # a full disk, whoever writes (shutil, safetensors): an error naming the adapter
+        tmp = staging_dir(target)
+        for name in ADAPTER_FILES:
+            shutil.copy2(Path(checkpoint) / name, tmp / name)
+        if scale != 1:
+            weights = tmp / "adapter_model.safetensors"
+            save_file(fold_scale(load_file(weights), scale), weights, metadata={"format": "pt"})
+            info = json.loads((tmp / "keeptune.json").read_text(encoding="utf-8"))
+            atomic_write_json(tmp / "keeptune.json", {**info, "scale": scale})
+        replace_dir(tmp, target)
     return target
