@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from keeptune.core.config import to_dict
+from keeptune.core.errors import DataError
 from keeptune.core.io import atomic_write_json, iter_jsonl, write_jsonl
 from keeptune.core.resume import file_digest
 from keeptune.data.math.build import eligible, write_training_set
@@ -111,4 +112,6 @@ def held_out_problems(train_path: Path, n: int, seed: int, templates: list[str] 
             chosen.append(pair._asdict())
             if len(chosen) == n:
                 return chosen
-    raise ValueError(f"could not draw {n} held-out problems (templates {templates or seen_templates})")
+    raise DataError(f"field 'new_task.eval_n': could not draw {n} held-out problems of the templates "
+                    f"{', '.join(templates or seen_templates)} that the training set does not hold; lower eval_n, "
+                    "train on fewer problems of them, or give new_task.eval_data")
