@@ -374,8 +374,8 @@ def test_garbage_safetensors_names_the_file(tmp_path):
 
 
 @pytest.mark.parametrize(("text", "fragment"), [
-    ("{not json", "not JSON"), ("[1, 2]", "a list, not a JSON object"), ('{"hidden_size": 4}', "it has no model_type"),
-    (b"\xff\xfe{}", "not JSON"),
+    ("{not json", "not valid JSON"), ("[1, 2]", "a list, not a JSON object"), ('{"hidden_size": 4}', "it has no model_type"),
+    (b"\xff\xfe{}", "not valid JSON"),
 ])
 def test_invalid_config_json_names_the_file(tmp_path, text, fragment):
     from keeptune.model.params import source_config

@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from keeptune.core.errors import ModelLoadError
 from keeptune.core.io import atomic_write_json, writing_to
 from keeptune.core.outputs import replace_dir, staging_dir
-from keeptune.model.load import PICKLE_SUFFIXES, check_safetensors
+from keeptune.model.load import PICKLE_SUFFIXES, check_safetensors, json_object
 from keeptune.model.lora import is_corda
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "keeptune.json")
@@ -38,25 +38,15 @@ def adapter_info(adapter: Path) -> dict:
         raise ModelLoadError(f"{adapter} is not a PEFT adapter directory: it has no adapter_config.json")
     check_adapter_files(adapter)
     record = adapter / "keeptune.json"
-    try:
-        info = json.loads(record.read_text(encoding="utf-8")) if record.is_file() else {}
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ModelLoadError(f"{record}: not valid JSON ({err})") from None
-    if not isinstance(info, dict):
-        raise ModelLoadError(f"{record}: not a JSON object")
-    return info
+    return json_object(record, f"{record}: ", encoding="utf-8") if record.is_file() else {}
+
 
 def check_adapter_files(adapter: Path) -> None:
     """Refuse, naming the file, an adapter that PEFT would fail to read or would unpickle: an adapter_config.json
     that is not a JSON object (read as PEFT reads it: UTF-8 without a byte-order mark), weights that are not a
     complete safetensors file, or weights only in a pickle (adapter_model.bin: PEFT would `torch.load` it)."""
     config = adapter / "adapter_config.json"
-    try:
-        value = json.loads(config.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ModelLoadError(f"{config}: not valid JSON ({err})") from None
-    if not isinstance(value, dict):
-        raise ModelLoadError(f"{config}: a {type(value).__name__}, not a JSON object")
+    json_object(config, f"{config}: ", encoding="utf-8")  # as PEFT reads it: no byte-order mark
     weights = adapter / "adapter_model.safetensors"
     if weights.is_file():
         check_safetensors(weights)

@@ -99,14 +99,21 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return dev
 
 
+def json_object(path: Path, prefix: str, encoding: str = "utf-8-sig") -> dict:
+    """A JSON file that must hold an object (a model's config.json, an adapter's adapter_config.json);
+    ModelLoadError "PREFIX not valid JSON (...)" or "PREFIX a list, not a JSON object" otherwise."""
+    try:
+        value = json.loads(path.read_bytes().decode(encoding))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ModelLoadError(f"{prefix}not valid JSON ({err})") from None
+    if not isinstance(value, dict):
+        raise ModelLoadError(f"{prefix}a {type(value).__name__}, not a JSON object")
+    return value
+
+
 def check_config_json(path: Path) -> dict:
     """A model's config.json as a dict; ModelLoadError naming the file when it is not one."""
-    try:
-        config = json.loads(path.read_bytes().decode("utf-8-sig"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ModelLoadError(f"{path}: not a valid model configuration: not JSON ({err})") from None
-    if not isinstance(config, dict):
-        raise ModelLoadError(f"{path}: not a valid model configuration: a {type(config).__name__}, not a JSON object")
+    config = json_object(path, f"{path}: not a valid model configuration: ")
     if not isinstance(config.get("model_type"), str):
         raise ModelLoadError(f"{path}: not a valid model configuration: it has no model_type (e.g. \"llama\")")
     return config
