@@ -1,5 +1,8 @@
 """Reading one experiment directory RUN: RUN/results.json (checked) and RUN/train/log.jsonl.
 
+About 470 lines on purpose: it is the schema of results.json (written out below) and its checks, field by
+field, each naming the field when it is wrong; split, a reader would lose the one place the contract is.
+
 results.json is written by the experiment runner; it is the contract between
 the runner and the report. The report knows no task by name: every task, its
 metrics, their units, its gate and its role come from the ``tasks`` list of the

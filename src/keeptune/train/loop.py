@@ -26,6 +26,9 @@ uninterrupted one does.
 the PEFT model (in float32 on a CPU even when training computes in bf16), may
 return metrics, logged beside the loss; `{"stop": True}` ends training after a
 checkpoint at that step.
+
+About 420 lines, read top to bottom: setup, the loop and the end of a run are one sequence of steps
+that share the run's state; splitting them would scatter the order a reader needs to see.
 """
 from __future__ import annotations
 
