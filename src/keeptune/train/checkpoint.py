@@ -108,7 +108,8 @@ def save(run: Path, step: int, model: torch.nn.Module, peft_model, optimizer, sc
     target = step_dir(run, step)
     tmp = staging_dir(target) if d.main else target.with_name(f".{target.name}.tmp")
     barrier(d)
-    atomic_write_json(tmp / f"rng-rank{d.rank}.json", rng_state())
+    with removed_on_error(tmp) if d.main else contextlib.nullcontext(), writing_to(target):  # the first write
+        atomic_write_json(tmp / f"rng-rank{d.rank}.json", rng_state())
     barrier(d)
     if d.main:
         with removed_on_error(tmp), writing_to(target):  # a full disk, whoever writes: an error naming the checkpoint
