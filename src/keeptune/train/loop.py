@@ -46,7 +46,6 @@ import torch
 import torch.nn.functional as F
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
-from transformers import get_cosine_schedule_with_warmup
 
 from keeptune.core.config import to_dict, to_yaml
 from keeptune.core.errors import ConfigError, DataError, TrainingDivergedError
@@ -58,10 +57,10 @@ from keeptune.model.load import load_model, model_name
 from keeptune.model.lora import print_parameter_groups
 from keeptune.model.params import check_targets
 from keeptune.train import checkpoint, distributed, precision
+from keeptune.train.checkpoint import SaveAdapter
 from keeptune.train.config import Config
 from keeptune.train.distributed import Dist
 from keeptune.train.dropout import use_fast_dropout
-from keeptune.train.checkpoint import SaveAdapter
 from keeptune.train.methods import PLAIN, LossTerm, Methods
 from keeptune.train.records import (
     IGNORE,
@@ -218,6 +217,10 @@ def setup(config: Config, d: Dist, model=None, tokenizer=None, methods: Methods 
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW([{"params": trainable, "name": "decay", "weight_decay": t.weight_decay}],
                                   lr=t.lr, betas=t.betas, eps=t.eps)
+    # transformers' schedulers import its trainer utilities and with them PEFT (about 2 s): here, not at keeptune's
+    # start, which imports this module for every command
+    from transformers import get_cosine_schedule_with_warmup
+
     scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, total)
     if prior is not None:
         checkpoint.restore(prior, model, optimizer, scheduler, d)
