@@ -7,7 +7,6 @@ keeptune as the default's data (CC BY-SA 4.0, see data/files/NOTICE), gives 54.
 """
 from __future__ import annotations
 
-import hashlib
 import http.client
 import json
 import re
@@ -18,6 +17,7 @@ from pathlib import Path
 
 from keeptune.core.errors import DataError, MalformedLineError
 from keeptune.core.io import cache_dir, read_text
+from keeptune.core.resume import sha256_bytes
 from keeptune.data.shared import PACKAGED_SQUAD
 
 OFFICIAL_DEV_URL = "https://rajpurkar.github.io/SQuAD-explorer/dataset/dev-v1.1.json"
@@ -51,7 +51,7 @@ def fetch(url: str) -> Path:
     The cache folder is named by a hash of the address, so two addresses that end in
     the same file name never share a copy. An address urllib cannot use is a DataError
     before anything is downloaded."""
-    digest = hashlib.sha256(url.encode("utf-8")).hexdigest()[:16]
+    digest = sha256_bytes(url.encode("utf-8"))[:16]
     target = cache_dir() / "data" / digest / download_name(url)
     if not target.is_file():
         target.parent.mkdir(parents=True, exist_ok=True)

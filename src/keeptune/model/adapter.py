@@ -7,7 +7,6 @@ loaded PEFT model (a CorDA checkpoint's rank-r weights into a CorDA model).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
@@ -19,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from keeptune.core.errors import ModelLoadError
 from keeptune.core.io import atomic_write_json, writing_to
 from keeptune.core.outputs import replace_dir, staging_dir
+from keeptune.core.resume import sha256_file
 from keeptune.model.load import PICKLE_SUFFIXES, check_safetensors, json_object
 from keeptune.model.lora import is_corda
 
@@ -60,7 +60,7 @@ def check_adapter_files(adapter: Path) -> None:
 
 def adapter_digest(adapter: Path) -> str:
     """A short hash of an adapter's weights: what an evaluation of it is keyed on."""
-    return hashlib.sha256((Path(adapter) / "adapter_model.safetensors").read_bytes()).hexdigest()[:16]
+    return sha256_file(Path(adapter) / "adapter_model.safetensors")[:16]
 
 def load_adapter_weights(path: Path, peft_model) -> None:
     """Put a checkpoint's LoRA weights into the (not yet wrapped) PEFT model; a CorDA checkpoint's weights as
