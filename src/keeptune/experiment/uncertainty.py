@@ -76,7 +76,7 @@ def folder_metrics(folder: Path) -> list[Metric]:
     path = Path(folder) / EVAL
     entries = read_json(path).get("metrics")
     try:
-        return [make_metric(entry) for entry in json.loads(entries)]
+        return [make_metric(entry, recorded=True) for entry in json.loads(entries)]
     except (TypeError, json.JSONDecodeError, MetricError) as err:
         raise DataError(f"{path}: field 'metrics' does not name the task's metrics ({err})") from None
 

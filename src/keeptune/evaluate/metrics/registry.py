@@ -88,6 +88,10 @@ class Metric:
         """How the bootstrap redraws `scalar` from the records' per-sample scores."""
         raise NotImplementedError
 
+    def scalar_units(self, scalar: str) -> str:
+        """The units of one scalar: the metric's, unless its scalars differ (an lm-eval task's)."""
+        return self.units
+
     def summary(self, aggregate: Aggregate, total: int) -> list[str]:
         return [f"{self.name}: " + ", ".join(f"{k} {v}" for k, v in aggregate.scores.items())]
 
@@ -228,19 +232,28 @@ class MathJudge(Metric):
         return lines
 
 
+# The metrics a task spec names. An evaluation folder's eval.json may also record an lm-eval task's metric
+# (keeptune.evaluate.metrics.lm_eval), which scores documents through lm-eval, not a spec's predictions.
 TYPES: dict[str, type[Metric]] = {cls.type: cls for cls in (EmF1, SquadV1, ExactMatch, MathJudge)}
 
 
-def make_metric(entry: Any) -> Metric:
-    """A metric from its spec entry: a type name, or a mapping {type, name?, options...}."""
+def recorded_types() -> dict[str, type[Metric]]:
+    from keeptune.evaluate.metrics.lm_eval import LmEvalMetric  # it subclasses Metric, defined above
+
+    return {**TYPES, LmEvalMetric.type: LmEvalMetric}
+
+
+def make_metric(entry: Any, recorded: bool = False) -> Metric:
+    """A metric from its spec entry: a type name, or a mapping {type, name?, options...}; `recorded`: from an
+    evaluation folder's eval.json, where an lm-eval task's metric may be too."""
     if isinstance(entry, str):
         entry = {"type": entry}
     if not isinstance(entry, dict) or not isinstance(entry.get("type"), str):
         raise MetricError(f"a metric is a type name or a mapping with 'type', not {entry!r}")
-    kind = entry["type"]
-    if kind not in TYPES:
-        raise MetricError(f"unknown metric type {kind!r}; the metrics: {', '.join(TYPES)}")
-    cls = TYPES[kind]
+    kind, types = entry["type"], recorded_types() if recorded else TYPES
+    if kind not in types:
+        raise MetricError(f"unknown metric type {kind!r}; the metrics: {', '.join(types)}")
+    cls = types[kind]
     name = entry.get("name", kind)
     if not isinstance(name, str) or not name or "." in name:
         raise MetricError(f"metric name {name!r} must be a non-empty string without '.'")
@@ -253,5 +266,5 @@ def make_metric(entry: Any) -> Metric:
 
 
 def units(metric: Metric) -> dict[str, str]:
-    return {f"{metric.name}.{s}": metric.units for s in metric.scalars()}
+    return {f"{metric.name}.{s}": metric.scalar_units(s) for s in metric.scalars()}
 
