@@ -36,7 +36,7 @@ def runs(folder: Path = Path("runs")) -> None:
     Args:
         folder: where to look for runs.
     """
-    path, text, skipped = write_registry(folder)
+    path, text, skipped = write_registry(folder, plain=True)
     print(text, end="")
     for _, reason in skipped:
         print(f"keeptune: skipped {reason}", file=sys.stderr)

@@ -1,8 +1,9 @@
 """A report as a list of blocks, written out as Markdown or as one self-contained HTML page.
 
 Markdown tables are padded to column width, so the file reads well in a
-terminal too; text from the data is escaped for Markdown (``\\``, ``<``, ``|``, ``[``, ``]``: no raw
-HTML, no table break, no link) and for HTML (`html.escape`: no tag, so no link either). HTML images
+terminal too; text from the data is escaped for Markdown (``\\``, ``<``, ``|``, and a ``]`` that could close a
+link: no raw HTML, no table break, no link) and for HTML (`html.escape`: no tag, so no link either); `to_text`
+writes the same layout unescaped for a terminal. HTML images
 are embedded as base64 ``data:`` URIs and the CSS is inline: the page needs no other file and no
 network.
 """
@@ -10,8 +11,9 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,33 +82,54 @@ img { max-width: 100%; }
 
 def to_markdown(blocks: Sequence[Block]) -> str:
     """The blocks as Markdown, one blank line between blocks."""
-    return "\n\n".join(_markdown(block) for block in blocks) + "\n"
+    return "\n\n".join(_markdown(block, md_escape) for block in blocks) + "\n"
 
 
-def md_escape(text: str) -> str:
-    """Plain text for Markdown: no raw HTML, no table break, no link (so no `javascript:` one), one line."""
-    for char in "\\<|[]":  # the backslash first
-        text = text.replace(char, "\\" + char)
+def to_text(blocks: Sequence[Block]) -> str:
+    """The blocks laid out as `to_markdown` does but nothing escaped: for a terminal, where a Markdown escape
+    would show as a backslash."""
+    return "\n\n".join(_markdown(block, _one_line) for block in blocks) + "\n"
+
+
+def _one_line(text: str, every_bracket: bool = False) -> str:
     return " ".join(text.splitlines())
 
 
-def _markdown(block: Block) -> str:
+# A `]` followed by `(` (inline link or image), `[` (reference link) or `:` (a reference definition, which a
+# shortcut `[label]` would then use) is the only way brackets make a link; a bracket pair such as an interval
+# `[16.8, 26.4]` makes none, so it stays as typed instead of reading `\\[16.8, 26.4\\]` in the file.
+_LINK_CLOSE = re.compile(r"\](?=[(\[:])")
+
+
+def md_escape(text: str, every_bracket: bool = False) -> str:
+    """Plain text for Markdown: no raw HTML, no table break, no link (so no `javascript:` one), one line.
+
+    `every_bracket` for text inside brackets (an image's alt text), where any unbalanced one would end it."""
+    for char in "\\<|[]" if every_bracket else "\\<|":  # the backslash first
+        text = text.replace(char, "\\" + char)
+    if not every_bracket:
+        text = _LINK_CLOSE.sub(r"\\]", text)
+        text = re.sub(r"^(\s*)\[(?=[ xX]\])", r"\1\\[", text)  # `- [ ] x`: a GFM task list's checkbox
+    return " ".join(text.splitlines())
+
+
+def _markdown(block: Block, escape: Callable[..., str]) -> str:
     if isinstance(block, Heading):
-        return "#" * block.level + " " + md_escape(block.text)
+        return "#" * block.level + " " + escape(block.text)
     if isinstance(block, Text):
-        return md_escape(block.text)
+        return escape(block.text)
     if isinstance(block, Items):
-        return "\n".join("- " + md_escape(item) for item in block.items)
+        return "\n".join("- " + escape(item) for item in block.items)
     if isinstance(block, Table):
-        return _markdown_table(block)
+        return _markdown_table(block, escape)
     if isinstance(block, Image):
-        return f"![{md_escape(block.title)}]({block.path.as_posix()})"
+        return f"![{escape(block.title, every_bracket=True)}]({block.path.as_posix()})"
     fence = "`" * max(3, _longest_backtick_run(block.text) + 1)
     return f"{fence}{block.lang}\n{block.text.rstrip()}\n{fence}"
 
 
-def _markdown_table(table: Table) -> str:
-    grid = [[md_escape(h) for h in table.headers]] + [[md_escape(c) for c in row] for row in table.rows]
+def _markdown_table(table: Table, escape: Callable[..., str]) -> str:
+    grid = [[escape(h) for h in table.headers]] + [[escape(c) for c in row] for row in table.rows]
     widths = [max(3, *(_width(row[i]) for row in grid)) for i in range(len(table.headers))]
 
     def line(cells: Sequence[str]) -> str:

@@ -24,7 +24,7 @@ from pathlib import Path
 from keeptune.core.errors import DataError
 from keeptune.core.io import atomic_write_text
 from keeptune.report import fmt
-from keeptune.report.document import Block, Heading, Items, Table, Text, to_markdown
+from keeptune.report.document import Block, Heading, Items, Table, Text, to_markdown, to_text
 from keeptune.report.results import (
     RESULTS,
     Task,
@@ -157,13 +157,14 @@ def registry_blocks(folder: Path, runs: list[tuple[Path, dict]], skipped: list[t
     return blocks
 
 
-def write_registry(folder: Path) -> tuple[Path, str, list[tuple[Path, str]]]:
-    """Write FOLDER/RUNS.md; returns its path, its Markdown text and the skipped files with the reason."""
+def write_registry(folder: Path, plain: bool = False) -> tuple[Path, str, list[tuple[Path, str]]]:
+    """Write FOLDER/RUNS.md; returns its path, its Markdown text (`plain`: the same table unescaped, for a
+    terminal) and the skipped files with the reason."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"{folder}: no such folder")
     runs, skipped = find_runs(folder)
-    text = to_markdown(registry_blocks(folder, runs, skipped))
+    blocks = registry_blocks(folder, runs, skipped)
     path = folder / REGISTRY
-    atomic_write_text(path, text)
-    return path, text, skipped
+    atomic_write_text(path, to_markdown(blocks))
+    return path, to_text(blocks) if plain else to_markdown(blocks), skipped
