@@ -5,42 +5,54 @@ litgpt). Both `--batch-size` and `--batch_size` spellings are accepted.
 """
 from __future__ import annotations
 
+import importlib
 import inspect
 import sys
 import textwrap
 
 from jsonargparse import CLI, ArgumentParser
 
-from keeptune.cli import compare as compare_command
-from keeptune.cli import data as data_commands
-from keeptune.cli import run as experiment_commands
-from keeptune.cli import sweep as sweep_command
-from keeptune.cli import train as train_commands
 from keeptune.core.errors import USER_ERRORS
 from keeptune.core.io import disk_full, no_space
 from keeptune.core.outputs import interrupted_line, reset_progress
-from keeptune.evaluate import commands as eval_commands
-from keeptune.interop import commands as model_commands
-from keeptune.model import commands as merge_command
-from keeptune.report import commands as report_commands
 
+# "module:function" for each command, imported only when that command runs: every command module
+# imports torch, transformers or scipy (2-5 s), which `keeptune runs` or `keeptune compare --help`
+# should not pay for the others'. `keeptune --help` (no known command) imports them all to list them.
 COMMANDS = {
-    "eval": eval_commands.eval_task,  # eval TASK: a built-in name (squad, math, ...) or a task spec file
-    "data": {"generate": data_commands.generate, "build": data_commands.build, "stats": data_commands.stats},
-    "params": model_commands.params,
-    "import": model_commands.import_checkpoint,  # a MindFormers .ckpt -> a Hugging Face model or a PEFT adapter
-    "export": model_commands.export,  # an adapter or a model -> a MindFormers .ckpt
-    "run": experiment_commands.run,  # run, train and sweep take key=value words: parsed by their own `main`
-    "train": train_commands.train,
-    "sweep": sweep_command.sweep,  # listed in --help; WORD_COMMANDS parses it
-    "merge": merge_command.merge,
-    "report": report_commands.report,
-    "runs": report_commands.runs,
-    "compare": compare_command.compare,  # compare A B: two positional states; WORD_COMMANDS parses it
+    "eval": "keeptune.evaluate.commands:eval_task",  # eval TASK: a built-in name (squad, math, ...) or a task spec
+    "data": {"generate": "keeptune.cli.data:generate", "build": "keeptune.cli.data:build",
+             "stats": "keeptune.cli.data:stats"},
+    "params": "keeptune.interop.commands:params",
+    "import": "keeptune.interop.commands:import_checkpoint",  # a MindFormers .ckpt -> a HF model or a PEFT adapter
+    "export": "keeptune.interop.commands:export",  # an adapter or a model -> a MindFormers .ckpt
+    "run": "keeptune.cli.run:run",  # run, train and sweep take key=value words: parsed by their own `main`
+    "train": "keeptune.cli.train:train",
+    "sweep": "keeptune.cli.sweep:sweep",  # listed in --help; WORD_COMMANDS parses it
+    "merge": "keeptune.model.commands:merge",
+    "report": "keeptune.report.commands:report",
+    "runs": "keeptune.report.commands:runs",
+    "compare": "keeptune.report.compare:compare",  # compare A B: two positional states; WORD_COMMANDS parses it
 }
 
-WORD_COMMANDS = {"run": experiment_commands.main, "train": train_commands.main, "sweep": sweep_command.main,
-                 "compare": compare_command.main}
+WORD_COMMANDS = {"run": "keeptune.cli.run:main", "train": "keeptune.cli.train:main",
+                 "sweep": "keeptune.cli.sweep:main", "compare": "keeptune.cli.compare:main"}
+
+
+def _load(target):
+    """A "module:function" string -> the function, imported now; a dict of them -> a dict of functions."""
+    if isinstance(target, dict):
+        return {name: _load(inner) for name, inner in target.items()}
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _table(args: list[str]) -> dict:
+    """The command table jsonargparse needs for `args`: only the named command's entry, imported; every
+    command when `args` names none (`keeptune --help`, a misspelt command), so the listing stays whole."""
+    if args and args[0] in COMMANDS:
+        return {args[0]: _load(COMMANDS[args[0]])}
+    return _load(COMMANDS)
 
 
 def _positional_folder(args: list[str]) -> list[str]:
@@ -63,14 +75,15 @@ def _command(args: list[str]):
     target = COMMANDS.get(args[0]) if args else None
     if isinstance(target, dict):
         target = target.get(args[1]) if len(args) > 1 else None
-    return target
+    return _load(target) if target else None
 
 
 def _bare_switches(args: list[str]) -> list[str]:
     """`--overwrite` alone -> `--overwrite=true` for the command's boolean options (jsonargparse wants a value)."""
-
+    if args[:1] and args[0] in WORD_COMMANDS:  # run and train parse their own words (--resume, --overwrite)
+        return args
     function = _command(args)
-    if function is None or args[0] in WORD_COMMANDS:  # run and train parse their own words (--resume, --overwrite)
+    if function is None:
         return args
     switches = {name for name, p in inspect.signature(function).parameters.items() if p.annotation in (bool, "bool", "Optional[bool]", "bool | None")}
     out = []
@@ -88,11 +101,8 @@ def _run_with_own_parser(args: list[str]) -> bool:
     jsonargparse's CLI drops such a parameter's value (4.53: `_run_component` pops
     "config" from every command's arguments), so `keeptune import --config X` parses
     here, with the same function-signature parser the CLI builds."""
-    import inspect
-
-
-    function = _command(args)
-    if function is None or args[0] in WORD_COMMANDS or "config" not in inspect.signature(function).parameters:
+    function = None if args[:1] and args[0] in WORD_COMMANDS else _command(args)
+    if function is None or "config" not in inspect.signature(function).parameters:
         return False
     depth = 2 if isinstance(COMMANDS[args[0]], dict) else 1
     description = textwrap.dedent(function.__doc__ or "").split("\n    Args:")[0].strip()
@@ -110,9 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     reset_progress()
     try:
         if args and args[0] in WORD_COMMANDS:
-            WORD_COMMANDS[args[0]](args[1:])
+            _load(WORD_COMMANDS[args[0]])(args[1:])
         elif not _run_with_own_parser(args):
-            CLI(COMMANDS, args=args)
+            CLI(_table(args), args=args)
     except USER_ERRORS as err:
         print(f"keeptune: error: {err}", file=sys.stderr)
         return 2
