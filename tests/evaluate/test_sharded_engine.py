@@ -72,7 +72,7 @@ def rank_main(store: str, rank: int, world: int, out: str, kill_after: int) -> N
     with shard.sharded():
         metrics = evaluate(task, tiny_llama(), byte_tokenizer(), Path(out), GenerationSettings(**SETTINGS),
                            {"model": "tiny"})
-    print("RESULT", json.dumps(metrics))
+    print("RESULT", json.dumps({**metrics, "scored here": task.calls}))
 
 
 def launch(out: Path, world: int, kill: dict[int, int] | None = None) -> list[subprocess.Popen]:
@@ -92,7 +92,7 @@ def finish(processes: list[subprocess.Popen]) -> list[dict]:
     outputs = [p.communicate(timeout=240) for p in processes]
     assert [p.returncode for p in processes] == [0] * len(processes), [err[-3000:] for _, err in outputs]
     return [json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
-            for out, _ in outputs]
+            for out, _ in outputs]  # each with "scored here": the samples this rank generated
 
 
 def files(out: Path, *but: str) -> dict[str, object]:
@@ -125,9 +125,10 @@ def test_two_ranks_write_what_one_process_writes(single, tmp_path):
     assert ids == [f"s{i:02d}" for i in range(COUNT)]  # dataset order, each sample once
     expected = json.loads((single / "metrics.json").read_text(encoding="utf-8"))
     for ranked in metrics:  # every rank returns rank 0's metrics
-        assert {k: v for k, v in ranked.items() if k != "seconds"} == \
+        assert {k: v for k, v in ranked.items() if k not in ("seconds", "scored here")} == \
             {k: v for k, v in expected.items() if k != "seconds"}
     assert metrics[0]["generated"] == COUNT
+    assert [m["scored here"] for m in metrics] == [12, 11]  # each rank its share, once
 
 
 def test_one_process_folds_in_the_rank_files_a_killed_sharded_run_left(tmp_path):

@@ -36,7 +36,7 @@ def run(config: Optional[Path] = None, overrides: Optional[list[str]] = None) ->
     note_progress(resume="run the same command again: it continues where it stopped")
     command = shlex.join(["keeptune", "run", *([str(config)] if config else []), *(overrides or [])])
     results = run_experiment(settings, command)
-    if results is None:  # a torchrun rank other than 0: it trained; rank 0 evaluates and reports
+    if results is None:  # a torchrun rank other than 0: it trained and evaluated its share; rank 0 reports
         return run_dir(settings)
     markdown, html = build_report(run_dir(settings), record_time=True)
     best = results["best"]

@@ -17,8 +17,12 @@ and the same data (keyed on content):
 
 The base model is loaded once: it is evaluated, then trained with LoRA in
 place, and every checkpoint's adapter weights are loaded into the same model
-for its evaluation. Under torchrun every rank trains and rank 0 alone
-evaluates (with FSDP it loads the base model again, unsharded, to evaluate).
+for its evaluation. Under torchrun every rank trains, and every rank evaluates
+its share of each task's samples on its own copy of the model (baseline,
+tracking, checkpoints; keeptune.evaluate.shard): rank 0 writes the files one
+process would write, and alone prepares the retention methods' data, picks the
+best and writes the results. With FSDP, whose trained weights are sharded,
+every rank loads the base model again, whole, to evaluate the checkpoints.
 """
 from __future__ import annotations
 
@@ -35,6 +39,7 @@ from keeptune.core.config import to_dict
 from keeptune.core.io import atomic_write_json
 from keeptune.core.outputs import claim_output_dir, locked
 from keeptune.core.resume import redo_on_mismatch
+from keeptune.evaluate import shard
 from keeptune.evaluate.run import evaluate_tasks
 from keeptune.evaluate.samples import load_task_samples, resolve_data_path
 from keeptune.evaluate.task import SpecTask
@@ -54,9 +59,8 @@ from keeptune.retention import scale as scaling
 from keeptune.retention.config import training_retention
 from keeptune.retention.preservation import load_preservation, model_texts, needs_preservation, write_items
 from keeptune.retention.training import train
-from keeptune.train import checkpoint
+from keeptune.train import checkpoint, distributed
 from keeptune.train.config import Config, DataConfig
-from keeptune.train.distributed import rank_and_world
 from keeptune.train.records import detect_prompt, read_conversations
 
 # What `keeptune run` writes into its run directory: a folder holding only these is one of its runs.
@@ -77,7 +81,7 @@ class Experiment:
     run: Path
     command: str
     started: float  # time.perf_counter() at the start: results.json's wall_seconds
-    main: bool  # rank 0 (or a single process): it evaluates, the other ranks only train
+    main: bool  # rank 0 (or a single process): it writes; every rank trains and evaluates its share
     on_track: Optional[Callable] = None
     timing: Timing = field(default_factory=Timing)
     train_path: Optional[Path] = None  # the new task's training records
@@ -99,12 +103,17 @@ def run_experiment(config: ExperimentConfig, command: str, on_track=None) -> dic
     returns a reason to stop training, or None."""
     started = time.perf_counter()
     plan = plan_experiment(config)
-    main = rank_and_world()[0] == 0
     run = run_dir(config)
     inputs = (config.model.source, config.new_task.train_data, config.new_task.source, config.new_task.eval_data,
               config.retention.preservation, *(item.data for item in config.original))
-    with exclusive(run, config.overwrite, inputs) if main else contextlib.nullcontext():
-        return _run_experiment(Experiment(config, plan, run, command, started, main, on_track))
+    # Under torchrun: one process group for the whole run (evaluations before and after training share the
+    # group training uses); on a GPU this also puts each rank's model on its own device.
+    d = distributed.setup(config.model.device, config.distributed.backend)
+    try:
+        with exclusive(run, config.overwrite, inputs) if d.main else contextlib.nullcontext():
+            return _run_experiment(Experiment(config, plan, run, command, started, d.main, on_track))
+    finally:
+        distributed.cleanup(d)
 
 
 @contextlib.contextmanager
@@ -121,14 +130,16 @@ def _run_experiment(e: Experiment) -> dict | None:
     """The phases, in order; each leaves its result in RUN and is skipped when it is already there."""
     e.run.mkdir(parents=True, exist_ok=True)
     prepare(e)
-    if e.main:
+    with shard.sharded():
         evaluate_baseline(e)
+    if e.main:
         prepare_retention(e)
-    print("== training")
+        print("== training")
     result = fit(e)
+    with shard.sharded():
+        entries = evaluate_checkpoints(e, result)
     if not e.main:
         return None
-    entries = evaluate_checkpoints(e, result)
     with e.timing.phase("export"):
         best = export_best(e.config, e.run, entries)
     return write_results(e, entries, best)
@@ -152,14 +163,16 @@ def prepare(e: Experiment) -> None:
 
 
 def evaluate_baseline(e: Experiment) -> None:
-    """The base model on every task (rank 0), after the warnings about the new task's data."""
-    warn_if_answers_do_not_fit(e.train_path, e.tokenizer, e.plan.new.spec.generation.max_new_tokens,
-                               e.config.new_task.format)
-    warn_if_overlapping(e.train_path, e.tasks[-1])
-    print("== baseline: the base model on every task")
+    """The base model on every task (each rank its share), after the warnings about the new task's data."""
+    if e.main:
+        warn_if_answers_do_not_fit(e.train_path, e.tokenizer, e.plan.new.spec.generation.max_new_tokens,
+                                   e.config.new_task.format)
+        warn_if_overlapping(e.train_path, e.tasks[-1])
+        print("== baseline: the base model on every task")
     scores = evaluate_tasks(e.tasks, e.model, e.tokenizer, e.run / "baseline", e.base_identity(),
                             e.config.batch_size, e.config.skip_bad, e.timing, "baseline")
-    e.baseline = with_intervals(scores, e.run / "baseline")
+    if e.main:
+        e.baseline = with_intervals(scores, e.run / "baseline")
 
 
 def prepare_retention(e: Experiment) -> None:
@@ -186,9 +199,9 @@ def fit(e: Experiment):
     tracking when asked; returns keeptune.train.loop's Result. Its time is split into training, tracking and
     CorDA's one-off preparation."""
     on_step, tracker = None, None
-    if e.config.tracking.every:  # rank 0 evaluates; the others take part in the loop's stop vote with nothing
-        tracker = Tracker(e.config, e.plan, e.run, e.tasks, e.baseline, e.on_track) if e.main else None
-        on_step = tracker.on_step if e.main else (lambda step, model: {})
+    if e.config.tracking.every:  # every rank evaluates its share; rank 0 judges, the others vote nothing
+        tracker = Tracker(e.config, e.plan, e.run, e.tasks, e.baseline, e.on_track if e.main else None)
+        on_step = tracker.on_step
     new_records = e.train_path if e.train_for != e.train_path else None
     settings = training_config(e.config, e.run, e.train_for, new_records)
     prompts = functools.partial(corda_prompts, e)
@@ -218,12 +231,13 @@ def evaluate_checkpoints(e: Experiment, result) -> list[dict]:
     """Every checkpoint's adapter loaded into the trained model and evaluated on every task, at scale 1 and at
     each factor of retention `scale`: one results.json entry per (checkpoint, scale), judged by the gate (each
     gated scalar's paired retention against the baseline's predictions beside it)."""
-    print("== evaluating every checkpoint")
     config = e.config
     peft_model = result.model
-    if rank_and_world()[1] > 1 and config.distributed.strategy == "fsdp":  # sharded weights: rank 0 reloads them whole
+    if shard.rank_world()[1] > 1 and config.distributed.strategy == "fsdp":  # sharded weights: each rank reloads
         peft_model = apply_lora(load_model(config.model.source, config.model.dtype, config.model.device)[0],
                                 config.lora)
+    if e.main:
+        print("== evaluating every checkpoint")
     losses = {r["step"]: r["loss"] for r in map(json.loads, (e.run / "train" / "log.jsonl").open())}
     entries = []
     for ckpt in checkpoint.complete_checkpoints(e.run / "train"):
@@ -237,6 +251,8 @@ def evaluate_checkpoints(e: Experiment, result) -> list[dict]:
             with scaling.scaled(peft_model, factor):
                 scores = evaluate_tasks(e.tasks, peft_model, e.tokenizer, out, {**e.identity, "state": state},
                                         config.batch_size, config.skip_bad, e.timing, phase)
+            if not e.main:  # it evaluated its share; rank 0 judges
+                continue
             paired = state_retention(e.plan.gates, e.run / "baseline", out, task_metrics(e.plan))
             entries.append({"step": step, "scale": factor,
                             "methods": scaling.state_methods(config.retention.methods, factor),

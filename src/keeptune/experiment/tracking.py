@@ -7,6 +7,10 @@ passing one is still there to choose.
 
 Each subset is gated against the base model on the same subset, taken from the
 baseline's own predictions: no extra evaluation of the base model.
+
+Under torchrun every rank calls `on_step`: each evaluates its share of the
+subsets (keeptune.evaluate.shard), and rank 0 alone judges them and asks
+`on_track`; the other ranks add nothing to the log and vote no stop.
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ import time
 from pathlib import Path
 
 from keeptune.core import gate as rules
+from keeptune.evaluate import shard
 from keeptune.evaluate.run import evaluate_tasks
 from keeptune.evaluate.task import SpecTask
 from keeptune.experiment.config import ExperimentConfig
@@ -42,7 +47,8 @@ class Tracker:
         """Evaluate the subsets; the returned keys are logged, `stop` ends training."""
         started = time.perf_counter()
         try:
-            return self._track(step, model)
+            with shard.sharded():
+                return self._track(step, model)
         finally:
             self.seconds += time.perf_counter() - started
             self.count += 1
@@ -52,6 +58,8 @@ class Tracker:
         out = self.run / "tracking" / f"step-{step:06d}"
         results = evaluate_tasks(self.tasks, model, self.tasks[0].tokenizer, out, {"state": f"training step {step}"},
                                  self.config.batch_size, self.config.skip_bad)
+        if shard.rank_world()[0] != 0:
+            return {}
         scores = {name: result["scores"] for name, result in results.items()}
         # The point rule on every task: a confident bound on a subset of a few samples would fail nearly any state.
         verdict = rules.judge([g.as_point() for g in self.plan.gates], scores, self.baseline)

@@ -6,6 +6,11 @@ group (nccl on GPU, gloo on CPU). The model is wrapped in
 DistributedDataParallel (a copy per device, gradients averaged) or sharded with
 FSDP2 (`fully_shard` on every decoder layer and the root) for a model that does
 not fit one device. A single process without torchrun uses neither.
+
+Whoever joins the group first owns it: `keeptune run` joins at its start, so
+that its evaluations before and after training (sharded over the ranks, see
+keeptune.evaluate.shard) share the group training uses, and training's own
+`cleanup` leaves it in place.
 """
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ class Dist:
     world: int = 1
     local_rank: int = 0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    owner: bool = False  # this setup() made the process group: its cleanup() destroys it
 
     @property
     def main(self) -> bool:
@@ -49,13 +55,15 @@ def setup(device: str = "auto", backend: str = "auto") -> Dist:
     if dev.type == "cuda":
         dev = torch.device("cuda", local_rank)
         torch.cuda.set_device(dev)
-    if not dist.is_initialized():
+    owner = not dist.is_initialized()
+    if owner:
         dist.init_process_group(("nccl" if dev.type == "cuda" else "gloo") if backend == "auto" else backend)
-    return Dist(rank, world, local_rank, dev)
+    return Dist(rank, world, local_rank, dev, owner)
 
 
 def cleanup(d: Dist) -> None:
-    if d.world > 1 and dist.is_initialized():
+    """Leave the process group, when this `d`'s setup joined it."""
+    if d.owner and dist.is_initialized():
         dist.destroy_process_group()
 
 
