@@ -161,3 +161,18 @@ def test_the_gate_rule_in_words_and_the_runner_up():
     assert [e["step"] for e in ranked(entries)] == [2, 4, 1]
     assert runner_up(entries)["step"] == 4 and runner_up(entries[:1]) is None
     assert SEED.describe({"emf1.F1": 10.0, "emf1.Em": 0.0})["rule"] == "point"
+
+
+def test_a_scalar_better_lower_passes_while_it_rises_by_at_most_one_over_fraction():
+    """A perplexity gated at fraction 1 / 1.05 (max_rise 0.05): kept at a 5% rise, lost at 6%, and its retention is
+    base / tuned, so a fall reads as more than 100%."""
+    from keeptune.core.gate import TaskGate
+
+    gate = TaskGate("wiki", ("lmeval.word_perplexity", "lmeval.acc"), 1 / 1.05,
+                    lower_is_better=("lmeval.word_perplexity",))
+    base = {"lmeval.word_perplexity": 20.0, "lmeval.acc": 0.5}
+    assert gate.passes({"lmeval.word_perplexity": 20.99, "lmeval.acc": 0.5}, base)
+    assert not gate.passes({"lmeval.word_perplexity": 21.2, "lmeval.acc": 0.5}, base)
+    assert not gate.passes({"lmeval.word_perplexity": 19.0, "lmeval.acc": 0.47}, base)  # acc below 0.952 x 0.5
+    assert gate.retention({"lmeval.word_perplexity": 16.0, "lmeval.acc": 0.5}, base)["lmeval.word_perplexity"] == 1.25
+    assert gate.thresholds(base)["lmeval.word_perplexity"] == pytest.approx(21.0)

@@ -283,7 +283,7 @@ def test_a_confident_gate_decides_by_the_lower_bound_and_says_so(tmp_path, capsy
     results = read(run / "results.json")
     assert results["tasks"][0]["gate"] | {"thresholds": None} == {
         "metrics": ["emf1.F1", "emf1.Em"], "fraction": 0.5, "thresholds": None, "rule": "confident",
-        "confidence": 0.8}
+        "confidence": 0.8, "lower_is_better": []}
     assert "lower bound" in results["gate_rule"]
     base = {r["id"]: r for r in map(json.loads, open(run / "baseline" / "squad-seed" / "predictions.jsonl"))}
     ids = sorted(base)

@@ -13,6 +13,10 @@ rule; it passes the gate when it passes every retention task. Two rules:
   (keeptune.core.stats.confident_pass). A scalar whose base value is 0 passes
   trivially under either rule (tuned >= fraction x 0); its record says so.
 
+A scalar that is better lower (a perplexity, bits per byte: `lower_is_better`) is kept when it rises by no more
+than a factor 1 / fraction: its retention is base / tuned, so "retention >= fraction" reads the same for both
+kinds and 0.95 means a 5.3% rise (an experiment's `max_rise: 0.05` sets fraction = 1 / 1.05).
+
 Score (the contest's): (1 - ratio) * 0.3 + accuracy * 0.7, for a state that
 passes the gate; ratio = trainable / all parameters, accuracy = the new task's
 accuracy scalar (a fraction).
@@ -56,11 +60,17 @@ class TaskGate:
     fraction: float
     rule: str = POINT
     confidence: float = stats.LEVEL
+    lower_is_better: tuple[str, ...] = ()  # gated scalars kept when they do not rise past baseline / fraction
 
     def thresholds(self, baseline: dict[str, float]) -> dict[str, float]:
-        return {m: self.fraction * baseline[m] for m in self.metrics}
+        """The value each gated scalar must reach: at least fraction x baseline, or for a scalar better lower at most
+        baseline / fraction."""
+        return {m: baseline[m] / self.fraction if m in self.lower_is_better else self.fraction * baseline[m]
+                for m in self.metrics}
 
     def point_passes(self, metric: str, scores: dict[str, float], baseline: dict[str, float]) -> bool:
+        if metric in self.lower_is_better:  # tuned <= base / fraction, i.e. base / tuned >= fraction
+            return scores[metric] * self.fraction <= baseline[metric]
         return scores[metric] >= self.fraction * baseline[metric]
 
     def passes(self, scores: dict[str, float], baseline: dict[str, float],
@@ -74,12 +84,16 @@ class TaskGate:
         return all(stats.confident_pass(paired[m], self.fraction, self.confidence) for m in self.metrics)
 
     def retention(self, scores: dict[str, float], baseline: dict[str, float]) -> dict[str, Optional[float]]:
-        """State / baseline for each gated scalar (None where the baseline is 0)."""
-        return {m: (scores[m] / baseline[m] if baseline[m] else None) for m in self.metrics}
+        """State / baseline for each gated scalar (None where the baseline is 0); baseline / state for a scalar
+        better lower (None where the state is 0)."""
+        def ratio(m: str) -> Optional[float]:
+            above, below = (baseline[m], scores[m]) if m in self.lower_is_better else (scores[m], baseline[m])
+            return above / below if below else None
+        return {m: ratio(m) for m in self.metrics}
 
     def describe(self, baseline: dict[str, float]) -> dict:
         return {"metrics": list(self.metrics), "fraction": self.fraction, "thresholds": self.thresholds(baseline),
-                "rule": self.rule, "confidence": self.confidence}
+                "rule": self.rule, "confidence": self.confidence, "lower_is_better": list(self.lower_is_better)}
 
     def as_point(self) -> TaskGate:
         """The same gate under the point rule (what tracking's small subsets are judged by)."""

@@ -1,4 +1,5 @@
-"""`keeptune eval TASK`: any task spec, on a model or on a PEFT adapter over its base."""
+"""`keeptune eval TASK`: any task spec, or with --lm-eval any lm-evaluation-harness task, on a model or on a PEFT
+adapter over its base."""
 from __future__ import annotations
 
 import re
@@ -8,6 +9,7 @@ from typing import Any, Optional
 from keeptune.core.errors import DataError, ModelLoadError
 from keeptune.core.outputs import check_output_dir, claim_output_dir, note_progress
 from keeptune.data.prompts import PROMPTS
+from keeptune.evaluate import lmeval
 from keeptune.evaluate.engine import evaluate
 from keeptune.evaluate.samples import given_path, load_task_samples, resolve_data_path
 from keeptune.evaluate.spec import load_spec
@@ -80,7 +82,7 @@ def eval_task(
     max_new_tokens: Optional[int] = None,
     min_new_tokens: Optional[int] = None,
     add_bos: Optional[bool] = None,
-    batch_size: int = 64,
+    batch_size: Optional[int] = None,
     prefill_batch_size: int = 8,
     skip_bad: bool = False,
     confidence: float = 0.95,
@@ -89,6 +91,9 @@ def eval_task(
     overwrite: bool = False,
     dtype: str = "auto",
     device: str = "auto",
+    lm_eval: bool = False,
+    include: Optional[list[str]] = None,
+    num_fewshot: Optional[int] = None,
 ) -> dict:
     """Evaluate a model (or an adapter on its base model) on a task: a built-in name or a YAML spec.
 
@@ -112,7 +117,8 @@ def eval_task(
         max_new_tokens: tokens generated at most (the spec's by default: 20 for both built-ins, as the seed).
         min_new_tokens: forbid EOS before this many tokens.
         add_bos: prepend the BOS token (default: the spec's; the seed protocol adds none).
-        batch_size: rows decoded together (more is faster, needs more memory).
+        batch_size: rows decoded together (more is faster, needs more memory); default 64, and with --lm-eval the
+            rows lm-eval scores together: 8, 1 for a perplexity (rolling windows as long as the model's context).
         prefill_batch_size: prompts prefilled together (small keeps padding low).
         skip_bad: leave out (and count) malformed records and samples whose prompt does not fit the model's
             context, instead of stopping at the first with an error naming its file and line.
@@ -124,12 +130,27 @@ def eval_task(
         overwrite: write into OUT even when it exists and keeptune did not make it (nothing there is deleted).
         dtype: float32, bfloat16 or float16; auto: float32 on CPU, bfloat16 on GPU.
         device: cpu, cuda, cuda:N; auto: CUDA when available.
+        lm_eval: TASK is an lm-evaluation-harness task: a registered name (arc_easy, hellaswag, ...), keeptune's
+            tasks for local copies (arc_easy_local, boolq_local, mmlu_local, wikitext_local, with --data), a task
+            on --include, or a task YAML file. Scored by lm-eval on the loaded model (docs/lm-eval.md).
+        include: with --lm-eval, folders or files of task YAMLs to search besides lm-eval's own.
+        num_fewshot: with --lm-eval, few-shot examples per prompt (default: the task's, 0 when it has none).
     """
     for name in ("limit", "batch_size", "prefill_batch_size", "max_new_tokens"):
         _positive(name, locals()[name])
     note_progress(resume="run the same command again to resume")
     if not 0 < confidence < 1:
         raise DataError(f"--confidence is {confidence}; it must be between 0 and 1 (0.95 for 95%)")
+    if lm_eval:
+        spec_only = {"prompt": prompt, "format": format, "extraction": extraction, "max_new_tokens": max_new_tokens,
+                     "min_new_tokens": min_new_tokens, "add_bos": add_bos}
+        unused = [name for name, value in spec_only.items() if value is not None]
+        if unused:
+            raise DataError(f"--{unused[0].replace('_', '-')} applies to keeptune's task specs; an lm-eval task "
+                            "sets its own prompts (give a task YAML with --include to change them)")
+        return eval_lm_eval(task, model, adapter, data, limit, batch_size, include, num_fewshot, confidence,
+                            sample_size, out, overwrite, dtype, device)
+    batch_size = 64 if batch_size is None else batch_size
     info = adapter_info(adapter) if adapter is not None else {}
     changes: dict[str, Any] = {key: value for key, value in (
         ("data.limit", limit), ("prompt", prompt), ("format", format), ("add_bos", add_bos),
@@ -153,3 +174,21 @@ def eval_task(
     print(f"task {spec.name} ({spec.source}): {len(samples)} samples from {path}")
     return evaluate(spec_task, net, tokenizer, out, spec_task.settings(batch_size, prefill_batch_size),
                     identity, add_bos=spec_task.add_bos, skip_bad=skip_bad)
+
+
+def eval_lm_eval(task: str, model, adapter, data, limit, batch_size, include, num_fewshot, confidence: float,
+                 sample_size: bool, out, overwrite: bool, dtype: str, device: str) -> dict:
+    """`keeptune eval TASK --lm-eval`: the task's documents read and its requests built before the model loads."""
+    if num_fewshot is not None and num_fewshot < 0:
+        raise DataError(f"--num-fewshot is {num_fewshot}; it must be 0 or more")
+    info = adapter_info(adapter) if adapter is not None else {}
+    data_path = given_path(str(data)) if data is not None else None
+    lm_task = lmeval.load(task, include=include, data=data_path, limit=limit, num_fewshot=num_fewshot,
+                          batch_size=batch_size, confidence=confidence, sample_size=sample_size, where="--lm-eval")
+    out, inputs = out or default_out(lm_task.name, model, adapter), (data_path, model, adapter)
+    check_output_dir(out, "eval", overwrite, inputs=inputs, outputs=EVAL_OUTPUTS)
+    net, tokenizer, identity = load_with_adapter(model, adapter, info, dtype, device)
+    claim_output_dir(out, "eval", overwrite, inputs=inputs, outputs=EVAL_OUTPUTS)
+    print(f"lm-eval task {lm_task.task}: {len(lm_task.documents)} documents" + (f" from {data_path}" if data_path
+                                                                                 else ""))
+    return lmeval.evaluate(lm_task, net, tokenizer, out, identity)

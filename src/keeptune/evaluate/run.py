@@ -10,8 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from keeptune.core.resume import redo_on_mismatch, sha256_json
+from keeptune.evaluate import lmeval
 from keeptune.evaluate.engine import evaluate
 from keeptune.evaluate.generation import GenerationSettings
+from keeptune.evaluate.lmeval import LmEvalTask
 from keeptune.evaluate.samples import Sample
 from keeptune.evaluate.task import SpecTask
 
@@ -23,17 +25,24 @@ def evaluate_fresh(task, model, tokenizer, out: Path, settings: GenerationSettin
                             Path(out), f"{out}: settings changed, evaluating again")
 
 
-def evaluate_tasks(tasks: list[SpecTask], model, tokenizer, out: Path, identity: dict, batch_size: int,
+def evaluate_tasks(tasks: list[SpecTask | LmEvalTask], model, tokenizer, out: Path, identity: dict, batch_size: int,
                    skip_bad: bool = False, timing=None, phase: str = "") -> dict[str, dict]:
     """Every task on one model state, each in OUT/TASK: {task: {"total_count", "scores", "breakdown"}}; each
-    task's seconds go to `timing` (keeptune.experiment.timing.Timing) under `phase` when given."""
+    task's seconds go to `timing` (keeptune.experiment.timing.Timing) under `phase` when given. A task spec is
+    generated and scored by keeptune's engine, an lm-eval task by lm-eval on the same model object."""
     results = {}
     for task in tasks:
         with timing.phase(phase, task.name) if timing else contextlib.nullcontext():
-            metrics = evaluate_fresh(task, model, tokenizer, out / task.name, task.settings(batch_size),
-                                     identity, task.add_bos, skip_bad)
+            if isinstance(task, LmEvalTask):
+                metrics = redo_on_mismatch(lambda: lmeval.evaluate(task, model, tokenizer, out / task.name, identity),
+                                           out / task.name, f"{out / task.name}: settings changed, evaluating again")
+                breakdown = None
+            else:
+                metrics = evaluate_fresh(task, model, tokenizer, out / task.name, task.settings(batch_size),
+                                         identity, task.add_bos, skip_bad)
+                breakdown = metrics["breakdowns"].get(task.spec.breakdown)
         results[task.name] = {"total_count": metrics["total_count"], "scores": metrics["scores"],
-                              "breakdown": metrics["breakdowns"].get(task.spec.breakdown)}
+                              "breakdown": breakdown}
     return results
 
 

@@ -155,6 +155,27 @@ class Compiled:
             out |= registry.units(metric)
         return out
 
+    # What an experiment reads of any retention task, a spec's or an lm-eval task's (keeptune.evaluate.lmeval).
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def description(self) -> str:
+        return self.spec.description
+
+    @property
+    def version(self) -> int:
+        return self.spec.metadata.version
+
+    @property
+    def data_path(self):
+        return self.spec.data.path
+
+    def lower_is_better(self) -> list[str]:
+        """The scalars whose loss is a rise: none of a spec's metrics."""
+        return []
+
 
 # --- reading ----------------------------------------------------------------------------
 

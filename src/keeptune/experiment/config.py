@@ -21,20 +21,37 @@ from keeptune.train.config import DistributedConfig, LoraConfig, ModelConfig, Re
 
 @dataclass(frozen=True)
 class RetentionTaskConfig:
-    """One old skill to keep: a task spec and its gate."""
+    """One old skill to keep: a keeptune task spec, or an lm-evaluation-harness task, and its gate."""
 
     task: str = "squad-seed"
-    """A built-in task (squad-seed, math-contest, math-worked) or a task spec YAML file."""
+    """A built-in task (squad-seed, math-contest, math-worked) or a task spec YAML file (ignored with lm_eval)."""
+    lm_eval: Optional[str] = None
+    """An lm-evaluation-harness task instead of a spec: a registered name (arc_easy, hellaswag, ...), keeptune's
+    tasks for local copies (arc_easy_local, boolq_local, mmlu_local, wikitext_local: `data` names the file), a
+    task on `include`, or a task YAML file. Run on the model in memory through lm-eval's API (docs/lm-eval.md)."""
+    include: Optional[list[str]] = None
+    """lm_eval only: folders (or files) of task YAMLs to search besides lm-eval's own (its include_path)."""
+    num_fewshot: Optional[int] = None
+    """lm_eval only: few-shot examples per prompt; null: the task's default (0 when it has none)."""
+    batch_size: Optional[int] = None
+    """lm_eval only: rows HFLM scores together; null: 8, and 1 for rolling log-likelihood (perplexity)."""
     name: Optional[str] = None
-    """The task's name in the run (folders, tables); null: the spec's. Needed when one spec is used twice."""
+    """The task's name in the run (folders, tables); null: the spec's (lm_eval: the task's). Needed when one task
+    is used twice."""
     data: Optional[str] = None
-    """The task's samples instead of the spec's: a file or an http(s) address (downloaded once)."""
+    """The task's samples instead of the spec's: a file or an http(s) address (downloaded once); lm_eval: the file
+    or folder a *_local task reads."""
     limit: Optional[int] = None
-    """Evaluate the first N samples only; null: all (2067 on the full SQuAD dev set)."""
+    """Evaluate the first N samples (lm_eval: documents) only; null: all (2067 on the full SQuAD dev set)."""
     gate: Optional[list[str]] = None
-    """The scalars (METRIC.SCALAR) the gate checks; null: the spec's (squad-seed: emf1.F1 and emf1.Em)."""
+    """The scalars (METRIC.SCALAR) the gate checks; null: the spec's (squad-seed: emf1.F1 and emf1.Em); lm_eval:
+    its metric names (acc, acc_norm, word_perplexity, ...; or lmeval.acc), null: the task's first metric."""
     fraction: Optional[float] = None
-    """Each gated scalar must stay >= fraction x the base model's; null: the experiment's `gate`."""
+    """Each gated scalar must stay >= fraction x the base model's (one better lower, such as a perplexity: <= the
+    base model's / fraction); null: the experiment's `gate`."""
+    max_rise: Optional[float] = None
+    """For gated scalars that are better lower (perplexity, bits per byte): they may rise by at most this share of
+    the base model's (0.05: 5%); the same as fraction = 1 / (1 + max_rise). Give fraction or max_rise."""
     rule: Literal["point", "confident"] = "point"
     """How the gate decides: point (the seed's: each gated scalar >= fraction x the base model's) or confident (the
     one-sided lower bound of each gated scalar's paired retention at `confidence` >= fraction)."""

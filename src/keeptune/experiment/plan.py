@@ -10,6 +10,8 @@ from typing import NoReturn
 from keeptune.core import gate as rules
 from keeptune.core.errors import ConfigError
 from keeptune.data.prompts import PROMPTS
+from keeptune.evaluate import lmeval
+from keeptune.evaluate.lmeval import LmEvalTask
 from keeptune.evaluate.samples import given_path, load_task_samples, resolve_data_path
 from keeptune.evaluate.spec import Compiled, load_spec
 from keeptune.evaluate.task import SpecTask
@@ -17,7 +19,7 @@ from keeptune.experiment.config import ExperimentConfig
 from keeptune.model.load import resolve_device
 from keeptune.model.params import lora_accounting, source_config
 from keeptune.retention import scale as scaling
-from keeptune.retention.preservation import plan_preservation
+from keeptune.retention.preservation import needs_preservation, plan_preservation
 from keeptune.train.distributed import rank_and_world
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -25,8 +27,8 @@ SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 @dataclass
 class Plan:
-    retention: list[tuple[Compiled, rules.TaskGate]]
-    samples: list[list]  # each retention task's samples, read (and checked) by the plan
+    retention: list[tuple[Compiled | LmEvalTask, rules.TaskGate]]  # a task spec, or an lm-eval task
+    samples: list[list | None]  # each spec's samples, read (and checked) by the plan; None: an lm-eval task's own
     new: Compiled  # data.path is set once the data is prepared
     accuracy: str
     ratio: float
@@ -58,9 +60,15 @@ def plan_experiment(config: ExperimentConfig) -> Plan:
     if rank_and_world()[1] > 1 and tracking.every and config.distributed.strategy == "fsdp":
         invalid("tracking.every", "tracking evaluates on rank 0 alone, which a sharded (fsdp) model cannot; "
                                      "set tracking.every=0 or distributed.strategy=ddp")
-    retention, names = [], []
+    retention, samples, names = [], [], []
     for i, item in enumerate(config.original):
         where = f"original[{i}]"
+        if item.lm_eval is not None:
+            task, task_gate = lm_eval_task(config, item, where)
+            retention.append((task, task_gate))
+            samples.append(None)  # the task holds its documents
+            names.append(task.name)
+            continue
         changes = {k: v for k, v in (("data.path", given_path(item.data)), ("data.limit", item.limit)) if v is not None}
         if item.name is not None:
             changes["name"] = item.name
@@ -76,7 +84,8 @@ def plan_experiment(config: ExperimentConfig) -> Plan:
         if not 0 < item.confidence < 1:
             invalid(f"{where}.confidence", f"{item.confidence}; a level between 0 and 1 (0.95 for 95%)")
         retention.append((compiled, rules.TaskGate(compiled.spec.name, metrics, fraction, item.rule, item.confidence)))
-        names.append(compiled.spec.name)
+        samples.append(load_task_samples(compiled, resolve_data_path(compiled.spec), config.skip_bad))  # a bad file
+        names.append(compiled.spec.name)  # fails here, before any work
     task = config.new_task
     if task.train_data is None and task.prompt not in PROMPTS:
         invalid("new_task.prompt", f"{task.prompt!r}; the arithmetic recipe's prompts: {', '.join(PROMPTS)}")
@@ -93,18 +102,60 @@ def plan_experiment(config: ExperimentConfig) -> Plan:
     if accuracy not in new.scalars():
         invalid("new_task.accuracy", f"{accuracy!r} is not a scalar of task {new.spec.name}: "
                                         f"{', '.join(new.scalars())}")
-    samples = [load_task_samples(compiled, resolve_data_path(compiled.spec), config.skip_bad)
-               for compiled, _ in retention]  # read now: a bad file fails before any work
     if "replay" in config.retention.methods and rank_and_world()[1] > 1:
         invalid("retention.methods", "replay is not supported under torchrun yet (rank 0 generates the base "
                                         "model's answers before training); run it in a single process")
     # Preservation data (corda, replay) read and checked for leaks into the gate now; the offline default later.
-    preservation = plan_preservation(config.retention, [SpecTask(c, s) for (c, _), s in zip(retention, samples)])
+    if needs_preservation(config.retention) and all(s is None for s in samples):
+        invalid("retention.methods", f"{', '.join(config.retention.methods)}: corda and replay render preservation "
+                                     "data in a retention task spec's prompt; every retention task here is an "
+                                     "lm-eval task: add a spec (e.g. squad-seed) or use kl or scale")
+    preservation = plan_preservation(config.retention, [SpecTask(c, s) for (c, _), s in zip(retention, samples)
+                                                        if s is not None])
     resolve_device(config.model.device)  # a device this machine lacks fails now, not after the data is built
     model_config = source_config(config.model.source)
-    check_generation_fits(model_config, [c for c, _ in retention] + [new])
+    specs = [c for (c, _), s in zip(retention, samples) if s is not None]  # an lm-eval task generates nothing here
+    check_generation_fits(model_config, specs + [new])
     params = lora_accounting(model_config, config.lora)[1]
     return Plan(retention, samples, new, accuracy, params.ratio, params, preservation)
+
+def lm_eval_task(config: ExperimentConfig, item, where: str) -> tuple[LmEvalTask, rules.TaskGate]:
+    """An lm-eval retention task, its documents read and requests built (a bad file or an unknown name fails now),
+    and its gate: the named scalars (bare metric names allowed), the fraction or max_rise, the direction of each."""
+    if item.num_fewshot is not None and item.num_fewshot < 0:
+        invalid(f"{where}.num_fewshot", f"{item.num_fewshot}; 0 or more")
+    if item.batch_size is not None and item.batch_size < 1:
+        invalid(f"{where}.batch_size", f"{item.batch_size}; at least 1")
+    if item.limit is not None and item.limit < 1:
+        invalid(f"{where}.limit", f"{item.limit}; at least 1 (null: all)")
+    task = lmeval.load(item.lm_eval, name=item.name, include=item.include,
+                       data=given_path(item.data) if item.data else None, limit=item.limit,
+                       num_fewshot=item.num_fewshot, batch_size=item.batch_size, where=f"{where}.lm_eval")
+    prefix = task.metric.name + "."
+    metrics = tuple(m if m.startswith(prefix) else prefix + m for m in item.gate) if item.gate else task.scalars()[:1]
+    unknown = [m for m in metrics if m not in task.scalars()]
+    if unknown or not metrics:
+        invalid(f"{where}.gate", f"{list(item.gate or [])}: name one or more of the task's metrics: "
+                                 f"{', '.join(s.removeprefix(prefix) for s in task.scalars())}")
+    lower = tuple(m for m in metrics if m in task.lower_is_better())
+    if item.max_rise is not None:
+        if item.fraction is not None:
+            invalid(f"{where}.max_rise", "give fraction or max_rise, not both")
+        if not item.max_rise >= 0:
+            invalid(f"{where}.max_rise", f"{item.max_rise}; a share >= 0 (0.05: 5%)")
+        if len(lower) != len(metrics):
+            higher = ", ".join(sorted(set(metrics) - set(lower)))
+            invalid(f"{where}.max_rise", f"applies to scalars that are better lower; {higher} is better higher: "
+                                         "use fraction")
+        fraction = 1 / (1 + item.max_rise)
+    else:
+        fraction = item.fraction if item.fraction is not None else config.gate
+    if not 0 < fraction <= 1:
+        invalid(f"{where}.fraction", f"{fraction}; a fraction in (0, 1]")
+    if not 0 < item.confidence < 1:
+        invalid(f"{where}.confidence", f"{item.confidence}; a level between 0 and 1 (0.95 for 95%)")
+    return task, rules.TaskGate(task.name, metrics, fraction, item.rule, item.confidence, lower)
+
 
 def check_new_task_files(config: ExperimentConfig, new: Compiled) -> None:
     """The new task's files exist: train_data, and with the arithmetic recipe source and eval_data, as local files

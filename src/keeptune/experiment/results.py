@@ -21,11 +21,11 @@ from keeptune.retention import replay as replaying
 def task_entries(plan: Plan, baseline: dict) -> list[dict]:
     """results.json's `tasks`: what each task is, its gate or its score metric."""
     entries = []
-    for compiled, task_gate in plan.retention:
-        entries.append({"name": compiled.spec.name, "role": "retention", "description": compiled.spec.description,
-                        "version": compiled.spec.metadata.version, "metrics": compiled.scalars(),
-                        "units": compiled.units(),
-                        "gate": task_gate.describe(baseline[compiled.spec.name]["scores"])})
+    for task, task_gate in plan.retention:  # a spec (Compiled) or an lm-eval task (LmEvalTask)
+        entries.append({"name": task.name, "role": "retention", "description": task.description,
+                        "version": task.version, "metrics": task.scalars(), "units": task.units(),
+                        "gate": task_gate.describe(baseline[task.name]["scores"])}
+                       | ({"lm_eval": task.task} if hasattr(task, "leaves") else {}))
     new = plan.new.spec
     entries.append({"name": new.name, "role": "new", "description": new.description,
                     "version": new.metadata.version, "metrics": plan.new.scalars(), "units": plan.new.units(),
@@ -64,7 +64,7 @@ def settings_summary(config: ExperimentConfig, plan: Plan, steps: int | None) ->
             "alpha": config.lora.alpha, "dropout": config.lora.dropout, "lr": config.train.lr,
             "epochs": config.train.epochs, "steps": steps,
             "global_batch": config.train.global_batch, "seq_len": task.seq_len,
-            "retention_tasks": [f"{c.spec.name} ({Path(c.spec.data.path or '').name})" for c, _ in plan.retention],
+            "retention_tasks": [f"{c.name} ({Path(c.data_path or '').name})" for c, _ in plan.retention],
             "new_task": f"{new.name} ({evaluated})",
             "max_new_tokens": new.generation.max_new_tokens,
             "postprocess": json.dumps(list(new.postprocess)), **preservation_settings(plan)}
@@ -81,7 +81,7 @@ def preservation_settings(plan: Plan) -> dict:
 
 def task_metrics(plan: Plan) -> dict:
     """Each retention task's metrics (what its scalars are resampled from)."""
-    return {compiled.spec.name: compiled.metrics for compiled, _ in plan.retention}
+    return {task.name: task.metrics for task, _ in plan.retention}
 
 
 # --- an older results.json completed from its run's folders -------------------------------------------------
@@ -89,7 +89,8 @@ def task_metrics(plan: Plan) -> dict:
 def results_gates(results: dict) -> list[rules.TaskGate]:
     """The gates results.json's `tasks` describe (rule point and confidence 0.95 where it names none)."""
     return [rules.TaskGate(t["name"], tuple(t["gate"]["metrics"]), t["gate"]["fraction"],
-                           t["gate"].get("rule", rules.POINT), t["gate"].get("confidence", stats.LEVEL))
+                           t["gate"].get("rule", rules.POINT), t["gate"].get("confidence", stats.LEVEL),
+                           tuple(t["gate"].get("lower_is_better", ())))
             for t in results["tasks"] if t["role"] == "retention"]
 
 

@@ -92,6 +92,10 @@ class Experiment:
     identity: dict = field(default_factory=dict)  # what every evaluation of this run is keyed on
     baseline: Optional[dict] = None  # {task: scores} of the base model (rank 0)
 
+    def specs(self) -> list[SpecTask]:
+        """The retention tasks that are keeptune specs: what preservation data (corda, replay) is drawn beside."""
+        return [t for t in self.tasks[:-1] if isinstance(t, SpecTask)]
+
     def base_identity(self) -> dict:
         return {**self.identity, "state": "base"}
 
@@ -156,8 +160,8 @@ def prepare(e: Experiment) -> None:
         new_samples = load_task_samples(e.plan.new, resolve_data_path(e.plan.new.spec), e.config.skip_bad)
     with e.timing.phase("model load"):
         e.model, e.tokenizer = load_model(e.config.model.source, e.config.model.dtype, e.config.model.device)
-    e.tasks = [SpecTask(compiled, samples, e.tokenizer)
-               for (compiled, _), samples in zip(e.plan.retention, e.plan.samples)]
+    e.tasks = [SpecTask(task, samples, e.tokenizer) if samples is not None else task  # an lm-eval task as it is
+               for (task, _), samples in zip(e.plan.retention, e.plan.samples)]
     e.tasks.append(SpecTask(e.plan.new, new_samples, e.tokenizer))
     e.identity = {"model": model_name(e.config.model.source)}
 
@@ -183,14 +187,14 @@ def prepare_retention(e: Experiment) -> None:
         return
     with e.timing.phase("preservation"):
         if e.plan.preservation is None:  # the offline default: self-written, cached in RUN/preservation
-            e.plan.preservation = load_preservation(config.retention, e.tasks[:-1], e.run / "preservation", e.model,
+            e.plan.preservation = load_preservation(config.retention, e.specs(), e.run / "preservation", e.model,
                                                     e.tokenizer, e.base_identity(), config.batch_size)
         write_items(e.run / "preservation" / "chosen.jsonl", e.plan.preservation)
     if "replay" in config.retention.methods:
         print("== replay: the base model answers the preservation prompts")
         with e.timing.phase("replay"):
             e.train_for, e.plan.replay = replaying.mixed_training_set(
-                config.retention.replay_share, e.train_path, e.plan.preservation, e.tasks[:-1], e.model,
+                config.retention.replay_share, e.train_path, e.plan.preservation, e.specs(), e.model,
                 e.tokenizer, e.run / "replay", e.base_identity(), config.batch_size, config.new_task.format)
 
 
@@ -222,9 +226,9 @@ def fit(e: Experiment):
 
 def corda_prompts(e: Experiment, model, tokenizer) -> list[str]:
     """CorDA's covariance prompts: rank 0 chose them before training, the other ranks read them."""
-    chosen = e.plan.preservation or load_preservation(e.config.retention, e.tasks[:-1], e.run / "preservation",
+    chosen = e.plan.preservation or load_preservation(e.config.retention, e.specs(), e.run / "preservation",
                                                       model, tokenizer, e.base_identity(), e.config.batch_size)
-    return model_texts(chosen, e.tasks[:-1])
+    return model_texts(chosen, e.specs())
 
 
 def evaluate_checkpoints(e: Experiment, result) -> list[dict]:

@@ -13,6 +13,7 @@ Two folders whose sample ids differ are refused. Every bootstrap is seeded (keep
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Optional, Sequence
@@ -142,10 +143,15 @@ def state_retention(gates: Sequence[rules.TaskGate], baseline: Path, state: Path
     for gate in gates:
         base_records, tuned_records = paired_records(baseline / gate.task, state / gate.task)
         task_metrics = (metrics or {}).get(gate.task) or folder_metrics(baseline / gate.task)
-        out[gate.task] = {
-            scalar: retention_of(scalar_resample(task_metrics, scalar, base_records),
-                                 scalar_resample(task_metrics, scalar, tuned_records), gate.fraction, gate.confidence)
-            for scalar in gate.metrics}
+        out[gate.task] = {}
+        for scalar in gate.metrics:
+            base = scalar_resample(task_metrics, scalar, base_records)
+            tuned = scalar_resample(task_metrics, scalar, tuned_records)
+            if scalar in gate.lower_is_better:  # kept = base / tuned (keeptune.core.gate), so the roles swap
+                kept = retention_of(tuned, base, gate.fraction, gate.confidence)
+                out[gate.task][scalar] = dataclasses.replace(kept, base=kept.tuned, tuned=kept.base)
+            else:
+                out[gate.task][scalar] = retention_of(base, tuned, gate.fraction, gate.confidence)
     return out
 
 

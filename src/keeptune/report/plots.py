@@ -188,7 +188,7 @@ def retention_scores(results: dict, task: Task) -> Figure | None:
         threshold = task.thresholds.get(metric)
         if threshold is not None:
             ax.axhline(fmt.shown(threshold, unit), color=color, ls="--", lw=1,
-                       label=f"gate {task.gate_fraction:g} x baseline {metric} {task.show(metric, threshold)}")
+                       label=f"gate {metric} {task.bound(metric)}: {task.show(metric, threshold)}")
     ax.set_xlabel("step")
     ax.set_ylabel(_unit_label(task, task.gate_metrics))
     _legend(ax)

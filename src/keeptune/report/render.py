@@ -156,8 +156,10 @@ def rule_text(task: Task) -> str:
     if task.rule == rules.CONFIDENT:
         return (f"rule confident: the one-sided {level} lower bound of each gated scalar's paired retention >= "
                 f"{task.gate_fraction:g}")
-    return (f"rule point: each gated scalar >= {task.gate_fraction:g} x baseline (the paired retention's {level} "
-            "interval is shown beside it, not used)")
+    bounds = "; ".join(f"{m} {task.bound(m)}" for m in task.lower_is_better)
+    better_lower = f"; better lower: {bounds}" if bounds else ""
+    return (f"rule point: each gated scalar >= {task.gate_fraction:g} x baseline{better_lower} (the paired "
+            f"retention's {level} interval is shown beside it, not used)")
 
 
 def versus_runner_up(results: dict) -> str | None:
@@ -222,11 +224,11 @@ def baseline_table(results: dict) -> Table:
             rows.append([task.name, metric, task.show_interval(metric, score(base, task, metric),
                                                               interval(base, task, metric))])
             if metric in task.gate_metrics:
-                rows.append([task.name, f"{metric} gate ({task.gate_fraction:g} x baseline)",
+                rows.append([task.name, f"{metric} gate ({task.bound(metric).removeprefix('>= ')})",
                              task.show(metric, task.thresholds.get(metric))])
         for metric in task.gate_metrics:  # a gated metric the task does not list among its metrics
             if metric not in task.metrics:
-                rows.append([task.name, f"{metric} gate ({task.gate_fraction:g} x baseline)",
+                rows.append([task.name, f"{metric} gate ({task.bound(metric).removeprefix('>= ')})",
                              task.show(metric, task.thresholds.get(metric))])
         rows.append([task.name, "samples", fmt.count(evaluation(base, task).get("total_count"))])
     return Table(["task", "metric", "value"], rows, left=2)

@@ -115,6 +115,7 @@ class Task:
     breakdown: str | None = None  # the new task: the metric whose per-group table is shown
     rule: str = rules.POINT  # retention tasks: the gate's rule
     confidence: float = 0.95  # retention tasks: the level of the paired retention (and of the confident bound)
+    lower_is_better: tuple[str, ...] = ()  # gated metrics kept while they rise by at most 1 / fraction (perplexity)
 
     @classmethod
     def from_spec(cls, spec: dict) -> Task:
@@ -124,7 +125,8 @@ class Task:
                    gate_metrics=tuple(gate.get("metrics") or ()), gate_fraction=gate.get("fraction"),
                    thresholds=dict(gate.get("thresholds") or {}),
                    accuracy=spec.get("accuracy"), breakdown=spec.get("breakdown"),
-                   rule=gate.get("rule", rules.POINT), confidence=gate.get("confidence", 0.95))
+                   rule=gate.get("rule", rules.POINT), confidence=gate.get("confidence", 0.95),
+                   lower_is_better=tuple(gate.get("lower_is_better") or ()))
 
     def unit(self, metric: str) -> str | None:
         return self.units.get(metric)
@@ -137,10 +139,20 @@ class Task:
         """`value` with its interval, compactly (see `fmt.with_interval`)."""
         return fmt.with_interval(value, self.unit(metric), interval)
 
+    def bound(self, metric: str) -> str:
+        """What the gate asks of one metric: ``>= 0.9 x baseline``, or for a metric better lower
+        ``<= baseline / 0.8 (a rise of at most 25%)``."""
+        if metric in self.lower_is_better:
+            return f"<= baseline / {self.gate_fraction:g} (a rise of at most {100 / self.gate_fraction - 100:.3g}%)"
+        return f">= {self.gate_fraction:g} x baseline"
+
     def gate_text(self) -> str:
         """The task's gate in words: ``emf1.F1, emf1.Em >= 0.9 x baseline`` and, under rule confident,
         ``(confident: the 95% lower bound of the paired retention)``."""
-        text = f"{', '.join(self.gate_metrics)} >= {self.gate_fraction:g} x baseline"
+        groups: dict[str, list[str]] = {}
+        for metric in self.gate_metrics:
+            groups.setdefault(self.bound(metric), []).append(metric)
+        text = "; ".join(f"{', '.join(metrics)} {bound}" for bound, metrics in groups.items())
         if self.rule == rules.CONFIDENT:
             text += f" (rule confident: the {self.confidence * 100:g}% lower bound of the paired retention)"
         return text
