@@ -184,3 +184,42 @@ def test_real_mmlu_gives_the_official_size():
     root = shared_file("mmlu/SHA256SUMS").parent
     task = lmeval.load("mmlu_local", data=str(root), limit=None)
     assert len(task.documents) == 14042
+
+
+def lm_rank_main(store: str, rank: int, world: int, out: str, data: str) -> None:
+    """One rank (WORLD 1: a single process) evaluating the tiny model on an ARC file into OUT."""
+    import torch.distributed as dist
+
+    from keeptune.evaluate import shard
+
+    if world > 1:
+        dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    task = lmeval.load("arc_easy_local", data=data, batch_size=3)
+    with shard.sharded():
+        lmeval.evaluate(task, tiny_llama().eval(), byte_tokenizer(), Path(out), {"model": "tiny"})
+
+
+def test_two_ranks_score_an_lm_eval_task_as_one_process_does(tmp_path):
+    """Under torchrun each rank scores its share of the documents on its own model copy: the same files as one
+    process (predictions.jsonl byte for byte, metrics but the wall time)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+    from tests.evaluate.test_sharded_engine import files
+
+    data = str(write_arc(tmp_path / "arc.jsonl", n=11))
+    command = ("import sys; from tests.evaluate.test_lmeval import lm_rank_main; "
+               "lm_rank_main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5])")
+    for world in (1, 2):
+        env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")} | {"OMP_NUM_THREADS": "1"}
+        env |= {"WORLD_SIZE": str(world)} if world > 1 else {}
+        processes = [subprocess.Popen([sys.executable, "-c", command, str(tmp_path / f"store{world}"), str(rank),
+                                       str(world), str(tmp_path / f"out{world}"), data], cwd=REPO,
+                                      env=env | {"RANK": str(rank)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True) for rank in range(world)]
+        outputs = [p.communicate(timeout=240) for p in processes]
+        assert [p.returncode for p in processes] == [0] * world, [err[-2000:] for _, err in outputs]
+    assert files(tmp_path / "out2") == files(tmp_path / "out1")
+    assert len((tmp_path / "out2" / "predictions.jsonl").read_text().splitlines()) == 11

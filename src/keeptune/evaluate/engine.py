@@ -39,7 +39,7 @@ import contextlib
 import functools
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -82,8 +82,35 @@ class Task(Protocol):
     # `uncertainty(records) -> dict`, intervals beside the corpus metrics (metrics.json), records in dataset order.
 
 
+class ScoringTask(Protocol):
+    """A task that makes its records itself instead of generating (an lm-eval task, keeptune.evaluate.lmeval):
+    the engine resumes, shards, gathers and writes them as it does generations."""
+
+    name: str
+    samples: Sequence[Any]
+
+    def scorer(self, model, tokenizer) -> Any:
+        """What `records` runs the samples through (built once per evaluation, only when there is work)."""
+
+    def records(self, scorer: Any, samples: list) -> list[dict]:
+        """The records of `samples`, in order (one chunk of them: what a kill may lose)."""
+
+    def cost(self, sample: Any) -> int:
+        """How long a sample takes, roughly: each rank gets long and short ones alike."""
+
+    def run_settings(self) -> dict:
+        """What metrics.json records of how it ran (batch sizes: they do not change a record)."""
+
+    def aggregate(self, records: list[dict]) -> dict: ...
+
+    def summary(self, metrics: dict) -> list[str]: ...
+
+
 # A sharded run's per-rank predictions (the rank for *), folded into predictions.jsonl when it ends or resumes.
 RANK_FILES = "predictions.rank*.jsonl"
+
+# Records a ScoringTask makes between two appends: what a kill may lose (an lm-eval task: documents).
+CHUNK = 64
 
 # What an eval.json written before task specs had versions lacks: every spec then was version 1.
 UNVERSIONED = {"task_version": 1}
@@ -200,21 +227,45 @@ def _claim(step):
 
 def _evaluate(task, model, tokenizer, out: Path, settings: GenerationSettings, identity: dict, add_bos: bool,
               skip_bad: bool, held: contextlib.ExitStack) -> dict:
-    rank, world = shard.rank_world()
+    described = task.describe() if hasattr(task, "describe") else {}
+    if hasattr(task, "records"):  # a ScoringTask: it makes each record itself, no generation
+        def scored(mine: list, bar) -> Iterator[list[dict]]:
+            scorer = task.scorer(model, tokenizer) if mine else None
+            for start in range(0, len(mine), CHUNK):
+                yield task.records(scorer, mine[start:start + CHUNK])
+
+        return _run(task, out, {"task": task.name, **described, **identity}, task.samples, [], task.cost, scored,
+                    task.run_settings(), described, identity, held)
+
     eos, pad = eos_token_ids(tokenizer, model), tokenizer.pad_token_id
     generation = settings.describe(eos, pad) | {"add_bos": add_bos}
-    if rank == 0:
+    if shard.rank_world()[0] == 0:
         print("generation config:", json.dumps(generation))
     resumable = {k: v for k, v in generation.items() if k not in ("batch_size", "prefill_batch_size")}
-    described = task.describe() if hasattr(task, "describe") else {}
     samples, encoded, skipped = _encode(task, model, tokenizer, settings, add_bos, skip_bad)
 
+    def generated(mine: list, bar) -> Iterator[list[dict]]:
+        for group in generate(model, [encoded[s.id] for s in mine], settings, eos, pad,
+                              progress=bar.set_postfix_str):
+            yield [task.score(mine[i], tokenizer.decode(tokens, skip_special_tokens=True)) for i, tokens in group]
+
+    return _run(task, out, {"task": task.name, **described, **identity, "generation": resumable}, samples, skipped,
+                lambda s: len(encoded[s.id]), generated, {"generation": generation}, described, identity, held)
+
+
+def _run(task, out: Path, key: dict, samples: list, skipped: list, cost: Callable[[Any], int],
+         produce: Callable[[list, Any], Iterator[list[dict]]], settings: dict, described: dict, identity: dict,
+         held: contextlib.ExitStack) -> dict:
+    """What every evaluation does around making its records: rank 0 locks OUT, checks `key` against eval.json and
+    reads what is done; each rank `produce`s the records of its share of the rest (costliest first, dealt in
+    turn) into its file; the records are gathered; rank 0 writes predictions.jsonl and metrics.json."""
+    rank, world = shard.rank_world()
     done: dict[str, dict] = {}
 
     def claim() -> list[str]:  # rank 0: the lock, the settings check, what is already done
         held.enter_context(locked(out, "another evaluation is writing into this directory now; wait for it to "
                                        "finish or choose another --out"))
-        done.update(_resume(out, {"task": task.name, **described, **identity, "generation": resumable}))
+        done.update(_resume(out, key))
         if done:
             print(f"resuming: {sum(s.id in done for s in samples)} of {len(samples)} samples already in {out}")
         return list(done)
@@ -222,8 +273,7 @@ def _evaluate(task, model, tokenizer, out: Path, settings: GenerationSettings, i
     finished = set(_claim(claim))
     todo = [s for s in samples if s.id not in finished]
     # Longest first, dealt in turn: every rank gets as many long prompts as short ones.
-    mine = shard.share(sorted(todo, key=lambda s: -len(encoded[s.id])))
-    prompts = [encoded[s.id] for s in mine]
+    mine = shard.share(sorted(todo, key=lambda s: -cost(s)))
 
     started = time.perf_counter()
     kept = out / ("predictions.jsonl" if world == 1 else RANK_FILES.replace("*", str(rank)))
@@ -232,9 +282,7 @@ def _evaluate(task, model, tokenizer, out: Path, settings: GenerationSettings, i
     new = []
     with writing_to(kept), open(kept, "a", encoding="utf-8") as handle, \
             tqdm(total=len(mine), unit="sample", desc=task.name, dynamic_ncols=True, disable=rank != 0) as bar:
-        for group in generate(model, prompts, settings, eos, pad, progress=bar.set_postfix_str):
-            records = [task.score(mine[i], tokenizer.decode(tokens, skip_special_tokens=True))
-                       for i, tokens in group]
+        for records in produce(mine, bar):
             append_jsonl(handle, records)
             new.extend(records)
             bar.update(len(records))
@@ -246,7 +294,7 @@ def _evaluate(task, model, tokenizer, out: Path, settings: GenerationSettings, i
         _write_in_order(out, ordered)
         metrics = {**described, "task": task.name, **identity, "total_count": len(ordered),
                    **task.aggregate(ordered), **(task.uncertainty(ordered) if hasattr(task, "uncertainty") else {}),
-                   "generation": generation, "seconds": time.perf_counter() - started, "generated": len(todo),
+                   **settings, "seconds": time.perf_counter() - started, "generated": len(todo),
                    "skipped": len(skipped)}
         atomic_write_json(out / "metrics.json", metrics)
         for line in task.summary(metrics):

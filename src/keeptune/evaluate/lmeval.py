@@ -9,11 +9,11 @@ What is lm-eval's and what is keeptune's:
   no reload, no subprocess), the filters, the per-document scoring (Task.process_results) and the aggregation
   (lm_eval.api.metrics, keeptune.evaluate.metrics.lm_eval). So a figure is the one `lm_eval --model hf` prints
   for the same model and task (benchmarks/lm_eval_speed.py checks it).
-- keeptune's: the documents are evaluated in chunks and each document's record is appended to
-  OUT/predictions.jsonl as its chunk finishes, so a killed evaluation resumes where it stopped; OUT/eval.json
-  keys the folder on what produced the records (task, version, every request's text, few-shot count, lm-eval's
-  version, the model); metrics.json gains each scalar's bootstrap interval; the gate knows which scalars are
-  better lower (perplexities).
+- keeptune's: its engine (keeptune.evaluate.engine) runs the documents in chunks and appends each document's
+  record to OUT/predictions.jsonl as its chunk finishes, so a killed evaluation resumes where it stopped, and
+  shares them among the ranks under torchrun; OUT/eval.json keys the folder on what produced the records (task,
+  version, every request's text, few-shot count, lm-eval's version, the model); metrics.json gains each
+  scalar's bootstrap interval; the gate knows which scalars are better lower (perplexities).
 
 HFLM's batch size is given explicitly: built around a model object it defaults to 1, which is what makes
 lm-eval's Python path several times slower than its CLI (lm-evaluation-harness issue 3207).
@@ -26,24 +26,17 @@ import hashlib
 import json
 import logging
 import re
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional
-
-from tqdm.auto import tqdm
+from typing import Any, Optional
 
 from keeptune.core import stats
 from keeptune.core.errors import ConfigError, DataError
-from keeptune.core.io import append_jsonl, atomic_write_json, read_jsonl_prefix, writing_to
-from keeptune.core.outputs import locked, note_progress
-from keeptune.core.resume import check_same
 from keeptune.evaluate import intervals
 from keeptune.evaluate.metrics.lm_eval import LmEvalMetric, json_value
 from keeptune.evaluate.metrics.registry import MetricError
 
 BUILTIN = Path(__file__).parent / "lm_eval_tasks"  # keeptune's task YAMLs for local copies (arc_easy_local, ...)
-CHUNK = 64  # documents per chunk: what a kill can lose, and what HFLM sorts and batches together
 DEFAULT_BATCH = {"loglikelihood_rolling": 1}  # one window of up to the model's context per row; others: 8
 OUTPUT_TYPES = ("multiple_choice", "loglikelihood", "loglikelihood_rolling", "generate_until")
 
@@ -124,9 +117,23 @@ class LmEvalTask:
                 "num_fewshot": self.num_fewshot, "lm_eval": lm_eval.__version__,
                 "metrics": json.dumps([self.metric.entry()]), "samples_sha256": self.content_hash()}
 
-    # -- scoring ----------------------------------------------------------------------------------------------
+    # -- scoring (keeptune.evaluate.engine.ScoringTask) -------------------------------------------------------------
+
+    def scorer(self, model, tokenizer):
+        return language_model(model, tokenizer, self.batch_size)
+
+    def cost(self, document: Document) -> int:
+        """The characters of its requests: what its log-likelihoods cost, roughly."""
+        return sum(len(str(i.arguments)) for i in self.requests[document.id])
+
+    def run_settings(self) -> dict:
+        return {"batch_size": self.batch_size}
 
     def records(self, lm, documents: list[Document]) -> list[dict]:
+        with quiet_lm_eval():
+            return self._records(lm, documents)
+
+    def _records(self, lm, documents: list[Document]) -> list[dict]:
         """Run every request of `documents` through `lm` (HFLM), apply the task's filters and score each document
         with the task's process_results: one record per document, in order."""
         instances = [i for d in documents for i in self.requests[d.id]]
@@ -354,56 +361,11 @@ def language_model(model, tokenizer, batch_size: int):
         return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
 
 
-def chunks(items: list, size: int) -> Iterator[list]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
-
-
-def _resume(out: Path, identity: dict) -> dict[str, dict]:
-    eval_file, predictions = out / "eval.json", out / "predictions.jsonl"
-    if eval_file.is_file():
-        check_same(json.loads(eval_file.read_text(encoding="utf-8")), identity, f"{out} holds records made",
-                   "use another --out, or delete the directory to start over")
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(eval_file, identity)
-    if not predictions.is_file():
-        return {}
-    records, complete = read_jsonl_prefix(predictions)
-    with open(predictions, "r+b") as handle:  # drop a line torn by a kill
-        handle.truncate(complete)
-    return {record["id"]: record for record in records}
-
-
 def evaluate(task: LmEvalTask, model, tokenizer, out: Path, identity: dict) -> dict:
-    """Evaluate `model` on `task`, resumable in OUT like keeptune's engine: OUT/eval.json (what produced the
-    records; another configuration is refused), OUT/predictions.jsonl (one record per document, appended as each
-    chunk finishes), OUT/metrics.json (atomically, at the end). Returns the metrics."""
-    out = Path(out)
-    with locked(out, "another evaluation is writing into this directory now; wait for it to finish or choose "
-                     "another --out"):
-        described = task.describe()
-        done = _resume(out, {**described, **identity})  # TODO(shard): the engine's
-        todo = [d for d in task.documents if d.id not in done]
-        if done:
-            print(f"resuming: {len(task.documents) - len(todo)} of {len(task.documents)} documents already in {out}")
-        started, kept = time.perf_counter(), out / "predictions.jsonl"
-        note_progress(saved=lambda: f"{len(read_jsonl_prefix(kept)[0])} of {len(task.documents)} records are in "
-                                    f"{kept}")
-        lm = language_model(model, tokenizer, task.batch_size) if todo else None
-        with writing_to(kept), open(kept, "a", encoding="utf-8") as handle, quiet_lm_eval(), \
-                tqdm(total=len(todo), unit="doc", desc=task.name, dynamic_ncols=True) as bar:
-            for group in chunks(todo, CHUNK):
-                records = task.records(lm, group)
-                append_jsonl(handle, records)
-                done.update((r["id"], r) for r in records)
-                bar.update(len(records))
-        seconds = time.perf_counter() - started
-        ordered = [done[d.id] for d in task.documents]
-        metrics = {**described, **identity, "total_count": len(ordered), **task.aggregate(ordered),
-                   **task.uncertainty(ordered), "batch_size": task.batch_size, "seconds": seconds,
-                   "generated": len(todo), "skipped": 0}
-        atomic_write_json(out / "metrics.json", metrics)
-    for line in task.summary(metrics):
-        print(line)
-    return metrics
+    """Evaluate `model` on `task` with keeptune's engine (keeptune.evaluate.engine): resumable in OUT, sharded
+    under torchrun, OUT/eval.json, predictions.jsonl (one record per document, in dataset order at the end) and
+    metrics.json as for a task spec. Returns the metrics."""
+    from keeptune.evaluate.engine import evaluate as run
+
+    return run(task, model, tokenizer, out, settings=None, identity=identity)
 
