@@ -55,5 +55,10 @@ original:
     tracked = results["tracking"]
     assert tracked and all(set(t["tasks"]) >= {"arc_easy_local", "wikitext_local"} for t in tracked)
     assert all(t["subset"]["arc_easy_local"] == 2 for t in tracked)
+    # drift from the base: logged at each tracked step, on the new task's 2 tracked prompts (no preservation here)
+    log = [json.loads(line) for line in (run / "train" / "log.jsonl").read_text().splitlines()]
+    drifts = [(r["drift_kl"], r["track"]["drift"]) for r in log if "track" in r]
+    assert len(drifts) == len(tracked) and all(kl == d["kl"] >= 0 and d["texts"] == 2 for kl, d in drifts)
+    assert drifts[-1][0] > 0  # the adapter moved the model
     report = (run / "report.md").read_text(encoding="utf-8")
     assert "arc_easy_local" in report and "wikitext_local" in report

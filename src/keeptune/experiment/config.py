@@ -123,6 +123,9 @@ class TrackingConfig:
     stop_below_gate: bool = False
     """Stop training when a subset falls below its gate (against the base model on the same subset); the
     checkpoints written before are kept."""
+    drift: bool = True
+    """Also log KL(base || tuned) per token on fixed held-out prompts (the new task's tracked subset, and the
+    preservation prompts when a method uses them): a cheap forgetting signal (keeptune.evaluate.drift)."""
 
 
 @dataclass(frozen=True)

@@ -204,7 +204,8 @@ def fit(e: Experiment):
     CorDA's one-off preparation."""
     on_step, tracker = None, None
     if e.config.tracking.every:  # every rank evaluates its share; rank 0 judges, the others vote nothing
-        tracker = Tracker(e.config, e.plan, e.run, e.tasks, e.baseline, e.on_track if e.main else None)
+        preserved = model_texts(e.plan.preservation, e.specs()) if e.plan.preservation else None
+        tracker = Tracker(e.config, e.plan, e.run, e.tasks, e.baseline, e.on_track if e.main else None, preserved)
         on_step = tracker.on_step
     new_records = e.train_path if e.train_for != e.train_path else None
     settings = training_config(e.config, e.run, e.train_for, new_records)

@@ -11,6 +11,13 @@ baseline's own predictions: no extra evaluation of the base model.
 Under torchrun every rank calls `on_step`: each evaluates its share of the
 subsets (keeptune.evaluate.shard), and rank 0 alone judges them and asks
 `on_track`; the other ranks add nothing to the log and vote no stop.
+
+With `tracking.drift` each tracked step also logs how far the model has moved
+from its base: KL(base || tuned) per token on fixed held-out prompts
+(keeptune.evaluate.drift), under ``track.drift`` and as ``drift_kl`` beside
+the loss (TensorBoard's train/drift_kl). The prompts: the new task's tracked
+subset (held out from training) and, when corda or replay chose them, the
+preservation prompts; never the gate's own samples.
 """
 from __future__ import annotations
 
@@ -20,6 +27,7 @@ from pathlib import Path
 
 from keeptune.core import gate as rules
 from keeptune.evaluate import shard
+from keeptune.evaluate.drift import token_kl
 from keeptune.evaluate.run import evaluate_tasks
 from keeptune.evaluate.task import SpecTask
 from keeptune.experiment.config import ExperimentConfig
@@ -29,13 +37,18 @@ KEY = "track"
 
 class Tracker:
     def __init__(self, config: ExperimentConfig, plan, run: Path, tasks: list[SpecTask], baseline: dict,
-                 on_track=None):
-        """`on_track(step, record)`, optional, sees each tracked record and returns a reason to stop, or None."""
+                 on_track=None, preservation: list[str] | None = None):
+        """`on_track(step, record)`, optional, sees each tracked record and returns a reason to stop, or None;
+        `preservation`: the preservation prompts as the model reads them (drift is measured on them too)."""
         self.config, self.plan, self.run, self.on_track = config, plan, run, on_track
         self.seconds, self.count = 0.0, 0  # spent evaluating, and how often: the run's timing table
         sizes = {t.name: config.tracking.retention for t in tasks[:-1]} | {tasks[-1].name: config.tracking.new_task}
         self.tasks = [t.subset(sizes[t.name]) for t in tasks]
         self.baseline = {t.name: self._baseline_subset(t) for t in self.tasks}
+        # Under FSDP a forward needs every rank, and only rank 0 measures drift: none is measured there.
+        sharded_weights = shard.rank_world()[1] > 1 and config.distributed.strategy == "fsdp"
+        self.drift_texts = drift_texts(self.tasks[-1], preservation or []) \
+            if config.tracking.drift and not sharded_weights else []
 
     def _baseline_subset(self, task: SpecTask) -> dict:
         """The base model's scalars on the subset, from the baseline's predictions."""
@@ -60,6 +73,9 @@ class Tracker:
                                  self.config.batch_size, self.config.skip_bad)
         if shard.rank_world()[0] != 0:
             return {}
+        # Rank 0 alone, on the model inside DDP (its forward needs no other rank); none under FSDP (see __init__).
+        kl = token_kl(model, self.drift_texts, self.tasks[-1].tokenizer.pad_token_id or 0) \
+            if self.drift_texts else None
         scores = {name: result["scores"] for name, result in results.items()}
         # The point rule on every task: a confident bound on a subset of a few samples would fail nearly any state.
         verdict = rules.judge([g.as_point() for g in self.plan.gates], scores, self.baseline)
@@ -67,6 +83,9 @@ class Tracker:
                         "retention": verdict["retention"], "gate": verdict["gate"],
                         "passes_gate": verdict["passes_gate"], "subset": {t.name: len(t.samples) for t in self.tasks},
                         "baseline": self.baseline}}
+        if kl is not None:
+            record[KEY]["drift"] = {"kl": kl, "texts": len(self.drift_texts)}
+            record["drift_kl"] = kl  # beside the loss: TensorBoard's train/drift_kl
         if self.config.tracking.stop_below_gate and not verdict["passes_gate"]:
             failed = [name for name, passed in verdict["gate"].items() if not passed]
             print(f"step {step}: the tracked subset of {', '.join(failed)} fell below its gate; stopping")
@@ -77,6 +96,15 @@ class Tracker:
             record[KEY]["stopped"] = reason
             record["stop"] = True
         return record
+
+
+def drift_texts(new_task: SpecTask, preservation: list[str], most: int = 16) -> list[list[int]]:
+    """The token ids drift is measured on: the new task's tracked prompts and up to `most` preservation prompts,
+    each as the engine feeds it (BOS when the task's format has one)."""
+    tokenizer = new_task.tokenizer
+    head = [tokenizer.bos_token_id] if new_task.add_bos and tokenizer.bos_token_id is not None else []
+    texts = [new_task.prompt(s) for s in new_task.samples] + list(preservation[:most])
+    return [head + tokenizer(text, add_special_tokens=False).input_ids for text in texts]
 
 
 def tracking_history(run: Path) -> list[dict]:

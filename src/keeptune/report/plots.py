@@ -269,7 +269,8 @@ def tracking(results: dict) -> Figure | None:
     A retention task's panel draws its gated metrics, the new task's its
     metrics; the last panel draws every tracked retention (percent of the
     subset's baseline), each task's gate fraction (dashed) and the step's gate
-    verdict (green dot: passes, red cross: fails).
+    verdict (green dot: passes, red cross: fails), and on its right axis the
+    drift from the base model (KL per token, black), where it was measured.
     """
     rows = results.get("tracking") or []
     if not rows:
@@ -308,6 +309,13 @@ def tracking(results: dict) -> Figure | None:
     ax.set_ylabel("retention (%)\nof subset baseline", fontsize="small")
     ax.set_xlabel("optimizer step")
     _legend(ax)
+    drift = [(row["step"], row["drift"]["kl"]) for row in rows if (row.get("drift") or {}).get("kl") is not None]
+    if drift:  # beside measured retention: does the cheap signal move with it?
+        right = ax.twinx()
+        right.plot([s for s, _ in drift], [k for _, k in drift], color="black", ls=":", marker="+",
+                   label="KL(base || tuned) per token")
+        right.set_ylabel("drift (nats/token)", fontsize="small")
+        right.legend(loc="upper right", fontsize="x-small")
     return figure
 
 
