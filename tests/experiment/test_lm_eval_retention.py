@@ -62,3 +62,24 @@ original:
     assert drifts[-1][0] > 0  # the adapter moved the model
     report = (run / "report.md").read_text(encoding="utf-8")
     assert "arc_easy_local" in report and "wikitext_local" in report
+
+
+def test_the_lm_eval_example_plans_on_the_shared_data(monkeypatch):
+    """configs/examples/lm-eval.yaml reads the real ARC-Easy dev set and WikiText-2 (skipped without ../shared):
+    its tasks load with their official sizes and its gates say which way each scalar is kept."""
+    from keeptune.core.config import load_config
+    from keeptune.experiment.config import ExperimentConfig
+    from keeptune.experiment.plan import plan_experiment
+    from tests.conftest import REPO, shared_file
+
+    shared_file("arc-easy/ARC-Easy-Dev.jsonl")
+    shared_file("wikitext-2/wiki.test.raw")
+    monkeypatch.chdir(REPO)
+    plan = plan_experiment(load_config(REPO / "configs" / "examples" / "lm-eval.yaml", [], ExperimentConfig))
+    tasks = {task.name: (task, gate) for task, gate in plan.retention}
+    arc, arc_gate = tasks["arc_easy_local"]
+    wiki, wiki_gate = tasks["wikitext_local"]
+    assert len(arc.documents) == 570 and len(wiki.documents) == 8
+    assert arc_gate.metrics == ("lmeval.acc", "lmeval.acc_norm") and arc_gate.lower_is_better == ()
+    assert wiki_gate.lower_is_better == ("lmeval.word_perplexity",)
+    assert wiki_gate.fraction == pytest.approx(1 / 1.05)
