@@ -1,6 +1,9 @@
 """`keeptune run` under torchrun (2 CPU processes, gloo) evaluates on both ranks and leaves the files one process
 leaves: baseline, tracking and checkpoint evaluations byte for byte (but their wall time), the same log and
-results; a rank killed with SIGKILL in the middle of a checkpoint's evaluation is resumed by the same command.
+results; a rank killed with SIGKILL in the middle of a checkpoint's evaluation is resumed by the same command;
+two "nodes" (two torchrun commands, one process each, rendezvous on localhost, a cache each) leave the same files
+as one node of two processes; with FSDP (no tracking), every rank reloads the base model whole and the
+checkpoints' evaluations are still one process's.
 
 One thread per process, in both runs: training then computes the same sums in the same order on one rank and
 on two (global batch 4 = micro-batch 2 x accumulation 2 x 1 = 2 x 1 x 2, no dropout, float32), so the
@@ -10,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +23,7 @@ import pytest
 from tests.conftest import REPO
 from tests.experiment.test_runner import tiny_experiment
 
-pytestmark = pytest.mark.slow  # four runs of a tiny experiment, about a minute and a half on 2 cores
+pytestmark = pytest.mark.slow  # six runs of a tiny experiment, about two and a half minutes on 2 cores
 
 WORDS = ("new_task.eval_n=8", "new_task.max_new_tokens=6", "train.max_steps=2", "train.checkpoints=2",
          "train.lr=1e-2", "tracking.every=1", "tracking.retention=2", "tracking.new_task=4", "lora.dropout=0",
@@ -65,22 +69,28 @@ def single(tmp_path_factory) -> tuple[Path, list[str], dict]:
     return tmp, words, evaluations(tmp / "single")
 
 
-def test_two_ranks_leave_what_one_process_leaves(single):
-    tmp, words, expected = single
+@pytest.fixture
+def fresh(single):
+    """`single`, with no run in its folder's `run` yet; whatever a test leaves there goes after it."""
+    run = single[0] / "run"
+    assert not run.exists()
+    yield single
+    shutil.rmtree(run, ignore_errors=True)
+
+
+def test_two_ranks_leave_what_one_process_leaves(fresh):
+    tmp, words, expected = fresh
     result = keeptune_run(TORCHRUN, words)
     assert result.returncode == 0, result.stderr[-3000:]
-    try:
-        assert "world 2" in result.stdout and result.stdout.count("== baseline") == 1
-        seen = evaluations(tmp / "run")
-        assert len(seen["folders"]) == 2 + 2 * 2 + 2 * 2  # baseline, 2 tracked steps, 2 checkpoints; 2 tasks each
-        assert seen == expected
-        assert not list((tmp / "run").glob("**/predictions.rank*.jsonl"))
-    finally:
-        shutil.rmtree(tmp / "run")
+    assert "world 2" in result.stdout and result.stdout.count("== baseline") == 1
+    seen = evaluations(tmp / "run")
+    assert len(seen["folders"]) == 2 + 2 * 2 + 2 * 2  # baseline, 2 tracked steps, 2 checkpoints; 2 tasks each
+    assert seen == expected
+    assert not list((tmp / "run").glob("**/predictions.rank*.jsonl"))
 
 
-def test_a_rank_killed_mid_evaluation_is_resumed_by_the_same_command(single):
-    tmp, words, _ = single
+def test_a_rank_killed_mid_evaluation_is_resumed_by_the_same_command(fresh):
+    tmp, words, _ = fresh
     run = tmp / "run"
     folder = run / KILLED
     killed = keeptune_run(TORCHRUN, words, ("tests.experiment.kill_rank", str(folder)))
@@ -94,5 +104,40 @@ def test_a_rank_killed_mid_evaluation_is_resumed_by_the_same_command(single):
     assert "resuming: " in result.stdout
     metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["generated"] == 8 - saved  # what was on disk is not generated again
-    seen, again = evaluations(run, "generated"), evaluations(tmp / "single", "generated")
-    assert seen == again
+    assert evaluations(run, "generated") == evaluations(tmp / "single", "generated")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_nodes_leave_what_one_node_leaves(fresh, tmp_path):
+    """`torchrun --nnodes 2` twice, as on two machines: the run folder shared, each node its own cache."""
+    tmp, words, expected = fresh
+    port = free_port()
+    nodes = []
+    for node in range(2):
+        cache = tmp_path / f"cache-node{node}"
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+                    "--node_rank", str(node), "--rdzv_backend", "c10d", "--rdzv_endpoint", f"localhost:{port}",
+                    "--rdzv_id", "two-nodes"]
+        nodes.append(subprocess.Popen([*launcher, "-m", "keeptune", "run", *words], cwd=REPO,
+                                      env={**ENV, "KEEPTUNE_CACHE": str(cache), "XDG_CACHE_HOME": str(cache)},
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outputs = [node.communicate(timeout=400) for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], [err[-3000:] for _, err in outputs]
+    out = "".join(stdout for stdout, _ in outputs)
+    assert "world 2" in out and out.count("== baseline") == 1  # one rank of the two (either node) reports
+    assert evaluations(tmp / "run") == expected
+
+
+def test_fsdp_ranks_evaluate_the_checkpoints_one_process_evaluates(fresh):
+    tmp, words, expected = fresh
+    result = keeptune_run(TORCHRUN, [*words, "distributed.strategy=fsdp", "tracking.every=0"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    seen = evaluations(tmp / "run")["folders"]
+    assert sorted(seen) == sorted(k for k in expected["folders"] if not k.startswith("tracking"))
+    for folder, files in seen.items():  # training's settings are the same: only tracking is off
+        assert files == expected["folders"][folder], folder
