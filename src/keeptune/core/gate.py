@@ -24,10 +24,13 @@ accuracy scalar (a fraction).
 Best (the seed's choice, over every evaluated state): the passing entry with the
 highest score. An entry is a checkpoint, or with retention method `scale` a
 (checkpoint, scale) pair: the same checkpoint with its adapter's update scaled
-(keeptune.retention.scale); every one is judged by the same gate and score. On
-equal scores the larger scale wins (the adapter closest to as trained: a scaled
-state is chosen only when it is strictly better), then the later step. An entry
-without a `scale` (a plain run's, or an older results.json) is at scale 1. The
+(keeptune.retention.scale), or with `intruders` a (checkpoint, lambda) pair: its
+adapter with PEFT's intruder dimensions kept at the share lambda
+(keeptune.retention.intruders); every one is judged by the same gate and score.
+On equal scores the state closest to the adapter as trained wins (a variant is
+chosen only when it is strictly better): the larger scale, then the larger
+lambda, then the later step. An entry without a `scale` (a plain run's, or an
+older results.json) is at scale 1, one without `intruders` at lambda 1. The
 runner-up is the next passing entry in the same order.
 """
 from __future__ import annotations
@@ -161,14 +164,16 @@ def lowest_retention(retention: dict[str, dict[str, Optional[float]]]) -> float:
 
 
 def ranked(entries: list[dict]) -> list[dict]:
-    """The passing entries, best first: the highest score, on a tie the larger scale, then the later step."""
+    """The passing entries, best first: the highest score, on a tie the larger scale, then the larger intruders
+    lambda (the state closest to as trained), then the later step."""
     passing = [e for e in entries if e["passes_gate"]]
-    return sorted(passing, key=lambda e: (e["score"], e.get("scale", 1.0), e["step"]), reverse=True)
+    return sorted(passing, key=lambda e: (e["score"], e.get("scale", 1.0), e.get("intruders", 1.0), e["step"]),
+                  reverse=True)
 
 
 def best(entries: list[dict]) -> Optional[dict]:
-    """The passing entry with the highest score; on a tie the larger scale, then the later step; None when none
-    passes."""
+    """The passing entry with the highest score; on a tie the larger scale, then the larger intruders lambda, then
+    the later step; None when none passes."""
     order = ranked(entries)
     return order[0] if order else None
 

@@ -12,6 +12,7 @@ and the same data (keyed on content):
     RUN/train/                                keeptune train's run (checkpoints/, log.jsonl, adapter/)
     RUN/checkpoints/step-N/TASK/              evaluations of every checkpoint
     RUN/checkpoints/step-N/scale-S/TASK/      ... at each scale S of retention method `scale`
+    RUN/checkpoints/step-N/intruders-L/       ... at each lambda L of `intruders` (TASK/, and adapter/: the reduced one)
     RUN/best/adapter (+ merged/)              the best (checkpoint, scale) that passes the gate, S folded in
     RUN/results.json, report.md, report.html
 
@@ -55,10 +56,10 @@ from keeptune.model.commands import merge
 from keeptune.model.load import load_model, model_name
 from keeptune.model.lora import apply_lora
 from keeptune.retention import replay as replaying
-from keeptune.retention import scale as scaling
 from keeptune.retention.config import training_retention
 from keeptune.retention.preservation import load_preservation, model_texts, needs_preservation, write_items
 from keeptune.retention.training import train
+from keeptune.retention.variants import variants
 from keeptune.train import checkpoint, distributed
 from keeptune.train.config import Config, DataConfig
 from keeptune.train.records import detect_prompt, read_conversations
@@ -233,9 +234,10 @@ def corda_prompts(e: Experiment, model, tokenizer) -> list[str]:
 
 
 def evaluate_checkpoints(e: Experiment, result) -> list[dict]:
-    """Every checkpoint's adapter loaded into the trained model and evaluated on every task, at scale 1 and at
-    each factor of retention `scale`: one results.json entry per (checkpoint, scale), judged by the gate (each
-    gated scalar's paired retention against the baseline's predictions beside it)."""
+    """Every checkpoint's adapter loaded into the trained model and evaluated on every task, as trained and as each
+    post-training variant (each factor of retention `scale`, each lambda of `intruders`: keeptune.retention.variants):
+    one results.json entry per (checkpoint, variant), judged by the gate (each gated scalar's paired retention
+    against the baseline's predictions beside it)."""
     config = e.config
     peft_model = result.model
     if shard.rank_world()[1] > 1 and config.distributed.strategy == "fsdp":  # sharded weights: each rank reloads
@@ -249,26 +251,24 @@ def evaluate_checkpoints(e: Experiment, result) -> list[dict]:
         adapters.load_adapter_weights(ckpt, peft_model)
         peft_model.eval()
         step, digest = checkpoint.step_of(ckpt), adapters.adapter_digest(ckpt)
-        for factor in scaling.factors(config.retention):  # 1 (as trained) first; more with retention `scale`
-            out, state, phase = state_folder(e.run, step, factor), f"{ckpt.name} {digest}", f"checkpoint {step}"
-            if factor != 1:  # its own folder, keyed on the factor too
-                state, phase = f"{state} scale {factor!r}", f"{phase} scale {factor:g}"
-            with scaling.scaled(peft_model, factor):
+        for variant in variants(config.retention):  # as trained first; each its own folder, keyed on its settings
+            out = variant.evaluations(state_folder(e.run, step))
+            state, phase = f"{ckpt.name} {digest}{variant.state()}", f"checkpoint {step}{variant.phase()}"
+            with variant.applied(peft_model, ckpt, out, e.main) as (adapter, made):
                 scores = evaluate_tasks(e.tasks, peft_model, e.tokenizer, out, {**e.identity, "state": state},
                                         config.batch_size, config.skip_bad, e.timing, phase)
             if not e.main:  # it evaluated its share; rank 0 judges
                 continue
             paired = state_retention(e.plan.gates, e.run / "baseline", out, task_metrics(e.plan))
-            entries.append({"step": step, "scale": factor,
-                            "methods": scaling.state_methods(config.retention.methods, factor),
-                            "loss": losses.get(step), "adapter": str(ckpt), "tasks": with_intervals(scores, out),
-                            **judge_state(e.plan, scores, e.baseline, paired)})
+            entries.append({"step": step, **variant.fields(), "methods": variant.methods(config.retention.methods),
+                            "loss": losses.get(step), "adapter": str(adapter), **made,
+                            "tasks": with_intervals(scores, out), **judge_state(e.plan, scores, e.baseline, paired)})
     return entries
 
 
 def export_best(config: ExperimentConfig, run: Path, entries: list[dict]) -> dict | None:
-    """Copy the best passing (checkpoint, scale)'s adapter to RUN/best, its scale folded in (and merge it on
-    request)."""
+    """Copy the best passing (checkpoint, variant)'s adapter to RUN/best, a scale folded in (an intruder-reduced
+    state's adapter is its own; and merge it on request)."""
     best = rules.best(entries)
     if best is None:
         return None

@@ -2,8 +2,10 @@
 keeptune.json (base model, prompt, sequence format, LoRA settings), read without pickle.
 
 Its digest keys evaluations of it; `export_adapter` copies one atomically with a scale folded into
-its B matrices (retention method `scale`); `load_adapter_weights` puts a checkpoint's weights into a
-loaded PEFT model (a CorDA checkpoint's rank-r weights into a CorDA model).
+its B matrices (retention method `scale`), `write_adapter` with other weights (retention method
+`intruders`); `load_adapter_weights` puts a checkpoint's weights into a loaded PEFT model (a CorDA
+checkpoint's rank-r weights into a CorDA model); `mica_saver` saves a MiCA adapter as the plain LoRA
+it is once trained.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from keeptune.core.io import atomic_write_json, writing_to
 from keeptune.core.outputs import replace_dir, staging_dir
 from keeptune.core.resume import sha256_file
 from keeptune.model.load import PICKLE_SUFFIXES, check_safetensors, json_object
-from keeptune.model.lora import is_corda
+from keeptune.model.lora import is_corda, is_mica
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "keeptune.json")
 
@@ -91,14 +93,47 @@ def fold_scale(tensors: dict[str, torch.Tensor], scale: float) -> dict[str, torc
 def export_adapter(checkpoint: Path, target: Path, scale: float = 1.0) -> Path:
     """Copy a checkpoint's adapter (and keeptune.json) to `target`, atomically; a `scale` other than 1 is folded
     into the weights (`fold_scale`) and recorded in keeptune.json (``scale``)."""
+    if scale == 1:
+        return write_adapter(checkpoint, target)
+    tensors = fold_scale(load_file(Path(checkpoint) / "adapter_model.safetensors"), scale)
+    return write_adapter(checkpoint, target, tensors, {"scale": scale})
+
+
+def write_adapter(checkpoint: Path, target: Path, tensors: dict[str, torch.Tensor] | None = None,
+                  record: dict | None = None) -> Path:
+    """`checkpoint`'s adapter files copied to `target` atomically, with `tensors` (a PEFT adapter state dict of the
+    same LoRA configuration) as its weights instead of its own and `record` added to its keeptune.json."""
     with writing_to(target):  # a full disk, whoever writes (shutil, safetensors): an error naming the adapter
         tmp = staging_dir(target)
         for name in ADAPTER_FILES:
-            shutil.copy2(Path(checkpoint) / name, tmp / name)
-        if scale != 1:
-            weights = tmp / "adapter_model.safetensors"
-            save_file(fold_scale(load_file(weights), scale), weights, metadata={"format": "pt"})
+            if tensors is None or name != "adapter_model.safetensors":
+                shutil.copy2(Path(checkpoint) / name, tmp / name)
+        if tensors is not None:
+            save_file({k: v.contiguous() for k, v in tensors.items()}, tmp / "adapter_model.safetensors",
+                      metadata={"format": "pt"})
+        if record:
             info = json.loads((tmp / "keeptune.json").read_text(encoding="utf-8"))
-            atomic_write_json(tmp / "keeptune.json", {**info, "scale": scale})
+            atomic_write_json(tmp / "keeptune.json", {**info, **record})
         replace_dir(tmp, target)
     return target
+
+
+def mica_saver(peft_model):
+    """How a checkpoint saves `peft_model`'s adapter (a keeptune.train.checkpoint.SaveAdapter) when MiCA initialised
+    it; None otherwise (PEFT's save_pretrained as it is).
+
+    Training hands the saver the state of the parameters that train, and MiCA's B is frozen, so B (fixed at
+    initialisation: a copy taken now, before any distributed wrapping) is added back. The adapter_config.json says
+    init_lora_weights true: once trained, a MiCA adapter is a plain LoRA (PEFT's MiCA variant computes and merges
+    W x + (alpha / r) B A x as LoRA does; it only keeps B frozen while training), so PEFT loads it without
+    decomposing the base weights again, and the MindFormers export, which takes plain LoRA only, takes it."""
+    if not is_mica(peft_model):
+        return None
+    frozen = {name: param.detach().cpu().clone() for name, param in peft_model.named_parameters()
+              if ".lora_B." in name and not param.requires_grad}
+
+    def save(model, folder: Path, state: dict) -> None:
+        model.save_pretrained(folder, state_dict={**frozen, **state})
+        config = json_object(folder / "adapter_config.json", f"{folder / 'adapter_config.json'}: ", encoding="utf-8")
+        atomic_write_json(folder / "adapter_config.json", {**config, "init_lora_weights": True})
+    return save

@@ -16,7 +16,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Literal, TextIO
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -47,6 +47,8 @@ class LoraSettings:
     """Scaling numerator: the update is multiplied by alpha / rank."""
     dropout: float = 0.05
     """Dropout on the LoRA branch's input during training."""
+    init: Literal["default", "mica"] = "default"
+    """default: PEFT's (A random, B zero); mica: PEFT's MiCA (A zero; B W's minor singular vectors, frozen)."""
 
 
 def mindformers_name(hf_name: str) -> str:
@@ -112,25 +114,38 @@ def resolve_targets(model: torch.nn.Module, targets: Sequence[str] | str) -> lis
 
 def lora_config(model: torch.nn.Module, settings: LoraSettings, corda: bool = False):
     """PEFT's LoraConfig of `settings` on `model`'s resolved targets; with `corda`, CorDA's knowledge-preserved
-    initialisation (init_lora_weights="corda", CordaConfig(corda_method="kpm"))."""
+    initialisation (init_lora_weights="corda", CordaConfig(corda_method="kpm")); with settings.init "mica", PEFT's
+    MiCA (init_lora_weights="mica"). ValueError for both: each is an initialisation of the same adapter."""
     from peft import LoraConfig
     from peft.tuners.lora.config import CordaConfig
 
+    if corda and settings.init != "default":
+        raise ValueError(f"CorDA and lora.init={settings.init} both initialise the adapter: choose one")
     init = {"init_lora_weights": "corda", "corda_config": CordaConfig(corda_method=CORDA_METHOD)} if corda else {}
+    if settings.init == "mica":
+        init = {"init_lora_weights": "mica"}
     return LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
                       target_modules=resolve_targets(model, settings.targets), bias="none", task_type="CAUSAL_LM",
                       **init)
 
 
-def apply_lora(model: torch.nn.Module, settings: LoraSettings, config=None):
+def apply_lora(model: torch.nn.Module, settings: LoraSettings, config=None, meta: bool = False):
     """Wrap `model` in a PEFT LoRA model on the resolved targets (or PEFT LoraConfig `config`); only LoRA
-    weights train."""
+    weights train. `meta`: `model` is on the meta device (parameter accounting): the adapter is made there too
+    (PEFT's low_cpu_mem_usage), so an initialisation that reads the base weights (MiCA's SVD) is skipped while
+    what trains is still PEFT's own choice."""
     from peft import get_peft_model
 
     config = config or lora_config(model, settings)
     with warnings.catch_warnings():  # PEFT calls a transformers 5 deprecated alias; nothing for a user to do
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-        return get_peft_model(model, config)
+        return get_peft_model(model, config, low_cpu_mem_usage=meta)
+
+
+def is_mica(peft_model) -> bool:
+    """Whether a PEFT model's default adapter was initialised by MiCA (its B matrices are frozen)."""
+    config = getattr(peft_model, "peft_config", {}).get("default")
+    return str(getattr(config, "init_lora_weights", "")).lower() == "mica"
 
 
 # --- CorDA ---------------------------------------------------------------------------------

@@ -80,8 +80,9 @@ def check_targets(source: str | Path | None, targets) -> list[str]:
 
 
 def lora_accounting(config, settings: LoraSettings) -> tuple[torch.nn.Module, ParameterCount]:
-    """The meta-device PEFT model of `config` with LoRA `settings`, and its parameter count."""
-    model = apply_lora(meta_model(config), settings)
+    """The meta-device PEFT model of `config` with LoRA `settings`, and its parameter count (what PEFT trains:
+    with lora.init mica, A alone, its B frozen)."""
+    model = apply_lora(meta_model(config), settings, meta=True)
     return model, count_parameters(model)
 
 

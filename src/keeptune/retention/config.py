@@ -1,8 +1,9 @@
 """Which retention methods training runs, and what a training run keeps of the retention settings.
 
 `kl` and `corda` change the training steps (keeptune.retention.training plugs them into the loop);
-`replay` changes the training set and `scale` the choice among checkpoints: both belong to the
-experiment (`keeptune run`), and `keeptune train` refuses them. The settings themselves are
+`replay` changes the training set, and `scale` and `intruders` make more states of every checkpoint
+after training (keeptune.retention.variants): they belong to the experiment (`keeptune run`), and
+`keeptune train` refuses them. The settings themselves are
 keeptune.train.config.RetentionConfig, a section of the training config (docs/retention.md).
 """
 from __future__ import annotations
@@ -13,17 +14,19 @@ from keeptune.core.errors import ConfigError
 from keeptune.train.config import RetentionConfig
 
 TRAINING_METHODS = ("kl", "corda")
+# Applied after training to each checkpoint's adapter, each factor or lambda one more state the gate judges.
+POST_TRAINING_METHODS = ("scale", "intruders")
 
 
 def check_training(retention: RetentionConfig, origin: str = "") -> None:
-    """ConfigError when `retention.methods` names a method training cannot run (replay, scale)."""
+    """ConfigError when `retention.methods` names a method training cannot run (replay, scale, intruders)."""
     others = [m for m in retention.methods if m not in TRAINING_METHODS]
     if others:
         where = f"{origin}: " if origin else ""
         raise ConfigError(f"{where}field 'retention.methods': {', '.join(others)} "
                           f"{'is an experiment method' if len(others) == 1 else 'are experiment methods'}, run by "
-                          "`keeptune run` (replay changes the training set, scale the choice among checkpoints); "
-                          "`keeptune train` takes kl and corda")
+                          "`keeptune run` (replay changes the training set, scale and intruders make more states of "
+                          "each checkpoint after training); `keeptune train` takes kl and corda")
 
 
 def training_retention(retention: RetentionConfig) -> RetentionConfig:

@@ -20,6 +20,7 @@ import contextlib
 from collections.abc import Iterator, Sequence
 
 from keeptune.core.errors import ConfigError
+from keeptune.retention.config import POST_TRAINING_METHODS
 from keeptune.train.config import RetentionConfig
 
 SCALE = "scale"
@@ -55,7 +56,7 @@ def scaled(model, factor: float) -> Iterator[None]:
 
 def state_methods(methods: Sequence[str], factor: float) -> list[str]:
     """The methods that made one evaluated state: the training methods, and `scale` when `factor` is not 1."""
-    return [m for m in methods if m != SCALE] + ([SCALE] if factor != 1 else [])
+    return [m for m in methods if m not in POST_TRAINING_METHODS] + ([SCALE] if factor != 1 else [])
 
 
 def check(retention: RetentionConfig, task_names: Sequence[str]) -> None:

@@ -16,6 +16,7 @@ import functools
 from pathlib import Path
 from typing import Optional
 
+from keeptune.model.adapter import mica_saver
 from keeptune.model.lora import apply_lora
 from keeptune.retention import corda
 from keeptune.retention.config import TRAINING_METHODS, check_training, training_retention
@@ -51,7 +52,8 @@ class Retention(Methods):
         methods, lora = config.retention.methods, config.lora
         if "corda" not in methods:
             peft_model = apply_lora(model, lora)
-            return Prepared(peft_model, KL(peft_model, config.retention.kl_weight) if "kl" in methods else None)
+            return Prepared(peft_model, KL(peft_model, config.retention.kl_weight) if "kl" in methods else None,
+                            mica_saver(peft_model))
         peft_model, seconds = corda.corda_model(model, tokenizer, lora, config.model.source, self.prompts,
                                                 Path(config.out), main, "kl" in methods)
         info = {"corda": {"method": "kpm", "trained_rank": lora.rank, "prompts": len(self.prompts),

@@ -100,21 +100,27 @@ class TrainConfig:
 # Their settings are a section of the training config (Config.retention, shared by the experiment's config), so
 # they are declared here with the rest of the schema; keeptune.retention implements the methods (kl and corda
 # plug into the loop through keeptune.train.methods).
-RETENTION_METHODS = ("kl", "corda", "replay", "scale")
+RETENTION_METHODS = ("kl", "corda", "replay", "scale", "intruders")
 
 
 @dataclass(frozen=True)
 class RetentionConfig:
     """Methods that keep the old skills while the new one is learned; each is a switch in `methods`."""
 
-    methods: Sequence[Literal["kl", "corda", "replay", "scale"]] = ()
-    """Any of kl, corda, replay, scale (e.g. [kl, scale], or kl,scale on the command line); empty: plain LoRA."""
+    methods: Sequence[Literal["kl", "corda", "replay", "scale", "intruders"]] = ()
+    """Any of kl, corda, replay, scale, intruders (e.g. [kl, scale]; kl,scale on a command line); empty: plain LoRA."""
     kl_weight: float = 0.1
     """kl: lambda of the loss term lambda x KL(base || tuned) at every response token (base: the adapter disabled)."""
     replay_share: float = 0.2
     """replay: the share of the training set made of preservation prompts answered by the base model."""
     scales: Sequence[float] = (0.5, 0.75)
     """scale: each checkpoint is also evaluated with its adapter scaled by each factor; the best passing pair wins."""
+    intruder_lambdas: Sequence[float] = (0.75, 0.5)
+    """intruders: each checkpoint is also evaluated with its intruder dimensions kept at each share (0: removed)."""
+    intruder_top_k: int = 10
+    """intruders: how many top singular directions of W + dW per adapted layer may be intruders (PEFT's top_k)."""
+    intruder_epsilon: float = 0.5
+    """intruders: a direction is an intruder when its |cosine| with every singular vector of W is below this."""
     preservation: Optional[str] = None
     """corda and replay: a SQuAD-format file or http(s) address, or a task spec; null: the offline default."""
     preservation_samples: int = 256
@@ -148,7 +154,7 @@ class Config:
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     """Multi-device settings."""
     retention: RetentionConfig = field(default_factory=RetentionConfig)
-    """Methods that prevent forgetting while training (kl, corda, replay; scale is the experiment's)."""
+    """Methods that prevent forgetting (kl, corda, replay while training; the experiment's scale, intruders after)."""
     out: str = "runs/train/smollm2-135m-lora"
     """Run directory: checkpoints/, adapter/ (the final adapter), log.jsonl, tensorboard/, config.yaml."""
     resume: bool = False
@@ -169,7 +175,7 @@ def load_config(path: Path | str | None = None, overrides: Sequence[str] = (), r
 # Fields that must be at least 1 (max_steps when set); the experiment's new_task ones where the root has them.
 POSITIVE = ("data.seq_len", "data.length_pool", "train.epochs", "train.max_steps", "train.global_batch",
             "train.micro_batch", "train.checkpoints", "lora.rank", "retention.preservation_samples",
-            "new_task.n", "new_task.eval_n", "new_task.seq_len", "new_task.max_new_tokens")
+            "retention.intruder_top_k", "new_task.n", "new_task.eval_n", "new_task.seq_len", "new_task.max_new_tokens")
 # Numbers with a range: (lowest, whether the lowest is allowed, highest, whether the highest is allowed).
 RANGES = {
     "train.lr": (0.0, False, math.inf, False),
@@ -181,6 +187,7 @@ RANGES = {
     "lora.dropout": (0.0, True, 1.0, False),
     "retention.kl_weight": (0.0, False, math.inf, False),
     "retention.replay_share": (0.0, False, 1.0, False),
+    "retention.intruder_epsilon": (0.0, False, 1.0, True),
 }
 
 
@@ -234,7 +241,19 @@ def validate(config, where: dict[str, str]):
     if scales is not None and not all(math.isfinite(x) and x >= 0 for x in scales):
         raise ConfigError(f"{at('retention.scales')}: field 'retention.scales' is {list(scales)}; each factor must "
                           "be at least 0 (and finite): 0 is the base model, 1 the adapter as trained")
+    lambdas = get("retention.intruder_lambdas")
+    if lambdas is not None and not all(math.isfinite(x) and 0 <= x <= 1 for x in lambdas):
+        raise ConfigError(f"{at('retention.intruder_lambdas')}: field 'retention.intruder_lambdas' is "
+                          f"{list(lambdas)}; each must be in [0, 1]: the share of every intruder dimension kept (1: "
+                          "the adapter as trained, 0: intruders removed)")
     methods = get("retention.methods")
+    if methods is not None and "corda" in methods and get("lora.init") == "mica":
+        raise ConfigError(f"{at('lora.init', 'retention.methods')}: field 'lora.init' is 'mica' and "
+                          "'retention.methods' has corda: both initialise the adapter; choose one")
+    if methods is not None and "corda" in methods and "intruders" in methods:
+        raise ConfigError(f"{at('retention.methods')}: field 'retention.methods' is {list(methods)}: intruders does "
+                          "not combine with corda: CorDA rewrites the base weights, so PEFT's reduction would look "
+                          "for intruders against CorDA's residual, not the base model's singular vectors; drop one")
     if methods is not None and len(set(methods)) != len(methods):
         raise ConfigError(f"{at('retention.methods')}: field 'retention.methods' is {list(methods)}; name each "
                           "method once")

@@ -22,6 +22,7 @@ from typing import Optional, Protocol
 
 import torch
 
+from keeptune.model.adapter import mica_saver
 from keeptune.model.lora import apply_lora
 from keeptune.train.checkpoint import SaveAdapter
 from keeptune.train.config import Config
@@ -69,8 +70,10 @@ class Methods:
         return {}
 
     def prepare(self, model, tokenizer, config: Config, main: bool) -> Prepared:
-        """`model` wrapped in PEFT LoRA as config.lora says (in place)."""
-        return Prepared(apply_lora(model, config.lora))
+        """`model` wrapped in PEFT LoRA as config.lora says (in place; a MiCA adapter saved as the plain LoRA it is
+        once trained: keeptune.model.adapter.mica_saver)."""
+        peft_model = apply_lora(model, config.lora)
+        return Prepared(peft_model, save_adapter=mica_saver(peft_model))
 
 
 PLAIN = Methods()
