@@ -223,3 +223,25 @@ def test_two_ranks_score_an_lm_eval_task_as_one_process_does(tmp_path):
         assert [p.returncode for p in processes] == [0] * world, [err[-2000:] for _, err in outputs]
     assert files(tmp_path / "out2") == files(tmp_path / "out1")
     assert len((tmp_path / "out2" / "predictions.jsonl").read_text().splitlines()) == 11
+
+
+def test_keeptune_compare_reads_lm_eval_folders(tmp_path, model):
+    """Two models' lm-eval folders compared per document (exact McNemar on acc, recomputed here from the
+    records), as for any keeptune evaluation."""
+    from scipy.stats import binomtest
+
+    from keeptune.experiment.uncertainty import compare_folders
+
+    net, tokenizer = model
+    data = str(write_arc(tmp_path / "arc.jsonl", n=12))
+    lmeval.evaluate(lmeval.load("arc_easy_local", data=data), net, tokenizer, tmp_path / "a", {"model": "a"})
+    lmeval.evaluate(lmeval.load("arc_easy_local", data=data), tiny_llama(seed=3).eval(), tokenizer, tmp_path / "b",
+                    {"model": "b"})
+    result = compare_folders(tmp_path / "a", tmp_path / "b", "lmeval.acc")
+    a, b = ({json.loads(line)["id"]: json.loads(line)["scores"]["lmeval"]["acc"]
+             for line in (tmp_path / name / "predictions.jsonl").open()} for name in ("a", "b"))
+    only_a, only_b = sum(a[i] > b[i] for i in a), sum(b[i] > a[i] for i in a)
+    assert result["discordant"] == [only_a, only_b]
+    assert result["difference"] == pytest.approx((sum(a.values()) - sum(b.values())) / 12)
+    if only_a + only_b:
+        assert result["p_value"] == pytest.approx(binomtest(only_a, only_a + only_b).pvalue)
