@@ -31,6 +31,7 @@ from keeptune.evaluate.drift import token_kl
 from keeptune.evaluate.run import evaluate_tasks
 from keeptune.evaluate.task import SpecTask
 from keeptune.experiment.config import ExperimentConfig
+from keeptune.train.distributed import rank_and_world
 
 KEY = "track"
 
@@ -46,7 +47,8 @@ class Tracker:
         self.tasks = [t.subset(sizes[t.name]) for t in tasks]
         self.baseline = {t.name: self._baseline_subset(t) for t in self.tasks}
         # Under FSDP a forward needs every rank, and only rank 0 measures drift: none is measured there.
-        sharded_weights = shard.rank_world()[1] > 1 and config.distributed.strategy == "fsdp"
+        # (torchrun's world: this runs outside shard.sharded(), where rank_world() is (0, 1) on every rank)
+        sharded_weights = rank_and_world()[1] > 1 and config.distributed.strategy == "fsdp"
         self.drift_texts = drift_texts(self.tasks[-1], preservation or []) \
             if config.tracking.drift and not sharded_weights else []
 
