@@ -23,11 +23,25 @@ from keeptune.model.params import lora_accounting, source_config
 from keeptune.retention.training import train
 from keeptune.train import checkpoint
 from keeptune.train.config import load_config
-from tests.tiny import tiny_llama
-from tests.train.conftest import one_thread, tiny_config, tiny_data, tiny_dir  # noqa: F401  (fixtures)
+from tests.tiny import save_tiny, tiny_llama
+from tests.train.conftest import conversation, one_thread, tiny_config, tiny_words  # noqa: F401  (one_thread: autouse)
 
 MICA = LoraSettings(targets=("q_proj", "v_proj"), rank=8, alpha=16, dropout=0.0, init="mica")
 IDS = torch.tensor([[1, 5, 9, 33, 100, 7, 250, 3, 77, 12]])
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    return save_tiny(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    from keeptune.core.io import write_jsonl
+
+    path = tmp_path_factory.mktemp("data") / "train.jsonl"
+    write_jsonl(path, [conversation(i) for i in range(48)])
+    return path
 
 
 def logits_of(model) -> torch.Tensor:
@@ -93,14 +107,8 @@ def mica_run(tiny_dir, tiny_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "run"
     with torch.random.fork_rng():
         torch.set_num_threads(1)
-        assert main(["train", *tiny_config_words(tiny_dir, tiny_data, out)]) == 0
+        assert main(["train", *tiny_words(tiny_dir, tiny_data, out, *RUN)]) == 0
     return out
-
-
-def tiny_config_words(tiny_dir, tiny_data, out):
-    from tests.train.conftest import tiny_words
-
-    return tiny_words(tiny_dir, tiny_data, out, *RUN)
 
 
 def test_b_stays_a_learns_and_every_checkpoint_is_a_plain_lora(mica_run, tiny_dir):

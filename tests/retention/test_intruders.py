@@ -22,7 +22,7 @@ from keeptune.model.lora import apply_lora
 from keeptune.retention import intruders
 from keeptune.retention.variants import Variant, check, entry_folder, variants
 from keeptune.train.config import RetentionConfig, load_config
-from tests.retention.test_scale import SETTINGS, logits, self_answered_squad, write_checkpoint
+from tests.retention.test_scale import SETTINGS, logits, plain_then_with, randomised, write_checkpoint
 from tests.tiny import save_tiny
 from tests.train.conftest import one_thread  # noqa: F401  (autouse: one torch thread here too)
 
@@ -36,13 +36,7 @@ def tiny(tmp_path_factory):
     """The tiny model's directory and a PEFT model on it with random B matrices, large enough that W + dW has
     intruder dimensions."""
     directory = save_tiny(tmp_path_factory.mktemp("tiny") / "model")
-    peft_model = apply_lora(fresh(directory), SETTINGS)
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, param in peft_model.named_parameters():
-            if "lora_B" in name:
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.5)
-    return directory, peft_model.eval()
+    return directory, randomised(apply_lora(fresh(directory), SETTINGS))
 
 
 def layers_with_intruders(peft_model, top_k: int, epsilon: float) -> int:
@@ -99,6 +93,23 @@ def test_lambda_is_the_share_kept_and_epsilon_decides_what_is_an_intruder(tiny):
     assert 0 < (half - as_trained).norm() < (removed - as_trained).norm()
 
 
+def test_a_mica_adapter_is_reduced_and_restored_too(tiny):
+    """On a MiCA model PEFT's new adapter is made with MiCA's initialisation first (a decomposition, B frozen):
+    the reduction still replaces its weights, and deleting it leaves the trained MiCA adapter as it was."""
+    import dataclasses
+
+    directory, _ = tiny
+    peft_model = randomised(apply_lora(fresh(directory), dataclasses.replace(SETTINGS, init="mica")), "lora_A", 2, 2)
+    as_trained, frozen = logits(peft_model), [n for n, p in peft_model.named_parameters() if not p.requires_grad]
+    with intruders.reduced(peft_model, 1.0, 10, 0.5):
+        assert torch.allclose(logits(peft_model), as_trained, atol=1e-5)
+    with intruders.reduced(peft_model, 0.0, 10, 0.5) as layers:
+        assert layers == layers_with_intruders(peft_model, 10, 0.5) > 0
+        assert not torch.allclose(logits(peft_model), as_trained, atol=1e-4)
+    assert torch.equal(logits(peft_model), as_trained) and list(peft_model.peft_config) == ["default"]
+    assert [n for n, p in peft_model.named_parameters() if not p.requires_grad] == frozen
+
+
 def test_variants_folders_fields_and_methods():
     retention = RetentionConfig(methods=("kl", "scale", "intruders"), scales=(0.5,), intruder_lambdas=(0.5, 1, 0, 0.5),
                                 intruder_top_k=4, intruder_epsilon=0.25)
@@ -151,22 +162,10 @@ def reduced_run(tmp_path_factory):
     """The tiny experiment twice in one folder: plain LoRA, then with retention.methods=[scale,intruders] (scale
     0, the base model, which passes; lambdas 0.5 and 0, epsilon 0.9 so that the few steps' update has intruders);
     gate 1.0 on a SQuAD file the base model answers perfectly."""
-    from keeptune.cli import main
-
     tmp = tmp_path_factory.mktemp("reduced")
-    model = save_tiny(tmp / "tiny")
-    squad = self_answered_squad(tmp, model)
-    words = [f"model.source={model}", f"original.data={squad}", f"out={tmp / 'run'}", "name=tiny", "new_task.n=16",
-             "new_task.seq_len=512", "train.global_batch=4", "train.micro_batch=2", "batch_size=4",
-             "new_task.eval_n=4", "new_task.max_new_tokens=6", "train.max_steps=4", "train.checkpoints=2",
-             "train.lr=1e-2", "tracking.every=0", "gate=1.0"]
-    assert main(["run", *words]) == 0
-    plain = json.loads((tmp / "run" / "results.json").read_text())
-    log = (tmp / "run" / "train" / "log.jsonl").read_text()
-    assert main(["run", *words, "retention.methods=[scale,intruders]", "retention.scales=[0]",
-                 "retention.intruder_lambdas=[0.5,0]", "retention.intruder_epsilon=0.9"]) == 0
-    assert (tmp / "run" / "train" / "log.jsonl").read_text() == log  # no training step changes
-    return tmp, plain, json.loads((tmp / "run" / "results.json").read_text())
+    plain, reduced = plain_then_with(tmp, "retention.methods=[scale,intruders]", "retention.scales=[0]",
+                                     "retention.intruder_lambdas=[0.5,0]", "retention.intruder_epsilon=0.9")
+    return tmp, plain, reduced
 
 
 def test_every_checkpoint_and_variant_is_an_entry_in_its_own_folder(reduced_run):

@@ -31,18 +31,22 @@ def fresh(directory):
     return AutoModelForCausalLM.from_pretrained(directory).eval()
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """The tiny model's directory and a PEFT model on it whose B matrices are random (a trained adapter's are not
-    zero; PEFT starts them at zero)."""
-    directory = save_tiny(tmp_path_factory.mktemp("tiny") / "model")
-    peft_model = apply_lora(fresh(directory), SETTINGS)
-    generator = torch.Generator().manual_seed(1)
+def randomised(peft_model, matrix: str = "lora_B", seed: int = 1, std: float = 0.5):
+    """`peft_model` (in eval mode) with every `matrix` of its adapter drawn at random: a trained adapter's update
+    is not zero, and PEFT starts it at zero."""
+    generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, param in peft_model.named_parameters():
-            if "lora_B" in name:
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.5)
-    return directory, peft_model.eval()
+            if matrix in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * std)
+    return peft_model.eval()
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """The tiny model's directory and a PEFT model on it whose B matrices are random."""
+    directory = save_tiny(tmp_path_factory.mktemp("tiny") / "model")
+    return directory, randomised(apply_lora(fresh(directory), SETTINGS))
 
 
 def merged_by_hand(directory, peft_model, factor: float):
@@ -148,13 +152,12 @@ def self_answered_squad(tmp, model):
     return path
 
 
-@pytest.fixture(scope="module")
-def scaled_run(tmp_path_factory):
-    """The same tiny experiment twice in one folder: plain LoRA, then with retention.methods=[scale] and scales
-    0.5 and 0; gate 1.0 on a SQuAD file the base model answers perfectly."""
+def plain_then_with(tmp, *methods: str) -> tuple[dict, dict]:
+    """The same tiny experiment twice in TMP/run: plain LoRA, then with the post-training `methods` words (which
+    must not train again: the log stays); gate 1.0 on a SQuAD file the base model answers perfectly. The two
+    results.json."""
     from keeptune.cli import main
 
-    tmp = tmp_path_factory.mktemp("scaled")
     model = save_tiny(tmp / "tiny")
     squad = self_answered_squad(tmp, model)
     words = [f"model.source={model}", f"original.data={squad}", f"out={tmp / 'run'}", "name=tiny", "new_task.n=16",
@@ -164,9 +167,17 @@ def scaled_run(tmp_path_factory):
     assert main(["run", *words]) == 0
     plain = json.loads((tmp / "run" / "results.json").read_text())
     log = (tmp / "run" / "train" / "log.jsonl").read_text()
-    assert main(["run", *words, "retention.methods=[scale]", "retention.scales=[0.5,0]"]) == 0
-    assert (tmp / "run" / "train" / "log.jsonl").read_text() == log  # scale trains nothing: the checkpoints stay
-    return tmp / "run", plain, json.loads((tmp / "run" / "results.json").read_text())
+    assert main(["run", *words, *methods]) == 0
+    assert (tmp / "run" / "train" / "log.jsonl").read_text() == log  # trained nothing: the checkpoints stay
+    return plain, json.loads((tmp / "run" / "results.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def scaled_run(tmp_path_factory):
+    """The tiny experiment plain, then with retention.methods=[scale] and scales 0.5 and 0."""
+    tmp = tmp_path_factory.mktemp("scaled")
+    plain, scaled = plain_then_with(tmp, "retention.methods=[scale]", "retention.scales=[0.5,0]")
+    return tmp / "run", plain, scaled
 
 
 def test_every_checkpoint_and_scale_is_an_entry_and_scale_1_is_the_plain_run(scaled_run):
