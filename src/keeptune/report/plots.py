@@ -308,14 +308,18 @@ def tracking(results: dict) -> Figure | None:
         ax.scatter(failed, [0.05] * len(failed), transform=marks, marker="x", color="tab:red", label="gate fails")
     ax.set_ylabel("retention (%)\nof subset baseline", fontsize="small")
     ax.set_xlabel("optimizer step")
-    _legend(ax)
     drift = [(row["step"], row["drift"]["kl"]) for row in rows if (row.get("drift") or {}).get("kl") is not None]
-    if drift:  # beside measured retention: does the cheap signal move with it?
-        right = ax.twinx()
-        right.plot([s for s, _ in drift], [k for _, k in drift], color="black", ls=":", marker="+",
-                   label="KL(base || tuned) per token")
-        right.set_ylabel("drift (nats/token)", fontsize="small")
-        right.legend(loc="upper right", fontsize="x-small")
+    if not drift:
+        _legend(ax)
+        return figure
+    right = ax.twinx()  # beside measured retention: does the cheap signal move with it?
+    right.plot([s for s, _ in drift], [k for _, k in drift], color="black", ls=":", marker="+",
+               label="drift: KL(base || tuned) per token (right axis)")
+    right.set_ylabel("drift (nats/token)", fontsize="small")
+    handles, labels = ax.get_legend_handles_labels()
+    more, more_labels = right.get_legend_handles_labels()
+    ax.legend(handles + more, labels + more_labels, fontsize="small", loc="upper left",
+              bbox_to_anchor=(1.17, 1.0))  # clear of the right axis labels
     return figure
 
 
