@@ -96,6 +96,14 @@ def test_mica_does_not_combine_with_corda():
         load_config(None, ["lora.init=pissa"])  # PEFT's other initialisations are not switches
 
 
+def test_a_peft_without_mica_is_refused_not_trained_as_plain_lora(monkeypatch):
+    import peft.tuners.lora.variants
+
+    monkeypatch.delattr(peft.tuners.lora.variants, "MiCALinearVariant")
+    with pytest.raises(ValueError, match="lora.init=mica needs a PEFT that ships"):
+        lora_config(tiny_llama(), MICA)
+
+
 # --- keeptune train ------------------------------------------------------------------------
 
 RUN = ("lora.init=mica", "train.max_steps=6", "train.checkpoints=2", "train.precision=fp32")

@@ -123,6 +123,7 @@ def lora_config(model: torch.nn.Module, settings: LoraSettings, corda: bool = Fa
         raise ValueError(f"CorDA and lora.init={settings.init} both initialise the adapter: choose one")
     init = {"init_lora_weights": "corda", "corda_config": CordaConfig(corda_method=CORDA_METHOD)} if corda else {}
     if settings.init == "mica":
+        require_peft("peft.tuners.lora.variants", "MiCALinearVariant", "lora.init=mica")
         init = {"init_lora_weights": "mica"}
     return LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
                       target_modules=resolve_targets(model, settings.targets), bias="none", task_type="CAUSAL_LM",
@@ -140,6 +141,21 @@ def apply_lora(model: torch.nn.Module, settings: LoraSettings, config=None, meta
     with warnings.catch_warnings():  # PEFT calls a transformers 5 deprecated alias; nothing for a user to do
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         return get_peft_model(model, config, low_cpu_mem_usage=meta)
+
+
+def require_peft(module: str, name: str, what: str) -> None:
+    """ValueError naming `what` when the installed PEFT lacks `module`.`name` (an older PEFT would not refuse an
+    initialisation it does not know: it would train plain LoRA under its name). keeptune was built on PEFT 0.21.2."""
+    import importlib
+
+    import peft
+
+    try:
+        found = hasattr(importlib.import_module(module), name)
+    except ImportError:
+        found = False
+    if not found:
+        raise ValueError(f"{what} needs a PEFT that ships {module}.{name} (0.21.2 does); this one is {peft.__version__}")
 
 
 def is_mica(peft_model) -> bool:

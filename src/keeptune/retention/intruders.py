@@ -56,6 +56,10 @@ def reduced(peft_model, share: float, top_k: int, epsilon: float) -> Iterator[in
     On leaving, "default" is active again and the copy is deleted."""
     import torch
     from peft.tuners.lora import LoraLayer
+
+    from keeptune.model.lora import require_peft
+
+    require_peft("peft.tuners.lora.intruders", "reduce_intruder_dimension", "retention method intruders")
     from peft.tuners.lora.intruders import reduce_intruder_dimension  # peft takes ~2 s to import: only here
 
     with torch.no_grad():
