@@ -142,3 +142,15 @@ def test_a_results_json_without_its_folders_is_left_as_it_is(tmp_path):
     before = json.dumps(results)
     assert not complete_uncertainty(results, tmp_path / "elsewhere")
     assert json.dumps(results) == before
+
+
+def test_an_entry_names_the_folder_its_state_was_evaluated_in(tmp_path):
+    """As trained, a scale factor and an intruder reduction each have their own folder: a comparison of two
+    entries reads the predictions of the states they name (issue 29's intruders)."""
+    from keeptune.experiment.uncertainty import entry_state_folder
+    from keeptune.train.checkpoint import step_dir
+
+    step = step_dir(tmp_path, 2)
+    assert entry_state_folder(tmp_path, {"step": 2, "scale": 1.0}) == step
+    assert entry_state_folder(tmp_path, {"step": 2, "scale": 0.5}) == step / "scale-0.5"
+    assert entry_state_folder(tmp_path, {"step": 2, "scale": 1.0, "intruders": 0.75}) == step / "intruders-0.75"

@@ -18,7 +18,7 @@ from keeptune.evaluate.task import SpecTask
 from keeptune.experiment.config import ExperimentConfig
 from keeptune.model.load import resolve_device
 from keeptune.model.params import lora_accounting, source_config
-from keeptune.retention import scale as scaling
+from keeptune.retention import variants
 from keeptune.retention.preservation import needs_preservation, plan_preservation
 from keeptune.train.distributed import rank_and_world
 
@@ -97,7 +97,7 @@ def plan_experiment(config: ExperimentConfig) -> Plan:
             invalid("original", f"task name {name!r}: use letters, digits, '.', '_' and '-' (it names a folder)")
     if len(set(names)) != len(names):
         invalid("original", f"two tasks share a name ({names}); give one a `name:`")
-    scaling.check(config.retention, names)
+    variants.check(config.retention, names)  # scale's and intruders' folders must not clash with a task's
     accuracy = config.new_task.accuracy or new.spec.accuracy
     if accuracy not in new.scalars():
         invalid("new_task.accuracy", f"{accuracy!r} is not a scalar of task {new.spec.name}: "

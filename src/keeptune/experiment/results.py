@@ -102,7 +102,7 @@ def complete_uncertainty(results: dict, run: Path) -> bool:
     run, before = Path(run), json.dumps(results, sort_keys=True)
     gates = results_gates(results)
     states = [(results["baseline"], run / "baseline")]
-    states += [(e, uncertainty.state_folder(run, e["step"], e.get("scale", 1.0))) for e in results["checkpoints"]]
+    states += [(e, uncertainty.entry_state_folder(run, e)) for e in results["checkpoints"]]
     base = {t: e["scores"] for t, e in results["baseline"]["tasks"].items()}
     for entry, folder in states:
         _complete_state(entry, folder, run / "baseline", gates, None if entry is results["baseline"] else base)

@@ -27,6 +27,7 @@ from keeptune.core.io import read_jsonl_prefix, read_text
 from keeptune.evaluate import intervals
 from keeptune.evaluate.metrics.registry import Metric, MetricError, Resample, make_metric
 from keeptune.retention import scale as scaling
+from keeptune.retention import variants
 from keeptune.train.checkpoint import step_dir
 
 PREDICTIONS, METRICS, EVAL = "predictions.jsonl", "metrics.json", "eval.json"
@@ -38,6 +39,13 @@ def state_folder(run: Path, step: int, scale: float = 1.0) -> Path:
     """Where a run evaluated a (checkpoint, scale): RUN/checkpoints/step-N, or its scale-S folder."""
     folder = step_dir(run, step)
     return folder if scale == 1 else folder / scaling.folder(scale)
+
+
+def entry_state_folder(run: Path, entry: dict) -> Path:
+    """Where a run evaluated the state a results.json entry names: its checkpoint's folder, or the folder of its
+    post-training variant (a scale factor, an intruder reduction: keeptune.retention.variants)."""
+    inner = variants.entry_folder(entry)
+    return step_dir(run, entry["step"]) / inner if inner else step_dir(run, entry["step"])
 
 
 def read_json(path: Path) -> dict:
@@ -207,7 +215,7 @@ def best_against_runner_up(run: Path, entries: list[dict], task: str, scalar: st
     best, second = rules.best(entries), rules.runner_up(entries)
     if second is None:
         return None
-    folders = [state_folder(run, e["step"], e.get("scale", 1.0)) / task for e in (best, second)]
+    folders = [entry_state_folder(run, e) / task for e in (best, second)]
     return {"task": task, "best": {"step": best["step"], "scale": best.get("scale", 1.0)},
             "runner_up": {"step": second["step"], "scale": second.get("scale", 1.0)},
             **compare_folders(*folders, scalar, level)}

@@ -127,7 +127,7 @@ def versus_runner_up(study) -> Optional[dict]:
             new = next(spec for spec in results["tasks"] if spec["role"] == "new")
             best = results["best"]
             task, scalar, units = new["name"], new["accuracy"], (new.get("units") or {}).get(new["accuracy"])
-            folders.append(uncertainty.state_folder(run, best["step"], best.get("scale", 1.0)) / task)
+            folders.append(uncertainty.entry_state_folder(run, best) / task)
         out["comparison"] = {"task": task, **uncertainty.compare_folders(*folders, scalar)}
         out["units"] = units
     except (DataError, KeyError, TypeError, StopIteration) as err:
