@@ -16,7 +16,6 @@ from safetensors.torch import load_file
 
 from keeptune.model import adapter as adapters
 from keeptune.retention.training import train  # the loop with kl and corda plugged in, as `keeptune train` runs it
-from keeptune.train import checkpoint
 from tests.conftest import REPO
 from tests.train.conftest import tiny_config, tiny_words
 
@@ -79,3 +78,32 @@ def test_killed_run_resumes_to_the_identical_adapter(tiny_dir, tiny_data, tmp_pa
     assert log_of(out) == log_of(reference.run)  # every step's loss and lr, the torn line gone
     assert not list((out / "checkpoints").glob(".*"))
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [f"step-{s:06d}" for s in (12, 24, 36, 48, 60)]
+
+
+def test_a_setting_added_after_a_run_was_trained_resumes_at_its_default(tmp_path):
+    """A checkpoint recorded before lora.init and retention.intruder_* existed resumes when they are at their
+    defaults (what it was trained with), and is refused when one is set otherwise."""
+    import dataclasses
+
+    import pytest
+
+    from keeptune.core.config import to_dict
+    from keeptune.core.errors import ResumeMismatchError
+    from keeptune.train.config import Config, DataConfig, LoraConfig
+    from keeptune.train.loop import check_resumable, section_defaults
+
+    config = Config(data=DataConfig(path="train.jsonl"))
+    identity = to_dict(config)
+    old = json.loads(json.dumps(identity))
+    del old["lora"]["init"]
+    for key in [k for k in old["retention"] if k.startswith("intruder_")]:
+        del old["retention"][key]
+    (tmp_path / "keeptune.json").write_text(json.dumps({"config": old}), encoding="utf-8")
+    defaults = section_defaults(config)
+    assert defaults["lora.init"] == "default"
+    check_resumable(tmp_path, identity, defaults=defaults)  # at the defaults: the same run
+    with pytest.raises(ResumeMismatchError, match="lora.init"):
+        check_resumable(tmp_path, identity)  # without the defaults the missing key is a change
+    mica = to_dict(dataclasses.replace(config, lora=dataclasses.replace(LoraConfig(), init="mica")))
+    with pytest.raises(ResumeMismatchError, match="lora.init"):
+        check_resumable(tmp_path, mica, defaults=defaults)

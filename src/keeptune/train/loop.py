@@ -33,6 +33,7 @@ that share the run's state; splitting them would scatter the order a reader need
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import math
@@ -51,7 +52,7 @@ from keeptune.core.config import to_dict, to_yaml
 from keeptune.core.errors import ConfigError, DataError, TrainingDivergedError
 from keeptune.core.io import append_jsonl, atomic_write_text, read_jsonl_prefix, write_jsonl, writing_to
 from keeptune.core.outputs import check_output_dir, claim_output_dir, note_progress
-from keeptune.core.resume import check_same, sha256_file
+from keeptune.core.resume import check_same, flatten, sha256_file
 from keeptune.model import adapter as adapters
 from keeptune.model.load import load_model, model_name
 from keeptune.model.lora import print_parameter_groups
@@ -170,7 +171,7 @@ def setup(config: Config, d: Dist, model=None, tokenizer=None, methods: Methods 
     identity = {**to_dict(config), "data_sha256": sha256_file(path),
                 "compute": "bf16" if bf16 else "fp32"}  # what precision=auto chose on this machine
     if prior is not None:  # the methods' late keys (CorDA's prompts) are checked once known, after the model loads
-        check_resumable(prior, identity, ignore=methods.late_keys)
+        check_resumable(prior, identity, ignore=methods.late_keys, defaults=section_defaults(config))
     methods.check(config)
 
     torch.manual_seed(t.seed)
@@ -182,7 +183,7 @@ def setup(config: Config, d: Dist, model=None, tokenizer=None, methods: Methods 
     if late:
         identity.update(late)
         if prior is not None:
-            check_resumable(prior, identity)
+            check_resumable(prior, identity, defaults=section_defaults(config))
     dataset = encode(conversations, tokenizer, config.data.format, config.data.seq_len, config.data.add_bos, path)
     samples = dataset.samples
     # steps per epoch = samples // global batch (a partial last batch is dropped)
@@ -252,11 +253,27 @@ def enable_activation_checkpointing(model) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
-def check_resumable(prior: Path, identity: dict, ignore: frozenset[str] = frozenset()) -> None:
+def section_defaults(config: Config) -> dict:
+    """Every setting of the config's sections at its default, flattened ({"lora.init": "default", ...})."""
+    out = {}
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if dataclasses.is_dataclass(value):
+            with contextlib.suppress(TypeError):  # a section with a required setting has no defaults to give
+                out |= flatten(to_dict(type(value)()), f"{field.name}.")
+    return out
+
+
+def check_resumable(prior: Path, identity: dict, ignore: frozenset[str] = frozenset(),
+                    defaults: Optional[dict] = None) -> None:
     """Refuse to resume a run made with other settings or other data (ResumeMismatchError naming the dotted
-    keys that differ; `ignore`: keys checked later)."""
-    saved = json.loads((prior / "keeptune.json").read_text(encoding="utf-8"))["config"]
-    check_same(saved, identity, f"{prior} was trained", "resume with the same config and data, or use another out=",
+    keys that differ; `ignore`: keys checked later). A setting keeptune gained after the run was trained (lora.init,
+    retention.intruder_*) is missing from its record: at its default (`defaults`, `section_defaults`) it is what
+    the run was trained with, so it does not stop the resume."""
+    saved = flatten(json.loads((prior / "keeptune.json").read_text(encoding="utf-8"))["config"])
+    now = flatten(identity)
+    saved |= {k: v for k, v in (defaults or {}).items() if k not in saved and now.get(k) == v}
+    check_same(saved, now, f"{prior} was trained", "resume with the same config and data, or use another out=",
                ignore=RESUMABLE_CHANGES | set(ignore))
 
 
