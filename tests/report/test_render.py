@@ -331,8 +331,8 @@ def test_frontier_draws_every_state_the_gate_and_the_chosen_one():
         points[collection.get_label()] = [tuple(p) for p in collection.get_offsets().tolist()]
     # x: the lowest gated retention in percent; y: accuracy in percent (synthetic.py's values)
     # min(95, 95) and min(110, 92.5)
-    assert points["scale 1 (as trained): passes the gate"] == [(95.0, 50.0), (92.5, 60.0)]
-    assert points["scale 1 (as trained): fails the gate"] == [(75.0, 70.0)]
+    assert points["as trained: passes the gate"] == [(95.0, 50.0), (92.5, 60.0)]
+    assert points["as trained: fails the gate"] == [(75.0, 70.0)]
     assert points["scale 0.5: passes the gate"] == [(100.0, 30.0), (100.0, 65.0), (100.0, 50.0)]
     assert points["base model"] == [(100.0, 15.0)]
     assert points["chosen: step 200, scale 0.5"] == [(100.0, 65.0)]
@@ -346,7 +346,7 @@ def test_frontier_of_a_plain_run_marks_its_best():
 
     ax = frontier(results()).axes[0]
     labels = {c.get_label(): c.get_offsets().tolist() for c in ax.collections}
-    assert labels["chosen: step 300, scale 1"] == [[92.5, 60.0]]
+    assert labels["chosen: step 300"] == [[92.5, 60.0]]
     assert "scale 0.5: passes the gate" not in labels
     no_best = frontier(synthetic_results(passes=False)).axes[0]
     assert not any(c.get_label().startswith("chosen") for c in no_best.collections)
@@ -359,3 +359,20 @@ def test_without_a_best_the_last_checkpoint_as_trained_is_compared():
     entry, label = compared_checkpoint(content)
     assert (entry["step"], entry["scale"], label) == (300, 1.0, "last (step 300, fails the gate)")
     assert compared_checkpoint(scaled_results())[1] == "best (step 200, scale 0.5)"
+
+
+def test_an_intruder_reduced_state_is_its_own_series_not_the_adapter_as_trained():
+    """An entry of retention method intruders (scale 1, `intruders` 0.5) is drawn as "intruders 0.5" on the
+    frontier and left out of the as-trained checkpoints the per-step plots draw."""
+    import copy
+
+    from keeptune.report.plots import as_trained, frontier
+
+    content = copy.deepcopy(results())
+    reduced = copy.deepcopy(content["checkpoints"][0])
+    reduced.update({"intruders": 0.5, "accuracy": 0.4})
+    content["checkpoints"].append(reduced)
+    assert reduced not in as_trained(content) and len(as_trained(content)) == len(content["checkpoints"]) - 1
+    labels = {c.get_label() for c in frontier(content).axes[0].collections}
+    assert any(label.startswith("intruders 0.5: ") for label in labels)
+    assert any(label.startswith("as trained: ") for label in labels)

@@ -28,7 +28,6 @@ from keeptune.report.results import (
     Task,
     breakdown,
     closest_paired,
-    entry_scale,
     interval,
     lowest_retention,
     new_task,
@@ -36,8 +35,8 @@ from keeptune.report.results import (
     retention_tasks,
     same_state,
     score,
-    show_scale,
     tasks,
+    variant,
 )
 
 
@@ -69,8 +68,8 @@ def make_plots(results: dict, log: list[dict], folder: Path, dpi: int = 110) -> 
 
 
 def as_trained(results: dict) -> list[dict]:
-    """The checkpoint entries at scale 1 (the adapters as trained), in step order."""
-    return [c for c in results["checkpoints"] if entry_scale(c) == 1]
+    """The checkpoint entries of the adapters as trained (no scale, no intruder reduction), in step order."""
+    return [c for c in results["checkpoints"] if not variant(c)]
 
 
 def file_names(results: dict) -> dict[str, str]:
@@ -221,7 +220,7 @@ def compared_checkpoint(results: dict) -> tuple[dict | None, str]:
     """The checkpoint set against the baseline: the best, else (none passes) the last one."""
     best = results.get("best")
     if best is not None:
-        scaled = "" if entry_scale(best) == 1 else f", scale {show_scale(entry_scale(best))}"
+        scaled = f", {variant(best)}" if variant(best) else ""
         return best, f"best (step {best['step']}{scaled})"
     if as_trained(results):
         last = as_trained(results)[-1]  # the last checkpoint as trained, not one of its scaled evaluations
@@ -349,16 +348,16 @@ def frontier(results: dict) -> Figure | None:
         return None
     unit = task.unit(task.accuracy)
     figure, (ax,) = _figure("Retention-accuracy frontier: every evaluated (checkpoint, scale)", height=4.4)
-    scales = sorted({entry_scale(c) for c in checkpoints}, reverse=True)
+    kinds = sorted({variant(c) for c in checkpoints}, key=lambda v: (v != "", v))  # as trained first
     labels = []  # (x, y, step, colour): drawn last, once the axes' limits are known
-    for i, scale in enumerate(scales):
-        entries = sorted((c for c in checkpoints if entry_scale(c) == scale), key=lambda c: c["step"])
+    for i, kind in enumerate(kinds):
+        entries = sorted((c for c in checkpoints if variant(c) == kind), key=lambda c: c["step"])
         points = [(100 * lowest_retention(c), fmt.shown(c.get("accuracy"), unit), c) for c in entries
                   if _number(c.get("accuracy"))]
         if not points:
             continue
         color = f"C{i % 10}"
-        label = f"scale {show_scale(scale)}" + (" (as trained)" if scale == 1 else "")
+        label = kind or "as trained"
         ax.plot([x for x, _, _ in points], [y for _, y, _ in points], color=color, lw=0.8, alpha=0.5)
         _frontier_bars(ax, points, task, color)
         for passes, marker in ((True, "o"), (False, "x")):
@@ -377,7 +376,7 @@ def frontier(results: dict) -> Figure | None:
     if best is not None and _number(best.get("accuracy")):
         ax.scatter([100 * lowest_retention(best)], [fmt.shown(best["accuracy"], unit)], marker="*", s=260,
                    facecolor="none", edgecolor="black", lw=1.5, zorder=4,
-                   label=f"chosen: step {best['step']}, scale {show_scale(entry_scale(best))}")
+                   label=f"chosen: step {best['step']}" + (f", {variant(best)}" if variant(best) else ""))
     # A step label within ~5% of the axes (about a label's width) of one already placed goes a line lower.
     (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
     for k, (x, y, step, color) in enumerate(labels):

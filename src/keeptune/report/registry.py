@@ -28,7 +28,6 @@ from keeptune.report.document import Block, Heading, Items, Table, Text, to_mark
 from keeptune.report.results import (
     RESULTS,
     Task,
-    entry_scale,
     interval,
     load_results,
     method_label,
@@ -36,7 +35,7 @@ from keeptune.report.results import (
     retention_tasks,
     run_methods,
     score,
-    show_scale,
+    variant,
 )
 
 REGISTRY = "RUNS.md"
@@ -129,7 +128,7 @@ def run_row(run: Path, results: dict, folder: Path, columns: list[str],
     kept = {task.name: task for task in retention_tasks(results)}
     new, versions = new_task(results), task_versions(results)
     return text + [
-        str(best["step"]) + ("" if entry_scale(best) == 1 else f" (scale {show_scale(entry_scale(best))})"),
+        str(best["step"]) + (f" ({variant(best)})" if variant(best) else ""),
         *(marked(gated(best, kept[name]), name, versions, differing) if name in kept else fmt.MISSING
           for name in columns),
         marked(f"{new.name}: {new.accuracy} "

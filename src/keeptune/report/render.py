@@ -42,6 +42,7 @@ from keeptune.report.results import (
     show_scale,
     task_gate,
     tasks,
+    variant,
 )
 
 
@@ -110,9 +111,11 @@ def summary(results: dict) -> list[str]:
     if best is None:
         lines = [f"No checkpoint passes the gate ({len(results['checkpoints'])} evaluated)."]
     else:
-        scaled = "" if entry_scale(best) == 1 else (
+        scaled = "" if not variant(best) else (
             f" at scale {show_scale(entry_scale(best))} (its adapter's update x {show_scale(entry_scale(best))}, "
-            "folded into the exported adapter's weights)")
+            "folded into the exported adapter's weights)" if variant(best).startswith("scale") else
+            f" with its {variant(best)} (PEFT's intruder-dimension reduction, each intruder kept at that share; the "
+            "reduced adapter is the exported one)")
         accuracy = new.show_interval(new.accuracy, best["accuracy"], interval(best, new, new.accuracy))
         lines = [
             (f"Best checkpoint: step {best['step']}{scaled}, score {fmt.score(best['score'])} ({new.name} "

@@ -453,6 +453,15 @@ def entry_scale(entry: dict) -> float:
     return float(value) if _is_number(value) else 1.0
 
 
+def variant(entry: dict) -> str:
+    """Which post-training state of its checkpoint an entry is, in words: "" (as trained), "scale 0.5" (retention
+    method scale) or "intruders 0.75" (the intruder-dimension reduction, each intruder kept at that share)."""
+    share = entry.get("intruders")
+    if _is_number(share):
+        return f"intruders {show_scale(float(share))}"
+    return "" if entry_scale(entry) == 1 else f"scale {show_scale(entry_scale(entry))}"
+
+
 def show_scale(value: float) -> str:
     """A scale as it is written everywhere: ``0.5``, ``1``."""
     return format(value, "g")
