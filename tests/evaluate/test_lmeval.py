@@ -245,3 +245,22 @@ def test_keeptune_compare_reads_lm_eval_folders(tmp_path, model):
     assert result["difference"] == pytest.approx((sum(a.values()) - sum(b.values())) / 12)
     if only_a + only_b:
         assert result["p_value"] == pytest.approx(binomtest(only_a, only_a + only_b).pvalue)
+
+
+def test_start_scores_a_later_part_numbered_as_in_the_whole_file(tmp_path, model):
+    """start=4, limit=3 builds documents 4-6 under their own numbers (lm-eval numbers a chosen part from 0), so
+    their records equal those documents' in an evaluation of the whole file and `keeptune compare` pairs them."""
+    net, tokenizer = model
+    data = str(write_arc(tmp_path / "arc.jsonl", n=9))
+    part = lmeval.load("arc_easy_local", data=data, start=4, limit=3)
+    assert [d.id for d in part.documents] == ["arc_easy_local:4", "arc_easy_local:5", "arc_easy_local:6"]
+    whole = lmeval.load("arc_easy_local", data=data)
+    assert [d.doc for d in part.documents] == [d.doc for d in whole.documents[4:7]]
+    lmeval.evaluate(part, net, tokenizer, tmp_path / "part", {"model": "tiny"})
+    lmeval.evaluate(whole, net, tokenizer, tmp_path / "whole", {"model": "tiny"})
+    records = {name: {r["id"]: r for r in map(json.loads, (tmp_path / name / "predictions.jsonl").open())}
+               for name in ("part", "whole")}
+    assert list(records["part"]) == [d.id for d in part.documents]
+    assert all(records["part"][key] == records["whole"][key] for key in records["part"])
+    with pytest.raises(DataError, match=r"start is 9, but task arc_easy_local has 9 documents in .*arc.jsonl"):
+        lmeval.load("arc_easy_local", data=data, start=9)

@@ -76,6 +76,7 @@ def eval_task(
     adapter: Optional[Path] = None,
     data: Optional[str] = None,
     limit: Optional[int] = None,
+    start: Optional[int] = None,
     prompt: Optional[str] = None,
     format: Optional[str] = None,
     extraction: Optional[str] = None,
@@ -110,7 +111,9 @@ def eval_task(
         adapter: a PEFT adapter directory (keeptune train writes them): evaluated on its base model without
             merging, in the prompt and sequence format it was trained with (for a task with adapter_prompt).
         data: the task's samples instead of the spec's: a file or an http(s) address (downloaded once).
-        limit: evaluate only the first N samples.
+        limit: evaluate only the first N samples (after --start).
+        start: skip the first N samples (with --lm-eval, documents of each leaf task), then take --limit: a part
+            of a file that does not overlap another part.
         prompt: a named prompt (squad-seed, math, alpaca, none) or a format string over the sample's fields.
         format: the sequence format the prompt is read in: plain, vicuna or chat.
         extraction: the math judge's answer extraction: seed (first match), final (last match) or last (last number).
@@ -139,6 +142,8 @@ def eval_task(
     for name in ("limit", "batch_size", "prefill_batch_size", "max_new_tokens"):
         _positive(name, locals()[name])
     note_progress(resume="run the same command again to resume")
+    if start is not None and start < 0:
+        raise DataError(f"--start is {start}; it must be 0 or more")
     if not 0 < confidence < 1:
         raise DataError(f"--confidence is {confidence}; it must be between 0 and 1 (0.95 for 95%)")
     if lm_eval:
@@ -148,12 +153,12 @@ def eval_task(
         if unused:
             raise DataError(f"--{unused[0].replace('_', '-')} applies to keeptune's task specs; an lm-eval task "
                             "sets its own prompts (give a task YAML with --include to change them)")
-        return eval_lm_eval(task, model, adapter, data, limit, batch_size, include, num_fewshot, confidence,
-                            sample_size, out, overwrite, dtype, device)
+        return eval_lm_eval(task, model, adapter, data, limit, start or 0, batch_size, include, num_fewshot,
+                            confidence, sample_size, out, overwrite, dtype, device)
     batch_size = 64 if batch_size is None else batch_size
     info = adapter_info(adapter) if adapter is not None else {}
     changes: dict[str, Any] = {key: value for key, value in (
-        ("data.limit", limit), ("prompt", prompt), ("format", format), ("add_bos", add_bos),
+        ("data.limit", limit), ("data.start", start), ("prompt", prompt), ("format", format), ("add_bos", add_bos),
         ("generation.max_new_tokens", max_new_tokens), ("generation.min_new_tokens", min_new_tokens))
         if value is not None}
     if extraction is not None:
@@ -176,15 +181,16 @@ def eval_task(
                     identity, add_bos=spec_task.add_bos, skip_bad=skip_bad)
 
 
-def eval_lm_eval(task: str, model, adapter, data, limit, batch_size, include, num_fewshot, confidence: float,
-                 sample_size: bool, out, overwrite: bool, dtype: str, device: str) -> dict:
+def eval_lm_eval(task: str, model, adapter, data, limit, start: int, batch_size, include, num_fewshot,
+                 confidence: float, sample_size: bool, out, overwrite: bool, dtype: str, device: str) -> dict:
     """`keeptune eval TASK --lm-eval`: the task's documents read and its requests built before the model loads."""
     if num_fewshot is not None and num_fewshot < 0:
         raise DataError(f"--num-fewshot is {num_fewshot}; it must be 0 or more")
     info = adapter_info(adapter) if adapter is not None else {}
     data_path = given_path(str(data)) if data is not None else None
-    lm_task = lmeval.load(task, include=include, data=data_path, limit=limit, num_fewshot=num_fewshot,
-                          batch_size=batch_size, confidence=confidence, sample_size=sample_size, where="--lm-eval")
+    lm_task = lmeval.load(task, include=include, data=data_path, limit=limit, start=start,
+                          num_fewshot=num_fewshot, batch_size=batch_size, confidence=confidence,
+                          sample_size=sample_size, where="--lm-eval")
     out, inputs = out or default_out(lm_task.name, model, adapter), (data_path, model, adapter)
     check_output_dir(out, "eval", overwrite, inputs=inputs, outputs=EVAL_OUTPUTS)
     net, tokenizer, identity = load_with_adapter(model, adapter, info, dtype, device)

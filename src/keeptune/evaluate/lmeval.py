@@ -67,6 +67,7 @@ class LmEvalTask:
     limit: Optional[int] = None
     batch_size: Optional[int] = None
     version: Any = None
+    start: int = 0
     confidence: float = stats.LEVEL
     sample_size: bool = False
     description: str = ""
@@ -248,7 +249,7 @@ def task_name_of(path: Path) -> str:
 
 def load(task: str, *, name: Optional[str] = None, include: Optional[list[str]] = None, data: Optional[str] = None,
          limit: Optional[int] = None, num_fewshot: Optional[int] = None, batch_size: Optional[int] = None,
-         fewshot_seed: int = 1234, confidence: float = stats.LEVEL, sample_size: bool = False,
+         start: int = 0, fewshot_seed: int = 1234, confidence: float = stats.LEVEL, sample_size: bool = False,
          where: str = "lm_eval") -> LmEvalTask:
     """An lm-eval task by name (registered, keeptune's own *_local ones, or found on `include`) or as a task YAML
     file, its documents read (`data`: the file or folder keeptune's *_local tasks read, passed to the task as
@@ -280,7 +281,7 @@ def load(task: str, *, name: Optional[str] = None, include: Optional[list[str]] 
         except ValueError as err:  # keeptune's readers of official layouts name FILE:LINE and the field
             raise DataError(f"{where}: {err}") from None
         leaves = loaded["tasks"]
-        return _build(task, leaves, name=name or _slug(task), limit=limit, num_fewshot=num_fewshot,
+        return _build(task, leaves, name=name or _slug(task), limit=limit, start=start, num_fewshot=num_fewshot,
                       batch_size=batch_size, fewshot_seed=fewshot_seed, confidence=confidence,
                       sample_size=sample_size, data=data, where=where)
 
@@ -299,7 +300,7 @@ def _slug(task: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", task).strip("-") or "lm-eval"
 
 
-def _build(task: str, leaves: dict, *, name: str, limit, num_fewshot, batch_size, fewshot_seed, confidence,
+def _build(task: str, leaves: dict, *, name: str, limit, start, num_fewshot, batch_size, fewshot_seed, confidence,
            sample_size, data, where: str) -> LmEvalTask:
     metrics, version, documents, requests = None, None, [], {}
     for leaf, obj in leaves.items():
@@ -324,12 +325,20 @@ def _build(task: str, leaves: dict, *, name: str, limit, num_fewshot, batch_size
         if metrics is not None and leaf_metrics.metrics != metrics.metrics:
             raise ConfigError(f"{where}: the leaves of {task} do not share their metrics ({leaf}); name one leaf")
         metrics, version = leaf_metrics, version or obj.VERSION
-        obj.build_all_requests(limit=limit, rank=0, world_size=1, cache_requests=False)
+        if start:  # documents start .. start + limit of each leaf, by lm-eval's own document index
+            total = len(obj.eval_docs)
+            if start >= total:
+                raise DataError(f"{where}: start is {start}, but task {leaf} has {total} documents"
+                                + (f" in {data}" if data else ""))
+            chosen = list(range(start, total if limit is None else min(total, start + limit)))  # lm-eval's `samples`
+            obj.build_all_requests(samples=chosen, rank=0, world_size=1, cache_requests=False)
+        else:
+            obj.build_all_requests(limit=limit, rank=0, world_size=1, cache_requests=False)
         for instance in obj.instances:
-            key = f"{leaf}:{instance.doc_id}"
+            doc_id = instance.doc_id + start  # lm-eval numbers the chosen documents from 0; keeptune by the file
+            key = f"{leaf}:{doc_id}"
             if key not in requests:
-                documents.append(Document(key, leaf, instance.doc_id, instance.doc,
-                                          f"{data or leaf}: document {instance.doc_id}"))
+                documents.append(Document(key, leaf, doc_id, instance.doc, f"{data or leaf}: document {doc_id}"))
                 requests[key] = []
             requests[key].append(instance)
     if not documents:
@@ -337,7 +346,7 @@ def _build(task: str, leaves: dict, *, name: str, limit, num_fewshot, batch_size
     documents.sort(key=lambda d: (list(leaves).index(d.task), d.doc_id))
     output = next(iter(leaves.values())).OUTPUT_TYPE
     return LmEvalTask(name, task, leaves, documents, requests, metrics, num_fewshot, limit,
-                      batch_size or DEFAULT_BATCH.get(output, 8), version, confidence, sample_size,
+                      batch_size or DEFAULT_BATCH.get(output, 8), version, start, confidence, sample_size,
                       f"lm-eval task {task} ({len(documents)} documents)", data)
 
 

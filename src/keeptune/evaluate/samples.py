@@ -82,7 +82,9 @@ def load_task_samples(compiled: Compiled, path: Path, skip_bad: bool = False) ->
         samples = _jsonl_samples(spec, path, wanted, skip_bad)
     if not samples:
         raise DataError(f"{path}: no samples")
-    return samples[:spec.data.limit]
+    if spec.data.start >= len(samples):
+        raise DataError(f"{path}: data.start is {spec.data.start}, but the file has {len(samples)} samples")
+    return samples[spec.data.start:][:spec.data.limit]
 
 
 def _jsonl_samples(spec: TaskSpec, path: Path, wanted: list[str], skip_bad: bool) -> list[Sample]:

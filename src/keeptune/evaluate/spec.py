@@ -71,6 +71,9 @@ class DataSpec:
     """jsonl: keep only the first of records equal in every field the task reads."""
     limit: Optional[int] = None
     """Evaluate the first N samples only; null: all."""
+    start: int = 0
+    """Skip the first N samples, then take `limit`: a part of a file that does not overlap another part (a held-out
+    comparison set beside a gate's samples)."""
 
 
 @dataclass(frozen=True)
@@ -380,6 +383,8 @@ def compile_spec(spec: TaskSpec, where: Optional[dict] = None) -> Compiled:
                        ("metadata.version", spec.metadata.version)):
         if value is not None and value < 1:
             raise error(key, f"is {value}; it must be at least 1")
+    if spec.data.start < 0:
+        raise error("data.start", f"is {spec.data.start}; it must be 0 or more")
     if spec.generation.min_new_tokens is not None and not 0 <= spec.generation.min_new_tokens <= \
             spec.generation.max_new_tokens:
         raise error("generation.min_new_tokens", "must be between 0 and max_new_tokens")
