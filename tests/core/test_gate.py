@@ -176,3 +176,27 @@ def test_a_scalar_better_lower_passes_while_it_rises_by_at_most_one_over_fractio
     assert not gate.passes({"lmeval.word_perplexity": 19.0, "lmeval.acc": 0.47}, base)  # acc below 0.952 x 0.5
     assert gate.retention({"lmeval.word_perplexity": 16.0, "lmeval.acc": 0.5}, base)["lmeval.word_perplexity"] == 1.25
     assert gate.thresholds(base)["lmeval.word_perplexity"] == pytest.approx(21.0)
+
+
+def test_a_held_out_task_is_measured_and_decides_nothing():
+    """The same fall of squad-chat fails the gate when it is gated and changes nothing when it is held out; the
+    held-out ratio and its paired record are kept apart from the gate's."""
+    scores = {"squad-seed": {"emf1.F1": 60.0, "emf1.Em": 40.0}, "squad-chat": {"squad_v1.f1": 10.0}}
+    gated = judge([SEED, CHAT], scores, BASE)
+    assert gated["passes_gate"] is False and gated["gate"] == {"squad-seed": True, "squad-chat": False}
+    held = TaskGate("squad-chat", ("squad_v1.f1",), 0.8, held_out=True)
+    rng = np.random.default_rng(0)
+    base, tuned = rng.uniform(40, 60, 30), rng.uniform(0, 20, 30)
+    paired = {"squad-seed": {m: stats.retention(base, base, 0.9) for m in SEED.metrics},
+              "squad-chat": {"squad_v1.f1": stats.retention(base, tuned, 0.8)}}
+    verdict = judge([SEED, held], scores, BASE, paired)
+    assert verdict["passes_gate"] is True and verdict["gate"] == {"squad-seed": True}
+    assert set(verdict["retention"]) == set(verdict["retention_uncertainty"]) == {"squad-seed"}
+    assert verdict["held_out"] == {"squad-chat": {"squad_v1.f1": pytest.approx(10.0 / 50.0)}}
+    record = verdict["held_out_uncertainty"]["squad-chat"]
+    assert set(record) == {"confidence", "fraction", "scalars"}
+    numbers = record["scalars"]["squad_v1.f1"]
+    assert numbers["ratio"] == pytest.approx(tuned.mean() / base.mean()) and numbers["high"] < 0.8
+    assert "point_passes" not in numbers and "passed" not in record
+    assert held.describe(BASE["squad-chat"]) == {"metrics": ["squad_v1.f1"], "fraction": 0.8, "confidence": 0.95,
+                                                 "lower_is_better": []}

@@ -64,6 +64,7 @@ class TaskGate:
     rule: str = POINT
     confidence: float = stats.LEVEL
     lower_is_better: tuple[str, ...] = ()  # gated scalars kept when they do not rise past baseline / fraction
+    held_out: bool = False  # measured (each scalar's paired change against the base model), never judged
 
     def thresholds(self, baseline: dict[str, float]) -> dict[str, float]:
         """The value each gated scalar must reach: at least fraction x baseline, or for a scalar better lower at most
@@ -95,6 +96,9 @@ class TaskGate:
         return {m: ratio(m) for m in self.metrics}
 
     def describe(self, baseline: dict[str, float]) -> dict:
+        if self.held_out:  # no threshold, no rule: nothing is decided
+            return {"metrics": list(self.metrics), "fraction": self.fraction, "confidence": self.confidence,
+                    "lower_is_better": list(self.lower_is_better)}
         return {"metrics": list(self.metrics), "fraction": self.fraction, "thresholds": self.thresholds(baseline),
                 "rule": self.rule, "confidence": self.confidence, "lower_is_better": list(self.lower_is_better)}
 
@@ -114,14 +118,22 @@ def judge(gates: list[TaskGate], scores: dict[str, dict], baseline: dict[str, di
     with `paired` ({task: {scalar: Retention}}, each at its gate's confidence) "retention_uncertainty":
     {task: `uncertainty_record`}: the numbers behind each decision.
 
+    A held-out task (`TaskGate.held_out`) decides nothing: its ratios are under "held_out" and, with `paired`,
+    its records (`measured_record`) under "held_out_uncertainty".
+
     `scores` and `baseline` map a task name to its scalars."""
-    per_task = {g.task: g.passes(scores[g.task], baseline[g.task], (paired or {}).get(g.task)) for g in gates}
-    verdict = {"retention": {g.task: g.retention(scores[g.task], baseline[g.task]) for g in gates},
+    gated, held = [g for g in gates if not g.held_out], [g for g in gates if g.held_out]
+    per_task = {g.task: g.passes(scores[g.task], baseline[g.task], (paired or {}).get(g.task)) for g in gated}
+    verdict = {"retention": {g.task: g.retention(scores[g.task], baseline[g.task]) for g in gated},
                "gate": per_task, "passes_gate": all(per_task.values())}
+    if held:
+        verdict["held_out"] = {g.task: g.retention(scores[g.task], baseline[g.task]) for g in held}
     if paired is not None:
         verdict["retention_uncertainty"] = {
             g.task: uncertainty_record(g, scores[g.task], baseline[g.task], paired[g.task], per_task[g.task])
-            for g in gates}
+            for g in gated}
+        if held:
+            verdict["held_out_uncertainty"] = {g.task: measured_record(g, paired[g.task]) for g in held}
     return verdict
 
 
@@ -138,17 +150,26 @@ def uncertainty_record(gate: TaskGate, scores: dict[str, float], baseline: dict[
     infinite bound is None); p_at_least: the share of bootstrap replicates whose ratio is >= fraction; base,
     tuned: the per-sample means the ratio divides; point_passes and confident_passes: the scalar's verdict under
     each rule (the task's `rule` decides)."""
-    scalars = {}
-    for m in gate.metrics:
-        r = paired[m]
-        scalars[m] = {"ratio": _finite(r.ratio), "low": _finite(r.interval.low) if r.interval else None,
-                      "high": _finite(r.interval.high) if r.interval else None,
-                      "method": r.interval.method if r.interval else None, "lower": _finite(r.lower),
-                      "p_at_least": r.p_at_least, "base": r.base, "tuned": r.tuned, "base_zero": r.base_zero,
-                      "note": r.note, "point_passes": gate.point_passes(m, scores, baseline),
-                      "confident_passes": stats.confident_pass(r, gate.fraction, gate.confidence)}
+    scalars = {m: {**_paired_numbers(paired[m]), "point_passes": gate.point_passes(m, scores, baseline),
+                   "confident_passes": stats.confident_pass(paired[m], gate.fraction, gate.confidence)}
+               for m in gate.metrics}
     return {"rule": gate.rule, "confidence": gate.confidence, "fraction": gate.fraction, "passed": passed,
             "scalars": scalars}
+
+
+def measured_record(gate: TaskGate, paired: dict[str, stats.Retention]) -> dict:
+    """A held-out task's numbers, as `uncertainty_record` without a verdict: {confidence, fraction, scalars:
+    {scalar: {ratio, low, high, method, lower, p_at_least, base, tuned, base_zero, note}}}; p_at_least says what a
+    gate at `fraction` would have seen, and decides nothing."""
+    return {"confidence": gate.confidence, "fraction": gate.fraction,
+            "scalars": {m: _paired_numbers(paired[m]) for m in gate.metrics}}
+
+
+def _paired_numbers(r: stats.Retention) -> dict:
+    return {"ratio": _finite(r.ratio), "low": _finite(r.interval.low) if r.interval else None,
+            "high": _finite(r.interval.high) if r.interval else None,
+            "method": r.interval.method if r.interval else None, "lower": _finite(r.lower),
+            "p_at_least": r.p_at_least, "base": r.base, "tuned": r.tuned, "base_zero": r.base_zero, "note": r.note}
 
 
 def score(accuracy: float, ratio: float) -> float:

@@ -21,7 +21,8 @@ from keeptune.train.config import DistributedConfig, LoraConfig, ModelConfig, Re
 
 @dataclass(frozen=True)
 class RetentionTaskConfig:
-    """One old skill to keep: a keeptune task spec, or an lm-evaluation-harness task, and its gate."""
+    """One old skill to keep: a keeptune task spec, or an lm-evaluation-harness task, and its gate (or, held out,
+    measured and never gated)."""
 
     task: str = "squad-seed"
     """A built-in task (squad-seed, math-contest, math-worked) or a task spec YAML file (ignored with lm_eval)."""
@@ -42,7 +43,16 @@ class RetentionTaskConfig:
     """The task's samples instead of the spec's: a file or an http(s) address (downloaded once); lm_eval: the file
     or folder a *_local task reads."""
     limit: Optional[int] = None
-    """Evaluate the first N samples (lm_eval: documents) only; null: all (2067 on the full SQuAD dev set)."""
+    """Evaluate the first N samples (lm_eval: documents) only, after `start`; null: all (2067 on the full SQuAD dev
+    set)."""
+    start: Optional[int] = None
+    """Skip the first N samples (lm_eval: documents of each leaf task), then take `limit`: a part of a file that
+    does not overlap another part (a held-out set beside a gate's); null: 0."""
+    held_out: bool = False
+    """Measure, never gate: the task is evaluated at the baseline and every checkpoint and its `gate` scalars get
+    their paired change against the base model, but it decides nothing (neither the gate nor the best checkpoint).
+    Comparison data for claims about methods and recipes, kept apart from what chose them: its samples must not
+    overlap a gated task's (refused before any model loads). fraction/max_rise only set the P(>= fraction) shown."""
     gate: Optional[list[str]] = None
     """The scalars (METRIC.SCALAR) the gate checks; null: the spec's (squad-seed: emf1.F1 and emf1.Em); lm_eval:
     its metric names (acc, acc_norm, word_perplexity, ...; or lmeval.acc), null: the task's first metric."""

@@ -2,6 +2,7 @@
 built or a model loaded (a mistake costs a second, not the baseline's minutes)."""
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,7 +70,9 @@ def plan_experiment(config: ExperimentConfig) -> Plan:
             samples.append(None)  # the task holds its documents
             names.append(task.name)
             continue
-        changes = {k: v for k, v in (("data.path", given_path(item.data)), ("data.limit", item.limit)) if v is not None}
+        check_part(item, where)
+        changes = {k: v for k, v in (("data.path", given_path(item.data)), ("data.limit", item.limit),
+                                     ("data.start", item.start)) if v is not None}
         if item.name is not None:
             changes["name"] = item.name
         compiled = load_spec(item.task, changes)
@@ -83,9 +86,14 @@ def plan_experiment(config: ExperimentConfig) -> Plan:
             invalid(f"{where}.fraction", f"{fraction}; a fraction in (0, 1]")
         if not 0 < item.confidence < 1:
             invalid(f"{where}.confidence", f"{item.confidence}; a level between 0 and 1 (0.95 for 95%)")
-        retention.append((compiled, rules.TaskGate(compiled.spec.name, metrics, fraction, item.rule, item.confidence)))
+        retention.append((compiled, rules.TaskGate(compiled.spec.name, metrics, fraction, item.rule, item.confidence,
+                                                   held_out=item.held_out)))
         samples.append(load_task_samples(compiled, resolve_data_path(compiled.spec), config.skip_bad))  # a bad file
         names.append(compiled.spec.name)  # fails here, before any work
+    if config.original and all(g.held_out for _, g in retention):
+        invalid("original", "every task is held_out, so nothing is gated and every checkpoint would pass; gate at "
+                            "least one (the seed's: squad-seed)")
+    check_held_out_apart(retention, samples)
     task = config.new_task
     if task.train_data is None and task.prompt not in PROMPTS:
         invalid("new_task.prompt", f"{task.prompt!r}; the arithmetic recipe's prompts: {', '.join(PROMPTS)}")
@@ -126,10 +134,9 @@ def lm_eval_task(config: ExperimentConfig, item, where: str) -> tuple[LmEvalTask
         invalid(f"{where}.num_fewshot", f"{item.num_fewshot}; 0 or more")
     if item.batch_size is not None and item.batch_size < 1:
         invalid(f"{where}.batch_size", f"{item.batch_size}; at least 1")
-    if item.limit is not None and item.limit < 1:
-        invalid(f"{where}.limit", f"{item.limit}; at least 1 (null: all)")
+    check_part(item, where)
     task = lmeval.load(item.lm_eval, name=item.name, include=item.include,
-                       data=given_path(item.data) if item.data else None, limit=item.limit,
+                       data=given_path(item.data) if item.data else None, limit=item.limit, start=item.start or 0,
                        num_fewshot=item.num_fewshot, batch_size=item.batch_size, where=f"{where}.lm_eval")
     prefix = task.metric.name + "."
     metrics = tuple(m if m.startswith(prefix) else prefix + m for m in item.gate) if item.gate else task.scalars()[:1]
@@ -154,7 +161,42 @@ def lm_eval_task(config: ExperimentConfig, item, where: str) -> tuple[LmEvalTask
         invalid(f"{where}.fraction", f"{fraction}; a fraction in (0, 1]")
     if not 0 < item.confidence < 1:
         invalid(f"{where}.confidence", f"{item.confidence}; a level between 0 and 1 (0.95 for 95%)")
-    return task, rules.TaskGate(task.name, metrics, fraction, item.rule, item.confidence, lower)
+    return task, rules.TaskGate(task.name, metrics, fraction, item.rule, item.confidence, lower, item.held_out)
+
+
+def check_part(item, where: str) -> None:
+    """`limit` and `start` name a part of the data; a held-out task has no rule to follow."""
+    if item.limit is not None and item.limit < 1:
+        invalid(f"{where}.limit", f"{item.limit}; at least 1 (null: all)")
+    if item.start is not None and item.start < 0:
+        invalid(f"{where}.start", f"{item.start}; 0 or more (null: 0)")
+    if item.held_out and item.rule != rules.POINT:
+        invalid(f"{where}.rule", f"{item.rule}: a held-out task is never gated, so it follows no rule (drop `rule`, "
+                                 "or `held_out` to gate it)")
+
+
+def check_held_out_apart(retention: list, samples: list) -> None:
+    """No held-out task shares a sample with a gated task: what compares methods must not be what chose their
+    checkpoints. Samples are compared by content (every field but a spec's numbering id; an lm-eval document
+    whole), so the same paragraph or question in two files, or two overlapping parts of one file, is found."""
+    def contents(task, task_samples) -> dict[str, str]:
+        if task_samples is None:  # an lm-eval task: its documents
+            return {json.dumps(d.doc, sort_keys=True, default=str): d.where for d in task.documents}
+        return {json.dumps({k: v for k, v in s.fields.items() if k != "id"}, sort_keys=True, default=str): s.where
+                for s in task_samples}
+    gated = [(g.task, contents(t, s)) for (t, g), s in zip(retention, samples) if not g.held_out]
+    for i, ((task, gate), task_samples) in enumerate(zip(retention, samples)):
+        if not gate.held_out:
+            continue
+        mine = contents(task, task_samples)
+        for name, theirs in gated:
+            shared = next((key for key in mine if key in theirs), None)
+            if shared is not None:
+                count = len(mine.keys() & theirs.keys())
+                invalid(f"original[{i}].held_out",
+                        f"task {gate.task} shares {count} samples with gated task {name}, e.g. {mine[shared]} is "
+                        f"{theirs[shared]}: held-out data must be apart from what the gate sees (use `start` to "
+                        "take another part of the file)")
 
 
 def check_new_task_files(config: ExperimentConfig, new: Compiled) -> None:

@@ -19,12 +19,14 @@ from keeptune.retention import replay as replaying
 
 
 def task_entries(plan: Plan, baseline: dict) -> list[dict]:
-    """results.json's `tasks`: what each task is, its gate or its score metric."""
+    """results.json's `tasks`: what each task is, its gate (a held-out task: what is measured) or its score
+    metric."""
     entries = []
     for task, task_gate in plan.retention:  # a spec (Compiled) or an lm-eval task (LmEvalTask)
-        entries.append({"name": task.name, "role": "retention", "description": task.description,
+        role, key = ("held_out", "measured") if task_gate.held_out else ("retention", "gate")
+        entries.append({"name": task.name, "role": role, "description": task.description,
                         "version": task.version, "metrics": task.scalars(), "units": task.units(),
-                        "gate": task_gate.describe(baseline[task.name]["scores"])}
+                        key: task_gate.describe(baseline[task.name]["scores"])}
                        | ({"lm_eval": task.task} if hasattr(task, "leaves") else {}))
     new = plan.new.spec
     entries.append({"name": new.name, "role": "new", "description": new.description,
@@ -64,7 +66,8 @@ def settings_summary(config: ExperimentConfig, plan: Plan, steps: int | None) ->
             "alpha": config.lora.alpha, "dropout": config.lora.dropout, "lr": config.train.lr,
             "epochs": config.train.epochs, "steps": steps,
             "global_batch": config.train.global_batch, "seq_len": task.seq_len,
-            "retention_tasks": [f"{c.name} ({Path(c.data_path or '').name})" for c, _ in plan.retention],
+            "retention_tasks": [f"{c.name} ({Path(c.data_path or '').name}){', held out' if g.held_out else ''}"
+                                for c, g in plan.retention],
             "new_task": f"{new.name} ({evaluated})",
             "max_new_tokens": new.generation.max_new_tokens,
             "postprocess": json.dumps(list(new.postprocess)), **preservation_settings(plan)}

@@ -43,6 +43,10 @@ class Tracker:
         `preservation`: the preservation prompts as the model reads them (drift is measured on them too)."""
         self.config, self.plan, self.run, self.on_track = config, plan, run, on_track
         self.seconds, self.count = 0.0, 0  # spent evaluating, and how often: the run's timing table
+        # The point rule on every gated task (a confident bound on a subset of a few samples would fail nearly any
+        # state); a held-out task decides nothing and is not tracked.
+        self.gates = [g.as_point() for g in plan.gates if not g.held_out]
+        tasks = [t for t in tasks[:-1] if t.name in {g.task for g in self.gates}] + tasks[-1:]
         sizes = {t.name: config.tracking.retention for t in tasks[:-1]} | {tasks[-1].name: config.tracking.new_task}
         self.tasks = [t.subset(sizes[t.name]) for t in tasks]
         self.baseline = {t.name: self._baseline_subset(t) for t in self.tasks}
@@ -79,8 +83,7 @@ class Tracker:
         kl = token_kl(model, self.drift_texts, self.tasks[-1].tokenizer.pad_token_id or 0) \
             if self.drift_texts else None
         scores = {name: result["scores"] for name, result in results.items()}
-        # The point rule on every task: a confident bound on a subset of a few samples would fail nearly any state.
-        verdict = rules.judge([g.as_point() for g in self.plan.gates], scores, self.baseline)
+        verdict = rules.judge(self.gates, scores, self.baseline)
         record = {KEY: {"tasks": {name: {"scores": s} for name, s in scores.items()},
                         "retention": verdict["retention"], "gate": verdict["gate"],
                         "passes_gate": verdict["passes_gate"], "subset": {t.name: len(t.samples) for t in self.tasks},
