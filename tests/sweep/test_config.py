@@ -97,3 +97,45 @@ def test_trial_names_and_fingerprints_keep_the_values_existing_sweeps_were_made_
     assert sweep.fingerprint() == "c1162debda6b9f99"
     assert Sweep(SweepConfig(objective="pareto"), sweep.path, "s", None, [], params, sweep.out).fingerprint() \
         == "8e6f62ba02fac612"
+
+
+@pytest.mark.parametrize("space, trials, needle, message", [
+    ("  train.lr: {type: log_uniform, low: 1.0e-4, high: 1.0e-3}\n", 2, "train.lr",
+     "sampler grid crosses categorical fields"),
+    ("  lora.rank: {type: categorical, choices: [2, 4]}\n"
+     "  lora.alpha: {type: categorical, choices: [1, 2], when: {lora.rank: 4}}\n", 2, "lora.alpha",
+     "sampler grid crosses categorical fields without `when`"),
+    ("  lora.rank: {type: categorical, choices: [2, 4]}\n  train.seed: {type: categorical, choices: [0, 1, 2]}\n",
+     7, "trials:", "field 'trials' is 7, but the grid has 6 combinations; set trials: 6"),
+])
+def test_a_grid_is_categorical_and_no_longer_than_its_combinations(setup, tmp_path, space, trials, needle, message):
+    model = setup[1]["model.source"]
+    text = (f"overrides:\n  model.source: {model}\n  new_task.n: 16\nspace:\n{space}sampler: {{name: grid}}\n"
+            f"trials: {trials}\n")
+    path = tmp_path / "s.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_sweep(path)
+    assert f"{path}:{line_of(text, needle)}:" in str(err.value) and message in str(err.value), str(err.value)
+
+
+def test_a_grid_sweep_draws_every_combination_once_whoever_draws(setup, tmp_path):
+    """Each trial drawn as the worker draws it (the sampler reseeded with the number of trials so far): the six
+    combinations of a list-valued field and a seed, each exactly once, and then nothing new."""
+    import itertools
+
+    from keeptune.sweep.study import make_sampler, open_study, suggest
+
+    model = setup[1]["model.source"]
+    path = write_sweep(tmp_path / "grid.yaml", {"model.source": model, "new_task.n": 16},
+                       {"retention.methods": {"type": "categorical", "choices": [[], ["kl"], ["scale"]]},
+                        "train.seed": {"type": "categorical", "choices": [0, 1]}},
+                       sampler={"name": "grid", "seed": 3}, trials=6, out=str(tmp_path / "out"))
+    sweep = load_sweep(path)
+    study = open_study(sweep)
+    drawn = []
+    for _ in range(6):
+        study.sampler = make_sampler(sweep, len(study.get_trials(deepcopy=False)))
+        study.optimize(lambda trial: drawn.append(suggest(trial, sweep.params)) or 0.0, n_trials=1)
+    combos = [(tuple(v["retention.methods"]), v["train.seed"]) for v in drawn]
+    assert sorted(combos) == sorted(itertools.product([(), ("kl",), ("scale",)], [0, 1]))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -33,8 +34,10 @@ SPEC_KEYS = {"type", "low", "high", "step", "choices", "when"}
 class SamplerConfig:
     """Optuna's sampler."""
 
-    name: Literal["tpe", "random", "nsga2", "gp"] = "tpe"
-    """tpe (TPESampler, constraint-aware), random, nsga2 (NSGAIISampler) or gp (GPSampler, needs scipy)."""
+    name: Literal["tpe", "random", "nsga2", "gp", "grid"] = "tpe"
+    """tpe (TPESampler, constraint-aware), random, nsga2 (NSGAIISampler), gp (GPSampler, needs scipy) or grid
+    (GridSampler: every combination of the space's categorical choices once, in an order the seed shuffles; a
+    benchmark rather than a search, `trials` at most the number of combinations)."""
     seed: Optional[int] = 0
     """The sampler's seed; null: unseeded."""
     options: dict = field(default_factory=dict)
@@ -155,6 +158,7 @@ def load_sweep(path: Path | str, words: list[str] = ()) -> Sweep:
     out = Path(config.out) if config.out else Path("runs") / "sweeps" / name
     sweep = Sweep(config, path, name, base, fixed, params, out)
     _check_start(sweep, where)
+    _check_grid(sweep, where)
     _check_overrides(sweep, where)  # then each searched value and the space at both ends, built as experiments
     _check_each_value(sweep)
     _check_space_ends(sweep)
@@ -179,6 +183,21 @@ def _apply_words(tree: dict, where: dict, words: list[str]) -> list[str]:
         else:
             set_word(tree, where, key, text, f"word {word!r}")
     return extra
+
+
+def _check_grid(sweep: Sweep, where: dict) -> None:
+    """A grid crosses categorical fields, every one in every trial: no range, no `when`; and it has no more trials
+    than combinations."""
+    if sweep.config.sampler.name != "grid":
+        return
+    for p in sweep.params:
+        if p.kind != "categorical" or p.when:
+            raise ConfigError(f"{p.where}: space field {p.key!r}: sampler grid crosses categorical fields without "
+                              "`when`; list the values as {type: categorical, choices: [...]}")
+    size = math.prod(len(p.choices) for p in sweep.params)
+    if sweep.config.trials > size:
+        raise ConfigError(f"{where.get('trials', sweep.path)}: field 'trials' is {sweep.config.trials}, but the grid "
+                          f"has {size} combinations; set trials: {size}")
 
 
 def _check_counts(config: SweepConfig, where: dict, path: Path) -> None:

@@ -39,6 +39,11 @@ def encode(choice: Any) -> str:
     return json.dumps(choice, sort_keys=True, ensure_ascii=False)
 
 
+def grid_space(sweep: Sweep) -> dict[str, list]:
+    """The grid sampler's space: each field's choices as Optuna stores them (a list or mapping as JSON text)."""
+    return {p.key: [encode(c) for c in p.choices] if p.encoded else list(p.choices) for p in sweep.params}
+
+
 def encoded_params(sweep: Sweep, values: dict) -> dict:
     """Values as Optuna's parameters (JSON text for list and mapping choices), e.g. a `start` mapping."""
     encoded = {p.key for p in sweep.params if p.encoded}
@@ -165,10 +170,12 @@ def make_sampler(sweep: Sweep, offset: int = 0):
     sampler = sweep.config.sampler
     classes = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
                "nsga2": optuna.samplers.NSGAIISampler, "gp": optuna.samplers.GPSampler}
+    seed = None if sampler.seed is None else sampler.seed + offset
     try:
         with _quiet():
-            return classes[sampler.name](seed=None if sampler.seed is None else sampler.seed + offset,
-                                         **sampler.options)
+            if sampler.name == "grid":  # trial N runs combination N of one shuffle: the seed alone, no offset
+                return optuna.samplers.GridSampler(grid_space(sweep), seed=sampler.seed, **sampler.options)
+            return classes[sampler.name](seed=seed, **sampler.options)
     except TypeError as err:
         raise ConfigError(f"{sweep.path}: sampler.options for {sampler.name}: {err}") from None
 
