@@ -15,13 +15,16 @@ file, so a new task or a new metric needs no change here. The schema::
       "params": {"trainable": int, "total": int, "ratio": float},   # "score_term" optional
       "score_rule": str,               # e.g. "score = (1 - ratio) * 0.3 + accuracy * 0.7, ..."
       "gate_rule": str,                # e.g. "a checkpoint passes when every retention task passes its gate"
-      "tasks": [                       # the retention tasks, then exactly one task with role "new"
+      "tasks": [                       # the retention and held-out tasks, then exactly one task with role "new"
         {"name": "squad-seed", "role": "retention", "description": str,
          "metrics": ["emf1.F1", "emf1.Em", ...],          # scalar scores to show, in order
          "units": {"emf1.F1": "points", ...},              # "points": 0..100, "fraction": 0..1
          "gate": {"metrics": ["emf1.F1", "emf1.Em"], "fraction": 0.9,
                   "thresholds": {"emf1.F1": 12.459, "emf1.Em": 0.0},   # fraction x base model's score
                   "rule": "point", "confidence": 0.95}},   # optional (point, 0.95 when absent): see below
+        {"name": "arc-heldout", "role": "held_out", "description": str, "metrics": [...], "units": {...},
+         "measured": {"metrics": ["lmeval.acc"], "fraction": 0.9,    # the scalars with a paired change; fraction:
+                      "confidence": 0.95, "lower_is_better": []}},   # only P(>= fraction)'s, never a verdict
         {"name": "math", "role": "new", "description": str,
          "metrics": ["judge.accuracy@0.01", ...], "units": {...},
          "accuracy": "judge.accuracy@0.01",                # the metric that enters the score
@@ -49,12 +52,15 @@ file, so a new task or a new metric needs no change here. The schema::
                   "gate": {TASK: bool}, "passes_gate": bool,    # every retention task passed
                   "accuracy": float,                            # the new task's accuracy metric
                   "score": float | null,                        # null when it fails the gate
-                  "retention_uncertainty": {TASK: DECISION}}    # optional: the numbers behind each task's verdict
+                  "retention_uncertainty": {TASK: DECISION},    # optional: the numbers behind each task's verdict
+                  "held_out": {TASK: {measured metric: ratio | null}},  # optional: held-out tasks, as "retention"
+                  "held_out_uncertainty": {TASK: MEASURED}}     # optional: their paired change, decides nothing
     DECISION = {"rule": "point" | "confident", "confidence": float, "fraction": float, "passed": bool,
                 "scalars": {gate metric: {"ratio": float | null, "low": float | null, "high": float | null,
                                           "method": str | null, "lower": float | null, "p_at_least": float | null,
                                           "base": float, "tuned": float, "base_zero": bool, "note": str | null,
                                           "point_passes": bool, "confident_passes": bool}}}
+    MEASURED = DECISION without "rule", "passed" and each scalar's "point_passes", "confident_passes"
     COMPARISON = {"task": str, "scalar": str, "best": {"step", "scale"}, "runner_up": {"step", "scale"},
                   "difference": float, "low", "high": float | null, "level": float | null, "method": str | null,
                   "p_value": float, "test": str, "verdict": str, "n": int, "mean_a": float, "mean_b": float,
@@ -66,6 +72,12 @@ ratio, its two-sided interval, its one-sided lower bound at `confidence`, the sh
 above the fraction, the verdict of each rule; `rule` decided. A base of 0 has no ratio (`base_zero`,
 `note`). Every optional part is absent from a results.json written before it existed (`keeptune report`
 fills it in from the run's folders when they are there: keeptune.experiment.results.complete_uncertainty).
+
+A held-out task (role "held_out") is evaluated like a retention task at the baseline and every checkpoint, on
+data the gate never sees: its measured scalars get the same paired change against the base model, under
+"held_out" and "held_out_uncertainty" (keyed apart from "retention", "gate" and "retention_uncertainty", which
+hold the gated tasks only), and it never decides a verdict nor the best checkpoint. Tracking rows hold no
+held-out task.
 
 The run's retention methods are those of ``config.retention.methods`` (plain LoRA when
 absent). Tasks are keyed by name everywhere. A metric missing from an entry's
@@ -90,7 +102,8 @@ from keeptune.report import fmt
 
 RESULTS = "results.json"
 LOG = Path("train") / "log.jsonl"
-RETENTION, NEW = "retention", "new"
+RETENTION, NEW, HELD_OUT = "retention", "new", "held_out"
+ROLES = (RETENTION, NEW, HELD_OUT)
 
 _TOP = {"name": str, "command": str, "settings": dict, "params": dict, "score_rule": str, "gate_rule": str,
         "tasks": list, "baseline": dict, "checkpoints": list}
@@ -104,29 +117,37 @@ class Task:
     """One task of the run, as its spec in results.json describes it."""
 
     name: str
-    role: str  # RETENTION or NEW
+    role: str  # RETENTION, HELD_OUT or NEW
     description: str = ""
     metrics: tuple[str, ...] = ()
     units: Mapping[str, str] = field(default_factory=dict)
     gate_metrics: tuple[str, ...] = ()  # retention tasks: the metrics the gate checks
-    gate_fraction: float | None = None
+    gate_fraction: float | None = None  # held-out tasks: only the fraction of P(>= fraction), never a verdict
     thresholds: Mapping[str, float] = field(default_factory=dict)
     accuracy: str | None = None  # the new task: the metric that enters the score
     breakdown: str | None = None  # the new task: the metric whose per-group table is shown
     rule: str = rules.POINT  # retention tasks: the gate's rule
-    confidence: float = 0.95  # retention tasks: the level of the paired retention (and of the confident bound)
+    confidence: float = 0.95  # retention and held-out tasks: the level of the paired retention (and confident bound)
     lower_is_better: tuple[str, ...] = ()  # gated metrics kept while they rise by at most 1 / fraction (perplexity)
+    measured: tuple[str, ...] = ()  # held-out tasks: the metrics with a paired change against the base model
 
     @classmethod
     def from_spec(cls, spec: dict) -> Task:
-        gate = spec.get("gate") or {}
+        gate, measured = spec.get("gate") or {}, spec.get("measured") or {}
+        paired = gate or measured  # a held-out task's change is read at its own fraction and confidence, as a gate's
         return cls(name=spec["name"], role=spec["role"], description=spec.get("description") or "",
                    metrics=tuple(spec["metrics"]), units=dict(spec.get("units") or {}),
-                   gate_metrics=tuple(gate.get("metrics") or ()), gate_fraction=gate.get("fraction"),
+                   gate_metrics=tuple(gate.get("metrics") or ()), gate_fraction=paired.get("fraction"),
                    thresholds=dict(gate.get("thresholds") or {}),
                    accuracy=spec.get("accuracy"), breakdown=spec.get("breakdown"),
-                   rule=gate.get("rule", rules.POINT), confidence=gate.get("confidence", 0.95),
-                   lower_is_better=tuple(gate.get("lower_is_better") or ()))
+                   rule=gate.get("rule", rules.POINT), confidence=paired.get("confidence", 0.95),
+                   lower_is_better=tuple(paired.get("lower_is_better") or ()),
+                   measured=tuple(measured.get("metrics") or ()))
+
+    @property
+    def paired_metrics(self) -> tuple[str, ...]:
+        """The metrics with a paired change against the base model: the gated ones, or a held-out task's measured."""
+        return self.measured if self.role == HELD_OUT else self.gate_metrics
 
     def unit(self, metric: str) -> str | None:
         return self.units.get(metric)
@@ -227,8 +248,8 @@ def _check_tasks(specs: list, path: Path) -> list[Task]:
         if not isinstance(spec["name"], str) or spec["name"] in names:
             raise DataError(f"{path}: {where}.name is not a string or repeats an earlier task's name")
         names.append(spec["name"])
-        if spec["role"] not in (RETENTION, NEW):
-            raise DataError(f"{path}: {where}.role is {spec['role']!r}, not {RETENTION!r} or {NEW!r}")
+        if spec["role"] not in ROLES:
+            raise DataError(f"{path}: {where}.role is {spec['role']!r}, not one of {', '.join(map(repr, ROLES))}")
         _strings(spec["metrics"], f"{where}.metrics", path)
         if spec.get("units") is not None:
             _require(spec["units"], (), f"{where}.units", path)
@@ -244,6 +265,8 @@ def _check_tasks(specs: list, path: Path) -> list[Task]:
                                 f"{', '.join(rules.RULES)}")
             if "confidence" in spec["gate"]:
                 _number(spec["gate"]["confidence"], f"{where}.gate.confidence", path)
+        elif spec["role"] == HELD_OUT:
+            _check_measured(spec, where, path)
         else:
             _require(spec, ("accuracy",), where, path)
             for key in ("accuracy", "breakdown"):
@@ -253,6 +276,20 @@ def _check_tasks(specs: list, path: Path) -> list[Task]:
         raise DataError(f"{path}: tasks has {sum(spec['role'] == NEW for spec in specs)} tasks with role "
                         f"{NEW!r}, not exactly one")
     return [Task.from_spec(spec) for spec in specs]
+
+
+def _check_measured(spec: dict, where: str, path: Path) -> None:
+    """A held-out task's `measured`: its metrics, the fraction of P(>= fraction), its confidence and the metrics
+    better lower (both optional)."""
+    _require(spec, ("measured",), where, path)
+    measured, where = spec["measured"], f"{where}.measured"
+    _require(measured, ("metrics", "fraction"), where, path)
+    _strings(measured["metrics"], f"{where}.metrics", path)
+    _number(measured["fraction"], f"{where}.fraction", path)
+    if "confidence" in measured:
+        _number(measured["confidence"], f"{where}.confidence", path)
+    if measured.get("lower_is_better") is not None:
+        _strings(measured["lower_is_better"], f"{where}.lower_is_better", path)
 
 
 def _check_checkpoint(entry: Any, specs: list[Task], where: str, path: Path) -> None:
@@ -272,11 +309,21 @@ def _check_checkpoint(entry: Any, specs: list[Task], where: str, path: Path) -> 
         _strings(entry["methods"], f"{where}.methods", path, "method names")
     for name, decision in (entry.get("retention_uncertainty") or {}).items():
         _check_decision(decision, f"{where}.retention_uncertainty.{name}", path)
+    if entry.get("held_out") is not None:
+        _require(entry["held_out"], (), f"{where}.held_out", path)
+        for name, values in entry["held_out"].items():
+            _check_scores(values, f"{where}.held_out.{name}", path)
+    if entry.get("held_out_uncertainty") is not None:
+        _require(entry["held_out_uncertainty"], (), f"{where}.held_out_uncertainty", path)
+        for name, record in entry["held_out_uncertainty"].items():
+            _check_paired(record, _MEASURED, _MEASURED_SCALAR, f"{where}.held_out_uncertainty.{name}", path)
 
 
-_DECISION = ("rule", "confidence", "fraction", "passed", "scalars")
-_DECISION_SCALAR = {"ratio": "number", "low": "number", "high": "number", "lower": "number", "p_at_least": "number",
-                    "base_zero": "bool", "point_passes": "bool", "confident_passes": "bool"}
+_MEASURED = ("confidence", "fraction", "scalars")
+_DECISION = ("rule", "passed", *_MEASURED)
+_MEASURED_SCALAR = {"ratio": "number", "low": "number", "high": "number", "lower": "number", "p_at_least": "number",
+                    "base_zero": "bool"}
+_DECISION_SCALAR = {**_MEASURED_SCALAR, "point_passes": "bool", "confident_passes": "bool"}
 _COMPARISON = ("task", "scalar", "best", "runner_up", "difference", "p_value", "test", "verdict", "n")
 
 
@@ -285,15 +332,22 @@ def _check_decision(decision: Any, where: str, path: Path) -> None:
     _require(decision, _DECISION, where, path)
     if decision["rule"] not in rules.RULES:
         raise DataError(f"{path}: {where}.rule is {decision['rule']!r}, not one of {', '.join(rules.RULES)}")
-    for key in ("confidence", "fraction"):
-        _number(decision[key], f"{where}.{key}", path)
     if not isinstance(decision["passed"], bool):
         raise DataError(f"{path}: {where}.passed is not true or false")
-    _require(decision["scalars"], (), f"{where}.scalars", path)
-    for metric, numbers in decision["scalars"].items():
+    _check_paired(decision, _DECISION, _DECISION_SCALAR, where, path)
+
+
+def _check_paired(record: Any, keys: tuple[str, ...], scalar: dict[str, str], where: str, path: Path) -> None:
+    """A DECISION's or a MEASURED record's keys, confidence, fraction and per-scalar numbers (a number may be null:
+    no ratio, an infinite bound) and flags."""
+    _require(record, keys, where, path)
+    for key in ("confidence", "fraction"):
+        _number(record[key], f"{where}.{key}", path)
+    _require(record["scalars"], (), f"{where}.scalars", path)
+    for metric, numbers in record["scalars"].items():
         at = f"{where}.scalars.{metric}"
-        _require(numbers, _DECISION_SCALAR, at, path)
-        for key, kind in _DECISION_SCALAR.items():
+        _require(numbers, scalar, at, path)
+        for key, kind in scalar.items():
             if kind == "bool" and not isinstance(numbers[key], bool):
                 raise DataError(f"{path}: {at}.{key} is not true or false")
             if kind == "number" and numbers[key] is not None:
@@ -378,12 +432,18 @@ def read_log(run: Path) -> list[dict]:
 # --- reading checked results -----------------------------------------------------------
 
 def tasks(results: dict) -> list[Task]:
-    """Every task of the run, in the order of results.json (retention tasks, then the new task)."""
+    """Every task of the run, in the order of results.json (retention and held-out tasks, then the new task)."""
     return [Task.from_spec(spec) for spec in results["tasks"]]
 
 
 def retention_tasks(results: dict) -> list[Task]:
+    """The gated tasks (role retention): never a held-out one."""
     return [task for task in tasks(results) if task.role == RETENTION]
+
+
+def held_out_tasks(results: dict) -> list[Task]:
+    """The held-out tasks: measured like retention tasks on data the gate never sees, deciding nothing."""
+    return [task for task in tasks(results) if task.role == HELD_OUT]
 
 
 def new_task(results: dict) -> Task:
@@ -407,15 +467,21 @@ def interval(entry: dict, task: Task, metric: str) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
+def _kept_key(task: Task, key: str) -> str:
+    """Where a checkpoint keeps `task`'s retention (`key` "retention") or its paired numbers (`key`
+    "retention_uncertainty"): a held-out task's under "held_out" and "held_out_uncertainty", apart from the gate's."""
+    return key.replace("retention", "held_out") if task.role == HELD_OUT else key
+
+
 def decision(entry: dict, task: Task) -> dict | None:
-    """A checkpoint's DECISION for `task` (its rule, the paired retention of each gated scalar); None when
-    absent."""
-    value = (entry.get("retention_uncertainty") or {}).get(task.name)
+    """A checkpoint's DECISION for a retention task (its rule, the paired retention of each gated scalar), or a
+    held-out task's MEASURED record (the same numbers, no verdict); None when absent."""
+    value = (entry.get(_kept_key(task, "retention_uncertainty")) or {}).get(task.name)
     return value if isinstance(value, dict) else None
 
 
 def paired(entry: dict, task: Task, metric: str) -> dict | None:
-    """The paired retention numbers of one gated scalar at a checkpoint; None when absent."""
+    """The paired retention numbers of one gated (or held-out measured) scalar at a checkpoint; None when absent."""
     value = ((decision(entry, task) or {}).get("scalars") or {}).get(metric)
     return value if isinstance(value, dict) else None
 
@@ -432,8 +498,8 @@ def closest_paired(entry: dict) -> dict | None:
 
 
 def retention(entry: dict, task: Task, metric: str) -> float | None:
-    """checkpoint / baseline of a gated metric; None when absent (or the baseline is 0)."""
-    value = (entry.get("retention", {}).get(task.name) or {}).get(metric)
+    """checkpoint / baseline of a gated (or held-out measured) metric; None when absent (or the baseline is 0)."""
+    value = ((entry.get(_kept_key(task, "retention")) or {}).get(task.name) or {}).get(metric)
     return value if _is_number(value) else None
 
 
