@@ -3,10 +3,12 @@
 Each function returns a Figure, or None when the run has nothing to draw (no
 training log, no checkpoint, no tracking, no breakdown). The figures follow the
 task specs of results.json: one per retention task (its gated metrics, the
-baseline and the gate threshold), one for the new task (its metrics, step 0 =
-the base model), the new task's breakdown per group, the tracking panels, and
-the retention-accuracy frontier of every evaluated (checkpoint, scale). The
-per-step figures draw the checkpoints as trained (scale 1); the frontier draws
+baseline and the gate threshold), one per held-out task (its measured metrics
+and the baseline; no gate: it decides nothing), one for the new task (its
+metrics, step 0 = the base model), the new task's breakdown per group, the
+tracking panels, and the retention-accuracy frontier of every evaluated
+(checkpoint, scale), whose retention is the gate's (held-out tasks stay off
+it). The per-step figures draw the checkpoints as trained (scale 1); the frontier draws
 the scaled evaluations of retention method `scale` too. Metrics in unit
 ``fraction`` are drawn in percent. Where results.json records them, each value
 is drawn with its bootstrap confidence interval: error bars on the checkpoints,
@@ -25,9 +27,11 @@ from matplotlib.figure import Figure
 
 from keeptune.report import fmt
 from keeptune.report.results import (
+    HELD_OUT,
     Task,
     breakdown,
     closest_paired,
+    held_out_tasks,
     interval,
     lowest_retention,
     new_task,
@@ -51,7 +55,8 @@ def make_plots(results: dict, log: list[dict], folder: Path, dpi: int = 110) -> 
     checkpoint_steps = [c["step"] for c in as_trained(results)]
     names = file_names(results)
     figures: list[tuple[str, Figure | None]] = [("loss_lr", loss_and_lr(log, checkpoint_steps))]
-    figures += [(names[task.name], retention_scores(results, task)) for task in retention_tasks(results)]
+    figures += [(names[task.name], retention_scores(results, task))
+                for task in [*retention_tasks(results), *held_out_tasks(results)]]
     new = new_task(results)
     figures += [(names[new.name], new_task_scores(results)), ("breakdown", breakdown_bars(results)),
                 ("tracking", tracking(results)), ("frontier", frontier(results))]
@@ -166,16 +171,19 @@ def loss_and_lr(log: list[dict], checkpoint_steps: list[int]) -> Figure | None:
 
 
 def retention_scores(results: dict, task: Task) -> Figure | None:
-    """A retention task's gated metrics per checkpoint (error bars: their intervals) against its baseline (dotted,
-    its interval a band) and gate (dashed)."""
+    """A retention task's gated metrics (a held-out task's measured ones) per checkpoint (error bars: their
+    intervals) against its baseline (dotted, its interval a band) and gate (dashed; a held-out task has none)."""
     checkpoints = as_trained(results)
-    if not checkpoints or not task.gate_metrics:
+    if not checkpoints or not task.paired_metrics:
         return None
-    figure, (ax,) = _figure(f"Retention task {task.name}: gated metrics per checkpoint")
+    held_out = task.role == HELD_OUT
+    figure, (ax,) = _figure(f"Held-out task {task.name} (never gated): measured metrics per checkpoint" if held_out
+                            else f"Retention task {task.name}: gated metrics per checkpoint")
     steps = [c["step"] for c in checkpoints]
-    for i, metric in enumerate(task.gate_metrics):
+    for i, metric in enumerate(task.paired_metrics):
         unit, color = task.unit(metric), f"C{i}"
-        _with_bars(ax, checkpoints, steps, task, metric, marker="o", color=color, label=f"checkpoint {metric}")
+        _with_bars(ax, checkpoints, steps, task, metric, marker="o", color=color,
+                   label=f"checkpoint {metric}" + (" (held out)" if held_out else ""))
         base = score(results["baseline"], task, metric)
         if base is not None:
             ax.axhline(fmt.shown(base, unit), color=color, ls=":", lw=1,
@@ -189,7 +197,7 @@ def retention_scores(results: dict, task: Task) -> Figure | None:
             ax.axhline(fmt.shown(threshold, unit), color=color, ls="--", lw=1,
                        label=f"gate {metric} {task.bound(metric)}: {task.show(metric, threshold)}")
     ax.set_xlabel("step")
-    ax.set_ylabel(_unit_label(task, task.gate_metrics))
+    ax.set_ylabel(_unit_label(task, task.paired_metrics))
     _legend(ax)
     return figure
 

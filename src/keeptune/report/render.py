@@ -1,7 +1,9 @@
 """`build_report(run)`: RUN/report.md, RUN/report.html and RUN/plots/*.png from the run's files.
 
 Sections: summary, tasks, settings, parameter accounting, baseline, checkpoints,
-the new task's breakdown per group, plots, the command to reproduce, the full
+gate decisions and held-out tasks (when the paired retention is recorded; a
+held-out task is measured like a retention task and decides nothing), the new
+task's breakdown per group, where the time went, plots, the command to reproduce, the full
 config. Every task, metric and unit comes from the task specs in results.json
 (see `keeptune.report.results`); numbers are written as `keeptune.report.fmt`
 documents.
@@ -20,6 +22,7 @@ from keeptune.report.document import Block, Code, Heading, Image, Items, Table, 
 from keeptune.report.plots import group_names, make_plots
 from keeptune.report.registry import task_versions
 from keeptune.report.results import (
+    HELD_OUT,
     NEW,
     RESULTS,
     Task,
@@ -28,6 +31,7 @@ from keeptune.report.results import (
     entry_methods,
     entry_scale,
     evaluation,
+    held_out_tasks,
     interval,
     load_results,
     method_label,
@@ -94,6 +98,9 @@ def report_blocks(results: dict, plots: list[tuple[str, Path]]) -> list[Block]:
     if any(c.get("retention_uncertainty") for c in results["checkpoints"]):
         blocks += [Heading("Gate decisions"), Text(DECISIONS_LEGEND), decisions_table(results)]
         blocks += [Items(decision_notes(results))] if decision_notes(results) else []
+    if any(c.get("held_out_uncertainty") for c in results["checkpoints"]):
+        blocks += [Heading("Held-out tasks (never gated)"), Text(HELD_OUT_LEGEND), held_out_table(results)]
+        blocks += [Items(held_out_notes(results))] if held_out_notes(results) else []
     if new.breakdown is not None:
         blocks += [Heading(breakdown_heading(new)), breakdown_table(results)]
     if results.get("timing"):
@@ -121,6 +128,8 @@ def summary(results: dict) -> list[str]:
             (f"Best checkpoint: step {best['step']}{scaled}, score {fmt.score(best['score'])} ({new.name} "
              f"{new.accuracy} {accuracy}, ratio {fmt.ratio(results['params']['ratio'])})."),
             *(f"Retention task {task.name} kept: {kept(best, task)}." for task in retention_tasks(results)),
+            *(f"Held-out task {task.name} (measured, never gated): {kept(best, task)}."
+              for task in held_out_tasks(results)),
             *([f"{versus_runner_up(results)}."] if versus_runner_up(results) else []),
             f"Adapter: {best.get('adapter') or fmt.MISSING}; merged model: {best.get('merged') or fmt.MISSING}.",
         ]
@@ -134,16 +143,16 @@ def summary(results: dict) -> list[str]:
 
 
 def kept(entry: dict, task: Task) -> str:
-    """A retention task's gated metrics at a checkpoint with their retention: ``F1 44.00 (110.00% of baseline)``;
-    with the uncertainty recorded, each value's interval and the paired retention's interval and probability of
-    keeping the fraction: ``F1 44.00 [38.1, 50.2] (110.00% of baseline, paired 95% interval [95.1, 126.0],
-    P(>= 90%) 0.99)``; a base of 0 says why it passes trivially."""
+    """A retention task's gated metrics (a held-out task's measured ones) at a checkpoint with their retention:
+    ``F1 44.00 (110.00% of baseline)``; with the uncertainty recorded, each value's interval and the paired
+    retention's interval and probability of keeping the fraction: ``F1 44.00 [38.1, 50.2] (110.00% of baseline,
+    paired 95% interval [95.1, 126.0], P(>= 90%) 0.99)``; a base of 0 says why it passes trivially."""
     parts = []
-    for metric in task.gate_metrics:
+    for metric in task.paired_metrics:
         share, numbers = retention(entry, task, metric), paired(entry, task, metric)
         of = "baseline 0" if share is None else f"{fmt.percent(share)} of baseline"
         if numbers is not None and numbers["base_zero"]:
-            of = numbers.get("note") or of
+            of = of if task.role == HELD_OUT else numbers.get("note") or of  # the note speaks of the gate
         elif numbers is not None and numbers["ratio"] is not None:
             of += (f", paired {task.confidence * 100:g}% interval "
                    f"{fmt.bounds(numbers['low'], numbers['high'], fmt.FRACTION)}, "
@@ -196,6 +205,8 @@ def tasks_table(results: dict) -> Table:
     for task in tasks(results):
         if task.role == NEW:
             role = f"new (score: {task.accuracy})"
+        elif task.role == HELD_OUT:
+            role = f"held out (measured, never gated: {', '.join(task.measured) or 'no scalar'})"
         else:
             role = f"retention (gate: {task.gate_text()})"
         rows.append([task.name, role, task.description, versions[task.name]])
@@ -246,7 +257,13 @@ def checkpoint_legend(results: dict) -> str:
             "Each gated value and the accuracy are followed by their bootstrap confidence interval over the "
             "samples, each retention "
             "(= checkpoint / baseline) by its paired interval (the same resampled samples for both; see Gate "
-            "decisions). Score: see the summary's score rule; gate: PASS when every retention task passes its gate.")
+            "decisions). Score: see the summary's score rule; gate: PASS when every retention task passes its gate."
+            + (HELD_OUT_NOTE if held_out_tasks(results) else ""))
+
+
+HELD_OUT_NOTE = (" Held-out tasks (marked held out) are measured on data the gate never sees, with their retention "
+                 "against the base model and its paired interval as a gated task's, and decide nothing: neither the "
+                 "gate nor the best checkpoint.")
 
 
 def checkpoint_columns(results: dict) -> list[str]:
@@ -257,6 +274,9 @@ def checkpoint_columns(results: dict) -> list[str]:
             headers += [f"{task.name} {metric}", f"{task.name} retention {metric}"]
         if len(kept_tasks) > 1:
             headers.append(f"{task.name} gate")
+    for task in held_out_tasks(results):
+        for metric in task.measured:
+            headers += [f"{task.name} {metric} (held out)", f"{task.name} retention {metric} (held out)"]
     return headers + [f"{new.name} {metric}" for metric in new.metrics] + ["score", "gate"]
 
 
@@ -272,6 +292,10 @@ def checkpoint_table(results: dict) -> Table:
                         retained(results, c, task, metric)]
             if len(kept_tasks) > 1:
                 row.append(verdict(task_gate(c, task)))
+        for task in held_out_tasks(results):  # no verdict: a held-out task decides nothing
+            for metric in task.measured:
+                row += [task.show_interval(metric, score(c, task, metric), interval(c, task, metric)),
+                        retained(results, c, task, metric)]
         row += [new.show_interval(metric, score(c, new, metric), interval(c, new, metric)) if metric == new.accuracy
                 else new.show(metric, score(c, new, metric)) for metric in new.metrics]
         row += [fmt.score(c["score"]), verdict(c["passes_gate"]) + (" (best)" if same_state(c, best) else "")]
@@ -280,8 +304,8 @@ def checkpoint_table(results: dict) -> Table:
 
 
 def retained(results: dict, entry: dict, task: Task, metric: str) -> str:
-    """A checkpoint's retention of a gated metric in percent, with its paired interval when recorded; ``baseline 0``
-    when the baseline scored 0."""
+    """A checkpoint's retention of a gated (or held-out measured) metric in percent, with its paired interval when
+    recorded; ``baseline 0`` when the baseline scored 0."""
     share = retention(entry, task, metric)
     if share is None and score(results["baseline"], task, metric) == 0:
         return "baseline 0"
@@ -316,25 +340,64 @@ def decisions_table(results: dict) -> Table:
                 level = f"{record['confidence'] * 100:g}%"
                 marks = {rule: verdict(n[f"{rule}_passes"]) + (" *" if rule == record["rule"] else "")
                          for rule in rules.RULES}
-                rows.append([state_name(c), task.name, metric, f"{record['rule']} ({level})",
-                             fmt.retention_with_interval(n["ratio"], n["low"], n["high"]), fmt.percent(n["lower"]),
-                             fmt.MISSING if n["p_at_least"] is None else f"{n['p_at_least']:.2f}",
+                rows.append([state_name(c), task.name, metric, f"{record['rule']} ({level})", *paired_cells(n),
                              marks[rules.POINT], marks[rules.CONFIDENT]])
     return Table(["state", "task", "scalar", "rule (confidence)", "retention [interval]", "lower bound",
                   "P(>= fraction)", "point", "confident"], rows, left=4)
 
 
+def paired_cells(n: dict) -> list[str]:
+    """A scalar's paired retention with its interval, its one-sided lower bound and P(>= fraction)."""
+    return [fmt.retention_with_interval(n["ratio"], n["low"], n["high"]), fmt.percent(n["lower"]),
+            fmt.MISSING if n["p_at_least"] is None else f"{n['p_at_least']:.2f}"]
+
+
+HELD_OUT_LEGEND = (
+    "Each measured scalar of each held-out task at each evaluated state, on data the gate never sees: its paired "
+    "retention against the base model (computed as a gated scalar's, see Gate decisions), the two-sided interval "
+    "and the one-sided lower bound at the task's confidence, and P(>= fraction): the share of bootstrap replicates "
+    "at or above the fraction, what a gate at that fraction would have seen. No verdict: a held-out task decides "
+    "neither the gate nor the best checkpoint.")
+
+
+def held_out_table(results: dict) -> Table:
+    """One row per (state, held-out task, measured scalar): confidence, retention [interval], lower bound,
+    P(>= fraction); no verdict."""
+    rows = []
+    for c in results["checkpoints"]:
+        for task in held_out_tasks(results):
+            record = decision(c, task)
+            for metric in task.measured:
+                n = ((record or {}).get("scalars") or {}).get(metric)
+                if n is not None:
+                    rows.append([state_name(c), task.name, metric, f"{record['confidence'] * 100:g}%",
+                                 f"{record['fraction']:g}", *paired_cells(n)])
+    return Table(["state", "task", "scalar", "confidence", "fraction", "retention [interval]", "lower bound",
+                  "P(>= fraction)"], rows, left=3)
+
+
+def held_out_notes(results: dict) -> list[str]:
+    """One line per held-out scalar whose baseline is 0: it has no retention at any state."""
+    return [f"{task.name} {metric}: the baseline is 0, so its retention is undefined at every state (it cannot show "
+            "a loss)." for task, metric in base_zero(results, held_out_tasks(results))]
+
+
 def decision_notes(results: dict) -> list[str]:
     """One line per gated scalar whose baseline is 0: its gate passes trivially at every state."""
-    notes: dict[str, None] = {}
+    return [f"{task.name} {metric}: the baseline is 0, so the ratio is undefined and the gate (>= "
+            f"{task.gate_fraction:g} x 0) passes trivially under either rule at every state: this scalar cannot "
+            "show a loss." for task, metric in base_zero(results, retention_tasks(results))]
+
+
+def base_zero(results: dict, chosen: list[Task]) -> list[tuple[Task, str]]:
+    """The (task, scalar) pairs of `chosen` whose paired record says the baseline is 0 at some state, in order."""
+    pairs: dict[tuple[str, str], tuple[Task, str]] = {}
     for c in results["checkpoints"]:
-        for task in retention_tasks(results):
+        for task in chosen:
             for metric, n in ((decision(c, task) or {}).get("scalars") or {}).items():
                 if n.get("base_zero"):
-                    notes[f"{task.name} {metric}: the baseline is 0, so the ratio is undefined and the gate (>= "
-                          f"{task.gate_fraction:g} x 0) passes trivially under either rule at every state: this "
-                          "scalar cannot show a loss."] = None
-    return list(notes)
+                    pairs.setdefault((task.name, metric), (task, metric))
+    return list(pairs.values())
 
 
 def verdict(passed: bool | None) -> str:
