@@ -238,3 +238,54 @@ def uncertain_results(rule: str = "confident") -> dict:
     content["best"] = {**copy.deepcopy(max(passing, key=lambda c: c["score"])), "merged": None}
     content["best_vs_runner_up"] = copy.deepcopy(RUNNER_UP) if rule == "point" else None
     return content
+
+
+# A held-out task (role held_out: measured at every state like a retention task, never gated), values chosen here:
+# metrics HELD_OUT_METRICS as fractions, the first measured: baseline 0.5, kept at HELD_OUT_KEPT per step (0.48,
+# 0.25, 0.40); the other 0.6 at every state. With the uncertainty recorded: each value's
+# interval -+ 0.05, each measured scalar's paired retention r has the interval [r - 0.1, r + 0.1], the lower bound
+# r - 0.05 and P(>= 0.9) = r - 0.5. Step 200 loses half of it, step 300 a fifth: neither may move the gate or the best.
+HELD_OUT = "arc-heldout"
+HELD_OUT_METRICS = ("lmeval.acc", "lmeval.acc_norm")
+HELD_OUT_BASE = 0.5
+HELD_OUT_KEPT = (0.96, 0.5, 0.8)
+NOTE_ZERO = ("baseline 0: the ratio is undefined and the gate 0.2 >= 0.9 x 0 passes trivially; this scalar cannot "
+             "show a loss")  # keeptune.core.stats' note, which speaks of a gate even for a held-out task
+
+
+def _held_out_eval(first: float, uncertain: bool) -> dict:
+    evaluation = {"total_count": 30, "scores": dict(zip(HELD_OUT_METRICS, (first, 0.6))), "breakdown": None}
+    if uncertain:
+        _intervals(evaluation, 0.05)
+    return evaluation
+
+
+def with_held_out(content: dict, zero_baseline: bool = False) -> dict:
+    """A deep copy of `content` with the held-out task of the comment above before the new task (uncertainty
+    recorded when `content` records the retention's). `zero_baseline`: the measured scalar's baseline is 0 (no
+    ratio, base_zero)."""
+    content = copy.deepcopy(content)
+    uncertain = any("retention_uncertainty" in c for c in content["checkpoints"])
+    measured, base = HELD_OUT_METRICS[0], 0.0 if zero_baseline else HELD_OUT_BASE
+    spec = {"name": HELD_OUT, "role": "held_out", "description": "grade-school science questions, held out",
+            "version": 2, "lm_eval": "arc_easy_local", "metrics": list(HELD_OUT_METRICS),
+            "units": dict.fromkeys(HELD_OUT_METRICS, "fraction"),
+            "measured": {"metrics": [measured], "fraction": GATE, "confidence": 0.95, "lower_is_better": []}}
+    content["tasks"].insert(len(content["tasks"]) - 1, spec)
+    content["baseline"]["tasks"][HELD_OUT] = _held_out_eval(base, uncertain)
+    for entry in content["checkpoints"]:
+        r = HELD_OUT_KEPT[STEPS.index(entry["step"])]
+        entry["tasks"][HELD_OUT] = _held_out_eval(base * r if base else 0.2, uncertain)
+        entry["held_out"] = {HELD_OUT: {measured: r if base else None}}
+        if uncertain:
+            numbers = ({"ratio": r, "low": r - 0.1, "high": r + 0.1, "method": "BCa", "lower": r - 0.05,
+                        "p_at_least": r - 0.5, "base_zero": False, "note": None} if base else
+                       {"ratio": None, "low": None, "high": None, "method": None, "lower": None, "p_at_least": None,
+                        "base_zero": True, "note": NOTE_ZERO})
+            entry["held_out_uncertainty"] = {HELD_OUT: {"confidence": 0.95, "fraction": GATE, "scalars": {
+                measured: {**numbers, "base": base, "tuned": base * r}}}}
+    if content.get("best") is not None:
+        same = next(c for c in content["checkpoints"] if c["step"] == content["best"]["step"])
+        content["best"] = {**copy.deepcopy(same), "adapter": content["best"]["adapter"],
+                           "merged": content["best"]["merged"]}
+    return content
