@@ -33,10 +33,12 @@ COMMANDS = {
     "report": "keeptune.report.commands:report",
     "runs": "keeptune.report.commands:runs",
     "compare": "keeptune.report.compare:compare",  # compare A B: two positional states; WORD_COMMANDS parses it
+    "benchmark": "keeptune.report.benchmark:benchmark",  # benchmark SOURCE...: any number; WORD_COMMANDS parses it
 }
 
 WORD_COMMANDS = {"run": "keeptune.cli.run:main", "train": "keeptune.cli.train:main",
-                 "sweep": "keeptune.cli.sweep:main", "compare": "keeptune.cli.compare:main"}
+                 "sweep": "keeptune.cli.sweep:main", "compare": "keeptune.cli.compare:main",
+                 "benchmark": "keeptune.cli.benchmark:main"}
 
 
 def _load(target):

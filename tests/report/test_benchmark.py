@@ -1,0 +1,223 @@
+"""`keeptune benchmark`: methods against plain LoRA at matched new-task accuracy on held-out tasks, each number
+recomputed here from the per-sample scores the runs were written with (numpy, scipy's binomial test, an exact
+enumeration of the sign flips)."""
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+from scipy import stats as scipy_stats
+
+from keeptune.cli import main
+from keeptune.core.errors import DataError
+from keeptune.report import benchmark as bench
+from tests.report.benchmark_runs import ACC, HELD, PERPLEXITY, WORDS, N, State, write_run
+
+RNG = np.random.default_rng(29)
+
+
+def right(k: int) -> list[bool]:
+    """k of 12 new-task answers right."""
+    return [i < k for i in range(12)]
+
+
+def ones(*where: int) -> list[int]:
+    return [int(i in where) for i in range(N)]
+
+
+def ll(rate: float) -> list[float]:
+    """Log-likelihoods of the held-out documents at about `rate` nats a word."""
+    return list(-np.asarray(WORDS) * (rate + RNG.normal(0, 0.2, N)))
+
+
+def noise() -> list[int]:
+    return list(RNG.integers(0, 2, N))
+
+
+BASE = State(right(2), ones(*range(9)), ll(2.0))
+# Plain LoRA, seeds 1 and 2, at three steps; new-task accuracy 3, 6, 9 of 12 (seed 1) and 3, 5, 7 (seed 2).
+PLAIN = {1: [State(right(3), noise(), ll(2.2), 10), State(right(6), ones(0, 1, 2), ll(2.6), 20),
+             State(right(9), ones(0, 1), ll(3.0), 30)],
+         2: [State(right(3), noise(), ll(2.2), 10), State(right(5), noise(), ll(2.5), 20),
+             State(right(7), ones(0, 1, 2, 3), ll(2.9), 30)]}
+# kl seed 1: its best is step 10 (5 of 12; step 20 fails) -> plain's nearest is step 20 (6 of 12).
+# kl seed 2: its best is step 20 (6 of 12), as near plain's 5 as its 7 -> the later step, 30 (in floats 6/12 - 5/12
+# is the smaller distance: ties are exact only after rounding).
+KL = {1: [State(right(5), ones(*range(9)), ll(2.1), 10), State(right(8), noise(), ll(2.4), 20, passes=False)],
+      2: [State(right(3), noise(), ll(2.0), 10), State(right(6), ones(0, 1, 2, 3, 4, 11), ll(2.7), 20)]}
+# scale seed 1: step 10 as trained fails; its scale-0.5 variant (6 of 12) passes and is the best -> plain step 20.
+SCALE = [State(right(9), noise(), ll(3.0), 10, passes=False),
+         State(right(6), ones(0, 1, 2, 3, 5), ll(2.3), 10, variant={"scale": 0.5})]
+# mica seed 1: nothing passes -> its most accurate state, step 20 (10 of 12), flagged -> plain step 30 (9 of 12).
+MICA = [State(right(2), noise(), ll(2.0), 10, passes=False), State(right(10), ones(0, 5), ll(3.1), 20, passes=False)]
+# The pairs the matching rule must make: (method, seed) -> (the method's state, plain's state).
+PAIRS = {("kl", 1): (KL[1][0], PLAIN[1][1]), ("kl", 2): (KL[2][1], PLAIN[2][2]),
+         ("scale", 1): (SCALE[1], PLAIN[1][1]), ("mica", 1): (MICA[1], PLAIN[1][2])}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A sweep holding the plain and kl runs of lr 0.001, and three runs beside it: scale, mica and a kl run of
+    lr 0.002 (seed 1: no plain run of its recipe)."""
+    root = tmp_path_factory.mktemp("benchmark")
+    trials = root / "sweep" / "trials"
+    for seed in (1, 2):
+        write_run(trials / f"trial-plain{seed}", BASE, PLAIN[seed], [], seed)
+        write_run(trials / f"trial-kl{seed}", BASE, KL[seed], ["kl"], seed)
+    (trials / "trial-killed").mkdir()  # a trial that never finished: no results.json
+    others = [write_run(root / "scale", BASE, SCALE, ["scale"], 1),
+              write_run(root / "mica", BASE, MICA, [], 1, init="mica"),
+              write_run(root / "kl-fast", BASE, KL[1], ["kl"], 1, lr=2e-3)]
+    return root, [root / "sweep", *others]
+
+
+@pytest.fixture(scope="module")
+def result(runs):
+    root, sources = runs
+    out = root / "out"
+    assert main(["benchmark", *map(str, sources), "--out", str(out)]) == 0
+    return out, json.loads((out / "benchmark.json").read_text(encoding="utf-8"))
+
+
+def expected_verdict(difference: float, p: float, lower: bool, method: str) -> str:
+    if p >= 0.05:
+        return "not distinguishable at 95%"
+    return f"{method} better" if (difference < 0) == lower else "plain better"
+
+
+def perplexity_difference(a: State, b: State) -> float:
+    return a.perplexity() - b.perplexity()
+
+
+def mcnemar(a: list[int], b: list[int]) -> float:
+    a_only = sum(x == 1 and y == 0 for x, y in zip(a, b))
+    b_only = sum(x == 0 and y == 1 for x, y in zip(a, b))
+    return 1.0 if a_only + b_only == 0 else scipy_stats.binomtest(a_only, a_only + b_only, 0.5).pvalue
+
+
+def exact_sign_flip(a: np.ndarray, b: np.ndarray) -> float:
+    """The two-sided p of the paired permutation test by enumerating all 2^n sign flips of a - b (scipy's
+    definition: twice the smaller tail, at most 1)."""
+    d = a - b
+    observed = d.mean()
+    null = np.array([np.mean(np.array(signs) * d) for signs in itertools.product((1, -1), repeat=len(d))])
+    gamma = abs(1e-14 * observed)
+    tails = np.mean(null <= observed + gamma), np.mean(null >= observed - gamma)
+    return min(2 * min(tails), 1.0)
+
+
+def comparison(data: dict, method: str, seed: int, recipe: str = "lr 0.001") -> dict:
+    return next(c for c in data["comparisons"] if (c["method"], c["seed"], c["recipe"]) == (method, seed, recipe))
+
+
+def held_row(record: dict, scalar: str) -> dict:
+    return next(r for r in record["held_out"] if r["scalar"] == scalar)
+
+
+@pytest.mark.parametrize("method,seed", sorted(PAIRS))
+def test_each_method_is_compared_with_plain_at_the_nearest_accuracy_on_the_held_out_samples(result, method, seed):
+    _, data = result
+    mine, plain = PAIRS[method, seed]
+    record = comparison(data, method, seed)
+    assert (record["state"]["step"], record["state"]["scale"]) == (mine.step, mine.variant.get("scale", 1.0))
+    assert record["state"]["passes_gate"] is (method != "mica")  # mica passes nowhere: its state is flagged
+    assert record["plain_state"]["step"] == plain.step and record["plain"].endswith(f"trial-plain{seed}")
+
+    new = record["new_task"]
+    assert new["difference"] == pytest.approx(mine.accuracy - plain.accuracy)
+    assert new["p_value"] == pytest.approx(mcnemar([int(r) for r in mine.right], [int(r) for r in plain.right]))
+
+    acc = held_row(record, ACC)
+    assert acc["difference"] == pytest.approx(np.mean(mine.acc) - np.mean(plain.acc))
+    p = mcnemar(mine.acc, plain.acc)
+    assert acc["p_value"] == pytest.approx(p) and acc["test"] == "exact McNemar"
+    assert acc["verdict"] == expected_verdict(acc["difference"], p, False, method)
+    assert acc["low"] <= acc["difference"] <= acc["high"]
+
+    perplexity = held_row(record, PERPLEXITY)
+    assert perplexity["lower_is_better"] is True and perplexity["p_value"] is None
+    assert perplexity["difference"] == pytest.approx(perplexity_difference(mine, plain))
+    assert perplexity["low"] < perplexity["high"]
+    excludes = perplexity["low"] > 0 or perplexity["high"] < 0
+    better = method if perplexity["difference"] < 0 else "plain"
+    assert perplexity["verdict"] == (f"{better} better" if excludes else "not distinguishable at 95%")
+
+
+def test_the_seeds_are_pooled_per_sample_for_a_mean_and_by_their_differences_for_a_corpus_statistic(result):
+    _, data = result
+    pooled = {(r["method"], r["scalar"]): r for r in data["pooled"]}
+    pairs = [PAIRS["kl", 1], PAIRS["kl", 2]]
+    a = np.mean([m.acc for m, _ in pairs], axis=0)
+    b = np.mean([p.acc for _, p in pairs], axis=0)
+    acc = pooled["kl", ACC]
+    assert acc["seeds"] == [1, 2] and acc["test"] == "paired permutation"
+    assert acc["difference"] == pytest.approx(a.mean() - b.mean())
+    p = exact_sign_flip(a, b)
+    assert acc["p_value"] == pytest.approx(p)
+    assert acc["verdict"] == expected_verdict(acc["difference"], p, False, "kl")
+
+    differences = [perplexity_difference(m, p) for m, p in pairs]
+    perplexity = pooled["kl", PERPLEXITY]
+    assert perplexity["difference"] == pytest.approx(np.mean(differences))
+    assert perplexity["range"] == pytest.approx([min(differences), max(differences)])
+    assert perplexity["p_value"] is None and "corpus" in perplexity["pooled"]
+    assert pooled["scale", ACC]["seeds"] == [1]
+
+
+def test_a_method_without_its_plain_run_is_reported_not_an_error(result):
+    out, data = result
+    record = comparison(data, "kl", 1, recipe="lr 0.002")  # plain lr 0.002 seed 1 does not exist
+    assert record["plain"] is None and "no plain run of recipe 'lr 0.002' and seed 1" in record["note"]
+    text = (out / "benchmark.md").read_text(encoding="utf-8")
+    assert "no plain run of recipe 'lr 0.002' and seed 1" in text
+    assert {r["method"] for r in data["runs"]} == {"plain", "kl", "scale", "mica"}
+    assert len(data["runs"]) == 7  # the killed trial has no results.json
+
+
+def test_the_curve_holds_every_state_with_its_held_out_change(result):
+    _, data = result
+    rows = [r for r in data["curve"] if r["method"] == "scale"]
+    assert [(r["step"], r["variant"], r["passes_gate"], r["best"]) for r in rows] == [
+        (10, "", False, False), (10, "scale 0.5", True, True)]
+    for row, state in zip(rows, SCALE):
+        kept = row["held_out"][HELD]
+        assert kept[ACC]["ratio"] == pytest.approx(np.mean(state.acc) / np.mean(BASE.acc))
+        assert kept[PERPLEXITY]["ratio"] == pytest.approx(BASE.perplexity() / state.perplexity())
+        assert kept[ACC]["low"] < kept[ACC]["ratio"] < kept[ACC]["high"]
+        assert row["accuracy"] == pytest.approx(state.accuracy) and row["accuracy_low"] is not None
+
+
+def test_the_document_and_the_frontier_plots(result):
+    out, data = result
+    text = (out / "benchmark.md").read_text(encoding="utf-8")
+    assert f"{HELD} {PERPLEXITY} (lower is better)" in text and "Level 95%" in text
+    verdicts = [r["verdict"] for c in data["comparisons"] if c.get("note") is None for r in c["held_out"]]
+    for verdict in verdicts:
+        assert verdict in text
+    assert "mica" in text and "none passes: most accurate" in text
+    for scalar in (ACC, PERPLEXITY):
+        png = out / f"frontier-{HELD}-{scalar}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_runs_that_do_not_share_their_held_out_tasks_are_refused_naming_the_run(runs, tmp_path):
+    root, _ = runs
+    odd = write_run(tmp_path / "odd", BASE, PLAIN[1], [], 3, measured=(ACC,))
+    with pytest.raises(DataError, match=f"{odd}/results.json: its new task and held-out tasks"):
+        bench.compute([root / "sweep", odd])
+
+
+def test_a_source_that_is_neither_a_run_nor_a_sweep_is_refused(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=f"{tmp_path / 'empty'}: neither a run"):
+        bench.compute([tmp_path / "empty"])
+
+
+def test_a_recipe_is_the_settings_that_differ_besides_method_and_seed():
+    settings = [{"name": "a", "train.lr": 0.001, "train.seed": 1, "lora.rank": 8, "retention.methods": []},
+                {"name": "b", "train.lr": 0.002, "train.seed": 2, "lora.rank": 8, "retention.methods": ["kl"]}]
+    assert [bench.recipe_text(r) for r in bench.recipes(settings)] == ["lr 0.001", "lr 0.002"]
+    assert bench.method_of({"lora.init": "mica", "retention.methods": ["kl"]}) == "mica+kl"
+    assert bench.method_of({"retention.methods": []}) == "plain"
