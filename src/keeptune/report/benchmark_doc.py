@@ -22,6 +22,7 @@ from keeptune.report.plots import _figure, _number
 from keeptune.report.sweep import write_png
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+LINES = ("-", "--", ":", "-.")  # one per recipe: a curve sweep's learning rates are one method and one seed
 
 
 # --- cells -------------------------------------------------------------------------------------------------
@@ -149,19 +150,22 @@ def _bars(values: list[float], lows: list[float | None], highs: list[float | Non
 
 def frontier(data: dict, task: str, scalar: str, lower: bool) -> Figure | None:
     """New-task accuracy (x) against one held-out scalar kept (y), every run's states: colour by method, marker by
-    seed, as-trained checkpoints joined in step order, variants hollow, the best ringed; None with nothing to draw."""
+    seed, line by recipe, as-trained checkpoints joined in step order, variants hollow, the best ringed; None with
+    nothing to draw."""
     unit = data["new_task"]["units"]
     drawn = [r for r in data["curve"] if _number(r["held_out"][task][scalar]["ratio"])]
     if not drawn:
         return None
     methods = sorted({r["method"] for r in data["curve"]})
     seeds = sorted({_seed(r["seed"]) for r in data["curve"]})
+    recipes = sorted({r["recipe"] for r in data["curve"]})
     figure, (ax,) = _figure(f"{task} {scalar}{' (lower is better)' if lower else ''} against "
                             f"{data['new_task']['task']} accuracy")
     for run in dict.fromkeys(r["run"] for r in drawn):
         rows = [r for r in drawn if r["run"] == run]
         colour = f"C{methods.index(rows[0]['method']) % 10}"
         marker = MARKERS[seeds.index(_seed(rows[0]["seed"])) % len(MARKERS)]
+        line = LINES[recipes.index(rows[0]["recipe"]) % len(LINES)]
         for variants in (False, True):
             part = [r for r in rows if bool(r["variant"]) == variants]
             if not part:
@@ -172,16 +176,19 @@ def frontier(data: dict, task: str, scalar: str, lower: bool) -> Figure | None:
                          [fmt.shown(r["accuracy_high"], unit) for r in part])
             yerr = _bars(y, [r["held_out"][task][scalar]["low"] for r in part],
                          [r["held_out"][task][scalar]["high"] for r in part])
-            ax.errorbar(x, y, xerr=xerr, yerr=yerr, color=colour, marker=marker, linestyle="none" if variants else "-",
+            ax.errorbar(x, y, xerr=xerr, yerr=yerr, color=colour, marker=marker, linestyle="none" if variants else line,
                         markerfacecolor="none" if variants else colour, capsize=2, alpha=0.85)
         for r in (r for r in rows if r["best"]):
             ax.plot(fmt.shown(r["accuracy"], unit), r["held_out"][task][scalar]["ratio"], marker="o", markersize=14,
                     markerfacecolor="none", markeredgecolor="black", linestyle="none")
-    ax.axhline(1.0, color="grey", linestyle="--", linewidth=1)
+    ax.axhline(1.0, color="grey", linestyle=(0, (1, 4)), linewidth=1)
     handles = [Line2D([], [], color=f"C{i % 10}", label=m) for i, m in enumerate(methods)]
     handles += [Line2D([], [], color="grey", marker=MARKERS[i % len(MARKERS)], linestyle="none", label=f"seed {s}")
                 for i, s in enumerate(seeds)]
-    handles.append(Line2D([], [], color="grey", linestyle="--", label="base model"))
+    if len(recipes) > 1:
+        handles += [Line2D([], [], color="black", linestyle=LINES[i % len(LINES)], label=r or "-")
+                    for i, r in enumerate(recipes)]
+    handles.append(Line2D([], [], color="grey", linestyle=(0, (1, 4)), label="base model"))
     ax.legend(handles=handles, fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_xlabel(f"{data['new_task']['task']} {data['new_task']['scalar']}" + (" (%)" if unit == fmt.FRACTION else ""))
     ax.set_ylabel("kept against the base model" + (" (base / tuned)" if lower else " (tuned / base)"))
