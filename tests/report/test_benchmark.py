@@ -13,6 +13,7 @@ from scipy import stats as scipy_stats
 from keeptune.cli import main
 from keeptune.core.errors import DataError
 from keeptune.report import benchmark as bench
+from keeptune.report.benchmark_doc import document
 from tests.report.benchmark_runs import ACC, HELD, PERPLEXITY, WORDS, N, State, write_run
 
 RNG = np.random.default_rng(29)
@@ -213,6 +214,17 @@ def test_a_source_that_is_neither_a_run_nor_a_sweep_is_refused(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match=f"{tmp_path / 'empty'}: neither a run"):
         bench.compute([tmp_path / "empty"])
+    (tmp_path / "sweep" / "trials" / "trial-killed").mkdir(parents=True)
+    with pytest.raises(DataError, match=f"{tmp_path / 'sweep'}: a sweep with no finished trial"):
+        bench.compute([tmp_path / "sweep"])
+
+
+def test_plain_runs_alone_have_a_curve_and_nothing_to_compare(runs):
+    root, _ = runs
+    data = bench.compute([root / "sweep" / "trials" / "trial-plain1", root / "sweep" / "trials" / "trial-plain2"])
+    assert data["comparisons"] == [] and data["pooled"] == []
+    assert [(r["seed"], r["step"]) for r in data["curve"]] == [(s, st.step) for s in (1, 2) for st in PLAIN[s]]
+    assert "nothing to compare" in document(data, [])
 
 
 def test_a_recipe_is_the_settings_that_differ_besides_method_and_seed():

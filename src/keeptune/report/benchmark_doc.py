@@ -110,19 +110,25 @@ def matched_blocks(data: dict) -> list:
               _p(c["new_task"]), c["new_task"]["verdict"]] for c in done]
     held = [[c["method"], c["recipe"], _seed(c["seed"]), _scalar(r["task"], r["scalar"], r["lower_is_better"]),
              _difference(r), _test(r), _p(r), r["verdict"]] for c in done for r in c["held_out"]]
-    blocks = [Heading("Against plain LoRA at matched new-task accuracy"), Text(
+    missing = [f"{c['method']} {c['recipe']} seed {_seed(c['seed'])}: {c['note']}"
+               for c in data["comparisons"] if c.get("note") is not None]
+    heading = Heading("Against plain LoRA at matched new-task accuracy")
+    if not done:
+        why = "No run but plain LoRA's: nothing to compare." if not missing else "No method has its plain run:"
+        return [heading, Text(why), *([Items(missing)] if missing else [])]
+    blocks = [heading, Text(
         f"How well each pair is matched: {new['task']} {new['scalar']}, method - plain (percentage points for a "
         "fraction)."), Table(["method", "recipe", "seed", "method's state", "plain state", "method - plain",
                               "test", "p", "verdict"], pairs, 5), Text(
         "Held-out scalars, method - plain in the scalar's units (percentage points for a fraction); for a scalar "
         "better lower, negative favours the method."),
         Table(["method", "recipe", "seed", "held-out scalar", "method - plain", "test", "p", "verdict"], held, 4)]
-    missing = [f"{c['method']} {c['recipe']} seed {_seed(c['seed'])}: {c['note']}"
-               for c in data["comparisons"] if c.get("note") is not None]
     return blocks + ([Text("Not compared:"), Items(missing)] if missing else [])
 
 
 def pooled_blocks(data: dict) -> list:
+    if not data["pooled"]:
+        return []
     rows = []
     for r in data["pooled"]:
         if r.get("range") is not None:
