@@ -224,7 +224,7 @@ def chosen_state(run: Run) -> tuple[dict | None, bool]:
 
 def nearest_state(plain: Run, accuracy: float) -> dict | None:
     """Plain LoRA's checkpoint as trained whose new-task accuracy is nearest `accuracy` (ties: the later step).
-    Distances are rounded to 1e-9, so that 7/12 is as near 6/12 as 8/12 despite float rounding."""
+    Distances are rounded to 1e-9, so that 6/12 is as near 5/12 as 7/12 despite float rounding."""
     trained = [e for e in plain.results["checkpoints"] if not variant(e)]
     return min(trained, key=lambda e: (round(abs(e["accuracy"] - accuracy), 9), -e["step"])) if trained else None
 
@@ -379,6 +379,7 @@ def compute(sources: Iterable[Path], level: float = stats.LEVEL) -> dict:
     new = new_task(runs[0].results)
     return {"level": level, "new_task": {"task": new.name, "scalar": new.accuracy, "units": new.unit(new.accuracy)},
             "held_out": [{"task": t["name"], "scalars": measured(t), "units": t.get("units") or {},
+                          "confidence": (t.get("measured") or {}).get("confidence", stats.LEVEL),
                           "lower_is_better": [s for s in measured(t) if lower_is_better(t, s)]}
                          for t in held_out_specs(runs[0].results)],
             "runs": [{"run": str(r.path), "method": r.method, "recipe": r.recipe, "seed": r.seed} for r in runs],

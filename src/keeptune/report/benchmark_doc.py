@@ -87,6 +87,7 @@ def document(data: dict, images: list[Path]) -> str:
 
 def curve_blocks(data: dict, scalars: list[tuple[str, str, bool]]) -> list:
     new = data["new_task"]
+    confidences = ", ".join(f"{t['task']} {t['confidence'] * 100:g}%" for t in data["held_out"])
     headers = ["method", "recipe", "seed", "step", "variant", f"{new['task']} {new['scalar']}", "gate",
                *(f"{_scalar(*key)} kept" for key in scalars)]
     rows = []
@@ -99,8 +100,8 @@ def curve_blocks(data: dict, scalars: list[tuple[str, str, bool]]) -> list:
                      accuracy, gate, *(_kept(row["held_out"][task][scalar]) for task, scalar, _ in scalars)])
     return [Heading("Learning-forgetting curve"), Text(
         "Every evaluated state. kept: tuned / base on the held-out samples (base / tuned for a scalar better lower), "
-        f"so above 100% is better for every scalar, with its {data['level'] * 100:g}% paired bootstrap interval "
-        "where the run recorded it."), Table(headers, rows, 5)]
+        "so above 100% is better for every scalar, with the paired bootstrap interval the run recorded (at its "
+        f"held-out tasks' confidence: {confidences}) where it recorded one."), Table(headers, rows, 5)]
 
 
 def matched_blocks(data: dict) -> list:
