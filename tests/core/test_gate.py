@@ -200,3 +200,13 @@ def test_a_held_out_task_is_measured_and_decides_nothing():
     assert "point_passes" not in numbers and "passed" not in record
     assert held.describe(BASE["squad-chat"]) == {"metrics": ["squad_v1.f1"], "fraction": 0.8, "confidence": 0.95,
                                                  "lower_is_better": []}
+
+
+def test_a_held_out_scalar_with_a_zero_baseline_says_it_cannot_show_a_loss_without_a_gate():
+    held = TaskGate("squad-chat", ("squad_v1.f1",), 0.8, held_out=True)
+    paired = {"squad-seed": {m: stats.retention(np.ones(5), np.ones(5), 0.9) for m in SEED.metrics},
+              "squad-chat": {"squad_v1.f1": stats.retention(np.zeros(5), np.ones(5), 0.8)}}
+    scores = {"squad-seed": BASE["squad-seed"], "squad-chat": {"squad_v1.f1": 1.0}}
+    verdict = judge([SEED, held], scores, {**BASE, "squad-chat": {"squad_v1.f1": 0.0}}, paired)
+    numbers = verdict["held_out_uncertainty"]["squad-chat"]["scalars"]["squad_v1.f1"]
+    assert numbers["base_zero"] and "cannot show a loss" in numbers["note"] and "gate" not in numbers["note"]

@@ -161,8 +161,13 @@ def measured_record(gate: TaskGate, paired: dict[str, stats.Retention]) -> dict:
     """A held-out task's numbers, as `uncertainty_record` without a verdict: {confidence, fraction, scalars:
     {scalar: {ratio, low, high, method, lower, p_at_least, base, tuned, base_zero, note}}}; p_at_least says what a
     gate at `fraction` would have seen, and decides nothing."""
+    def numbers(r: stats.Retention) -> dict:
+        out = _paired_numbers(r)
+        if r.base_zero:  # stats' note speaks of a gate; nothing gates this one
+            out["note"] = "baseline 0: the ratio is undefined; this scalar cannot show a loss"
+        return out
     return {"confidence": gate.confidence, "fraction": gate.fraction,
-            "scalars": {m: _paired_numbers(paired[m]) for m in gate.metrics}}
+            "scalars": {m: numbers(paired[m]) for m in gate.metrics}}
 
 
 def _paired_numbers(r: stats.Retention) -> dict:
