@@ -48,27 +48,38 @@ PLAIN = {1: [State(right(3), noise(), ll(2.2), 10), State(right(6), ones(0, 1, 2
 # is the smaller distance: ties are exact only after rounding).
 KL = {1: [State(right(5), ones(*range(9)), ll(2.1), 10), State(right(8), noise(), ll(2.4), 20, passes=False)],
       2: [State(right(3), noise(), ll(2.0), 10), State(right(6), ones(0, 1, 2, 3, 4, 11), ll(2.7), 20)]}
-# scale seed 1: step 10 as trained fails; its scale-0.5 variant (6 of 12) passes and is the best -> plain step 20.
-SCALE = [State(right(9), noise(), ll(3.0), 10, passes=False),
-         State(right(6), ones(0, 1, 2, 3, 5), ll(2.3), 10, variant={"scale": 0.5})]
+# A run of [scale, intruders], seed 3: one training, so three methods. Plain LoRA: its checkpoints as trained,
+# step 10 (4 of 12) the only one passing, its best. Scale: those and the scale-0.5 states, best step 20 scale 0.5
+# (7 of 12) -> plain's nearest is step 30 (6 of 12). Intruders: those and the lambda-0.5 states, best step 20
+# intruders 0.5 (8 of 12), also the run's own best over all its states -> plain's nearest is step 20 (9 of 12).
+SCALED, REDUCED = {"scale": 0.5}, {"scale": 1.0, "intruders": 0.5}
+SPLIT = {"plain": [State(right(4), ones(*range(8)), ll(2.1), 10), State(right(9), ones(0, 1), ll(3.0), 20, False),
+                   State(right(6), ones(0, 1, 2, 3), ll(2.6), 30, False)],
+         "scale": [State(right(3), ones(*range(8)), ll(2.0), 10, variant=SCALED),
+                   State(right(7), ones(0, 1, 2, 3, 4, 5, 6), ll(2.3), 20, variant=SCALED)],
+         "intruders": [State(right(5), noise(), ll(2.2), 10, False, REDUCED),
+                       State(right(8), ones(*range(6)), ll(2.5), 20, variant=REDUCED)]}
+SPLIT_STATES = [s for states in SPLIT.values() for s in states]
 # mica seed 1: nothing passes -> its most accurate state, step 20 (10 of 12), flagged -> plain step 30 (9 of 12).
 MICA = [State(right(2), noise(), ll(2.0), 10, passes=False), State(right(10), ones(0, 5), ll(3.1), 20, passes=False)]
-# The pairs the matching rule must make: (method, seed) -> (the method's state, plain's state).
-PAIRS = {("kl", 1): (KL[1][0], PLAIN[1][1]), ("kl", 2): (KL[2][1], PLAIN[2][2]),
-         ("scale", 1): (SCALE[1], PLAIN[1][1]), ("mica", 1): (MICA[1], PLAIN[1][2])}
+# The pairs the matching rule must make: (method, seed) -> (the method's state, plain's state, plain's run).
+PAIRS = {("kl", 1): (KL[1][0], PLAIN[1][1], "trial-plain1"), ("kl", 2): (KL[2][1], PLAIN[2][2], "trial-plain2"),
+         ("scale", 3): (SPLIT["scale"][1], SPLIT["plain"][2], "split"),
+         ("intruders", 3): (SPLIT["intruders"][1], SPLIT["plain"][1], "split"),
+         ("mica", 1): (MICA[1], PLAIN[1][2], "trial-plain1")}
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """A sweep holding the plain and kl runs of lr 0.001, and three runs beside it: scale, mica and a kl run of
-    lr 0.002 (seed 1: no plain run of its recipe)."""
+    """A sweep holding the plain and kl runs of lr 0.001, and three runs beside it: [scale, intruders] (seed 3),
+    mica and a kl run of lr 0.002 (seed 1: no plain run of its recipe)."""
     root = tmp_path_factory.mktemp("benchmark")
     trials = root / "sweep" / "trials"
     for seed in (1, 2):
         write_run(trials / f"trial-plain{seed}", BASE, PLAIN[seed], [], seed)
         write_run(trials / f"trial-kl{seed}", BASE, KL[seed], ["kl"], seed)
     (trials / "trial-killed").mkdir()  # a trial that never finished: no results.json
-    others = [write_run(root / "scale", BASE, SCALE, ["scale"], 1),
+    others = [write_run(root / "split", BASE, SPLIT_STATES, ["scale", "intruders"], 3),
               write_run(root / "mica", BASE, MICA, [], 1, init="mica"),
               write_run(root / "kl-fast", BASE, KL[1], ["kl"], 1, lr=2e-3)]
     return root, [root / "sweep", *others]
@@ -120,11 +131,13 @@ def held_row(record: dict, scalar: str) -> dict:
 @pytest.mark.parametrize("method,seed", sorted(PAIRS))
 def test_each_method_is_compared_with_plain_at_the_nearest_accuracy_on_the_held_out_samples(result, method, seed):
     _, data = result
-    mine, plain = PAIRS[method, seed]
+    mine, plain, folder = PAIRS[method, seed]
     record = comparison(data, method, seed)
-    assert (record["state"]["step"], record["state"]["scale"]) == (mine.step, mine.variant.get("scale", 1.0))
+    assert (record["state"]["step"], record["state"]["scale"], record["state"]["intruders"]) == (
+        mine.step, mine.variant.get("scale", 1.0), mine.variant.get("intruders"))
     assert record["state"]["passes_gate"] is (method != "mica")  # mica passes nowhere: its state is flagged
-    assert record["plain_state"]["step"] == plain.step and record["plain"].endswith(f"trial-plain{seed}")
+    assert record["plain_state"]["step"] == plain.step and record["plain_state"]["variant"] == ""
+    assert record["plain"].endswith(folder)
 
     new = record["new_task"]
     assert new["difference"] == pytest.approx(mine.accuracy - plain.accuracy)
@@ -149,7 +162,7 @@ def test_each_method_is_compared_with_plain_at_the_nearest_accuracy_on_the_held_
 def test_the_seeds_are_pooled_per_sample_for_a_mean_and_by_their_differences_for_a_corpus_statistic(result):
     _, data = result
     pooled = {(r["method"], r["scalar"]): r for r in data["pooled"]}
-    pairs = [PAIRS["kl", 1], PAIRS["kl", 2]]
+    pairs = [PAIRS["kl", 1][:2], PAIRS["kl", 2][:2]]
     a = np.mean([m.acc for m, _ in pairs], axis=0)
     b = np.mean([p.acc for _, p in pairs], axis=0)
     acc = pooled["kl", ACC]
@@ -164,7 +177,7 @@ def test_the_seeds_are_pooled_per_sample_for_a_mean_and_by_their_differences_for
     assert perplexity["difference"] == pytest.approx(np.mean(differences))
     assert perplexity["range"] == pytest.approx([min(differences), max(differences)])
     assert perplexity["p_value"] is None and "corpus" in perplexity["pooled"]
-    assert pooled["scale", ACC]["seeds"] == [1]
+    assert pooled["scale", ACC]["seeds"] == [3] and pooled["intruders", ACC]["seeds"] == [3]
 
 
 def test_a_method_without_its_plain_run_is_reported_not_an_error(result):
@@ -173,16 +186,21 @@ def test_a_method_without_its_plain_run_is_reported_not_an_error(result):
     assert record["plain"] is None and "no plain run of recipe 'lr 0.002' and seed 1" in record["note"]
     text = (out / "benchmark.md").read_text(encoding="utf-8")
     assert "no plain run of recipe 'lr 0.002' and seed 1" in text
-    assert {r["method"] for r in data["runs"]} == {"plain", "kl", "scale", "mica"}
-    assert len(data["runs"]) == 7  # the killed trial has no results.json
+    assert {r["method"] for r in data["runs"]} == {"plain", "kl", "scale", "intruders", "mica"}
+    assert len(data["runs"]) == 9  # the killed trial has no results.json; the [scale, intruders] run is three
 
 
-def test_the_curve_holds_every_state_with_its_held_out_change(result):
+def test_the_curve_holds_every_state_once_with_its_held_out_change(result):
     _, data = result
-    rows = [r for r in data["curve"] if r["method"] == "scale"]
-    assert [(r["step"], r["variant"], r["passes_gate"], r["best"]) for r in rows] == [
-        (10, "", False, False), (10, "scale 0.5", True, True)]
-    for row, state in zip(rows, SCALE):
+    rows = [r for r in data["curve"] if r["run"].endswith("split")]
+    # Each state once, under the method it belongs to, in step order (as trained first, then lambdas, factors).
+    order = sorted(((m, s) for m, states in SPLIT.items() for s in states),
+                   key=lambda ms: (ms[1].step, ms[0] != "plain", ms[0] != "intruders"))
+    assert [(r["method"], r["step"], r["variant"], r["passes_gate"]) for r in rows] == [
+        (m, s.step, f"{m} 0.5" if m != "plain" else "", s.passes) for m, s in order]
+    chosen = {("plain", 10), ("scale", 20), ("intruders", 20)}  # each method's best (see SPLIT)
+    assert [r["best_of"] for r in rows] == [[m] if (m, s.step) in chosen else [] for m, s in order]
+    for row, (_, state) in zip(rows, order):
         kept = row["held_out"][HELD]
         assert kept[ACC]["ratio"] == pytest.approx(np.mean(state.acc) / np.mean(BASE.acc))
         assert kept[PERPLEXITY]["ratio"] == pytest.approx(BASE.perplexity() / state.perplexity())
@@ -233,3 +251,47 @@ def test_a_recipe_is_the_settings_that_differ_besides_method_and_seed():
     assert [bench.recipe_text(r) for r in bench.recipes(settings)] == ["lr 0.001", "lr 0.002"]
     assert bench.method_of({"lora.init": "mica", "retention.methods": ["kl"]}) == "mica+kl"
     assert bench.method_of({"retention.methods": []}) == "plain"
+
+
+def test_each_part_of_a_post_training_run_has_the_best_a_run_of_that_method_alone_chooses(runs, tmp_path):
+    root, _ = runs
+    alone = write_run(tmp_path / "scale-alone", BASE, SPLIT["plain"] + SPLIT["scale"], ["scale"], 3)
+    alone_best = json.loads((alone / "results.json").read_text(encoding="utf-8"))["best"]
+    runs_read, _ = bench.load_runs([root / "split"])
+    parts = {r.method: r for r in runs_read}
+    assert sorted(parts) == ["intruders", "plain", "scale"] and {r.part for r in runs_read} == {
+        "as trained", "as trained + scale", "as trained + intruders"}
+    best = {m: bench.state_key(r.results["best"]) for m, r in parts.items()}
+    assert best["scale"] == bench.state_key(alone_best) == (20, 0.5, None)
+    assert best == {"plain": (10, 1.0, None), "scale": (20, 0.5, None), "intruders": (20, 1.0, 0.5)}
+    whole = json.loads((root / "split" / "results.json").read_text(encoding="utf-8"))["best"]
+    assert bench.state_key(whole) == (20, 1.0, 0.5)  # the run's own best is intruders': scale's is recomputed
+
+
+def test_a_plain_run_beside_a_part_of_the_same_training_is_kept_once_when_identical(runs, tmp_path):
+    root, _ = runs
+    plain = root / "sweep" / "trials" / "trial-plain1"
+    # [intruders] at seed 1, trained as trial-plain1 was; no lambda passes, so its best is plain's (step 30).
+    reduced = [State(right(10), noise(), ll(3.2), s.step, False, REDUCED) for s in PLAIN[1]]
+    same = write_run(tmp_path / "intruders", BASE, PLAIN[1] + reduced, ["intruders"], 1)
+    data = bench.compute([plain, same])
+    left = {r["run"]: r["left_out"] for r in data["runs"] if r["method"] == "plain"}
+    assert left[str(same)] is None and f"identical to those of {same}" in left[str(plain)]
+    assert len(data["notes"]) == 1 and data["notes"][0].startswith(f"{plain}: plain LoRA")
+    (record,) = data["comparisons"]
+    assert record["plain"] == str(same) and record["state"]["step"] == record["plain_state"]["step"] == 30
+    assert all(r["difference"] == 0 for r in record["held_out"])
+    assert {r["run"] for r in data["curve"]} == {str(same)}  # the plain run's states are the same: once
+    best_rows = [r for r in data["curve"] if r["best"]]
+    assert [(r["step"], r["best_of"]) for r in best_rows] == [(30, ["plain", "intruders"])]
+    assert "(best of plain, intruders)" in document(data, [])
+
+
+def test_a_plain_run_beside_a_part_of_another_training_is_refused_naming_both(runs, tmp_path):
+    root, _ = runs
+    plain = root / "sweep" / "trials" / "trial-plain1"
+    other = [PLAIN[1][0], State(right(7), ones(0, 1, 2), ll(2.6), 20), PLAIN[1][2]]  # step 20 differs
+    scaled = write_run(tmp_path / "scaled", BASE, other + [State(right(5), noise(), ll(2.3), 20, variant=SCALED)],
+                       ["scale"], 1)
+    with pytest.raises(DataError, match=f"{plain} and {scaled} are both plain LoRA .* differ at step 20"):
+        bench.compute([plain, scaled])

@@ -9,6 +9,9 @@ settings that differ among the runs given, seed aside) and its seed. The numbers
 - the curve: every evaluated state of every run (checkpoints as trained and post-training variants), its new-task
   accuracy with its interval, its gate verdict, and each held-out scalar kept against the base model with its
   paired interval (results.json's held_out_uncertainty, or the bare ratio of held_out);
+- a run of post-training methods only ([scale], [intruders], [scale, intruders]) trains as plain LoRA does: it is
+  read as the methods it holds, plain, scale and intruders, each its own run of the benchmark with its best
+  recomputed over its own entries (keeptune.report.benchmark_split);
 - the matched comparisons: each non-plain run R against the plain run P of the same recipe (settings of retention
   methods aside: plain LoRA ignores them) and seed. R's state is its gate-chosen best (none passing: its most
   accurate state, flagged); P's is its checkpoint as trained whose new-task accuracy is nearest R's (ties: the later
@@ -44,10 +47,11 @@ from keeptune.core.outputs import claim_output_dir
 from keeptune.evaluate import intervals
 from keeptune.evaluate.metrics.registry import Resample
 from keeptune.experiment import uncertainty
+from keeptune.report.benchmark_split import PLAIN, keep_one_plain, shown, split
 from keeptune.report.compare import State, common_tasks
 from keeptune.report.results import RESULTS, entry_scale, load_results, new_task, variant
 
-PLAIN, MICA, HELD_OUT = "plain", "mica", "held_out"
+MICA, HELD_OUT = "mica", "held_out"
 # Config fields that name a run, not its recipe; the method's and the seed's are labelled apart.
 NOT_RECIPE = ("name", "out", "overwrite", "skip_bad", "retention.methods", "lora.init", "train.seed")
 OUTPUTS = ("benchmark.md", "benchmark.json", "frontier-*.png")
@@ -64,6 +68,8 @@ class Run:
     settings: dict[str, Any]  # the config, flattened: {"train.lr": 0.001, ...}
     recipe: str = ""  # the differing settings, in words ("lr 0.002")
     matches: str = ""  # the recipe without retention settings: what a plain run must share
+    part: str = ""  # a part of a run of post-training methods: the states it holds ("as trained + scale")
+    left_out: str = ""  # a plain run left out of the comparisons: why (another of the same training is compared)
 
     @property
     def label(self) -> str:
@@ -144,9 +150,10 @@ def recipe_text(recipe: dict[str, Any]) -> str:
     return ", ".join(f"{s if short.count(s) == 1 else k} {_value(v)}" for s, (k, v) in zip(short, recipe.items()))
 
 
-def load_runs(sources: Iterable[Path]) -> list[Run]:
-    """The runs SOURCES name, labelled, plain runs first; DataError when they do not share their tasks or two are
-    the same method, recipe and seed."""
+def load_runs(sources: Iterable[Path]) -> tuple[list[Run], list[str]]:
+    """The runs SOURCES name, labelled, a run of post-training methods split into its parts, plain runs first, and
+    the notes on plain runs left out of the comparisons (keeptune.report.benchmark_split); DataError when they do
+    not share their tasks or two are the same method, recipe and seed."""
     runs = []
     for path in run_folders(sources):
         results = load_results(path)
@@ -164,12 +171,13 @@ def load_runs(sources: Iterable[Path]) -> list[Run]:
     labelled = []
     for run, recipe in zip(runs, recipes([r.settings for r in runs])):
         matches = {k: v for k, v in recipe.items() if not k.startswith("retention.")}
-        labelled.append(dataclasses.replace(run, recipe=recipe_text(recipe), matches=recipe_text(matches)))
+        labelled += split(dataclasses.replace(run, recipe=recipe_text(recipe), matches=recipe_text(matches)))
     labelled.sort(key=lambda r: (r.method != PLAIN, r.method, r.recipe, str(r.seed)))
     for a, b in itertools.pairwise(labelled):
-        if (a.method, a.recipe, a.seed) == (b.method, b.recipe, b.seed):
+        same = (a.method, a.recipe, a.seed) == (b.method, b.recipe, b.seed)
+        if same and not (a.method == PLAIN and (a.part or b.part)):  # a part's plain: keep_one_plain judges it
             raise DataError(f"{a.path} and {b.path} are both {a.label}: give one of them")
-    return labelled
+    return keep_one_plain(labelled)
 
 
 # --- the curve -------------------------------------------------------------------------------------------
@@ -194,22 +202,25 @@ def held_out_change(entry: dict, task: str, scalar: str) -> dict:
     return {"ratio": ((entry.get("held_out") or {}).get(task) or {}).get(scalar), "low": None, "high": None}
 
 
-def curve(run: Run) -> list[dict]:
-    """One row per evaluated state of a run, in step order: the state, its new-task accuracy and interval, its gate
-    verdict, whether it is the run's best, and each held-out scalar's change against the base model."""
-    new, best = new_task(run.results), run.results.get("best")
+def curve(parts: list[Run]) -> list[dict]:
+    """One row per evaluated state of a run (given as its parts, or itself alone), in step order, each state once
+    under the method it belongs to (keeptune.report.benchmark_split.shown): the state, its new-task accuracy and
+    interval, its gate verdict, the methods whose best it is (best_of; best: any), and each held-out scalar's
+    change against the base model."""
     rows = []
-    order = sorted(run.results["checkpoints"], key=lambda e: (e["step"], bool(variant(e)), -entry_scale(e),
-                                                              -(e.get("intruders") or 1)))
-    for entry in order:
-        accuracy = (entry["tasks"].get(new.name, {}).get("intervals") or {}).get(new.accuracy) or {}
-        rows.append({"run": str(run.path), "method": run.method, "recipe": run.recipe, "seed": run.seed,
-                     **state_of(entry), "accuracy": entry["accuracy"], "accuracy_low": accuracy.get("low"),
-                     "accuracy_high": accuracy.get("high"), "passes_gate": entry["passes_gate"],
-                     "best": best is not None and state_key(best) == state_key(entry),
-                     "held_out": {t["name"]: {s: held_out_change(entry, t["name"], s) for s in measured(t)}
-                                  for t in held_out_specs(run.results)}})
-    return rows
+    for run in parts:
+        new = new_task(run.results)
+        for entry in shown(run):
+            accuracy = (entry["tasks"].get(new.name, {}).get("intervals") or {}).get(new.accuracy) or {}
+            best_of = [p.method for p in parts
+                       if p.results.get("best") is not None and state_key(p.results["best"]) == state_key(entry)]
+            rows.append({"run": str(run.path), "method": run.method, "recipe": run.recipe, "seed": run.seed,
+                         **state_of(entry), "accuracy": entry["accuracy"], "accuracy_low": accuracy.get("low"),
+                         "accuracy_high": accuracy.get("high"), "passes_gate": entry["passes_gate"],
+                         "best": bool(best_of), "best_of": best_of,
+                         "held_out": {t["name"]: {s: held_out_change(entry, t["name"], s) for s in measured(t)}
+                                      for t in held_out_specs(run.results)}})
+    return sorted(rows, key=lambda r: (r["step"], bool(r["variant"]), -r["scale"], -(r["intruders"] or 1)))
 
 
 # --- matching -----------------------------------------------------------------------------------------------
@@ -230,8 +241,10 @@ def nearest_state(plain: Run, accuracy: float) -> dict | None:
 
 
 def plain_for(run: Run, runs: list[Run]) -> Run | None:
-    """The plain run of `run`'s recipe (retention settings aside) and seed, or None."""
-    return next((p for p in runs if p.method == PLAIN and p.matches == run.matches and p.seed == run.seed), None)
+    """The plain run of `run`'s recipe (retention settings aside) and seed, or None; of a run of post-training
+    methods, the same run's checkpoints as trained (or the plain run kept in their place: benchmark_split)."""
+    return next((p for p in runs if p.method == PLAIN and not p.left_out and p.matches == run.matches
+                 and p.seed == run.seed), None)
 
 
 # --- paired numbers -------------------------------------------------------------------------------------------
@@ -370,7 +383,7 @@ def pooled_means(seeds: list[tuple[list[str], np.ndarray, np.ndarray]], row: dic
 
 def compute(sources: Iterable[Path], level: float = stats.LEVEL) -> dict:
     """benchmark.json's content: the level, the runs, the curve, the matched comparisons and the pooled ones."""
-    runs = load_runs(sources)
+    runs, notes = load_runs(sources)
     records, columns = [], []
     for run in tqdm([r for r in runs if r.method != PLAIN], desc="benchmark", unit="run", disable=None):
         record, pooled = matched(run, runs, level)
@@ -382,8 +395,10 @@ def compute(sources: Iterable[Path], level: float = stats.LEVEL) -> dict:
                           "confidence": (t.get("measured") or {}).get("confidence", stats.LEVEL),
                           "lower_is_better": [s for s in measured(t) if lower_is_better(t, s)]}
                          for t in held_out_specs(runs[0].results)],
-            "runs": [{"run": str(r.path), "method": r.method, "recipe": r.recipe, "seed": r.seed} for r in runs],
-            "curve": [row for r in runs for row in curve(r)], "comparisons": records,
+            "runs": [{"run": str(r.path), "method": r.method, "recipe": r.recipe, "seed": r.seed,
+                      "states": r.part or None, "left_out": r.left_out or None} for r in runs], "notes": notes,
+            "curve": [row for path in dict.fromkeys(r.path for r in runs if not r.left_out)
+                      for row in curve([r for r in runs if r.path == path])], "comparisons": records,
             "pooled": pool(records, columns, level)}
 
 

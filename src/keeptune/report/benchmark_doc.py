@@ -55,6 +55,15 @@ def _seed(value: Any) -> str:
     return fmt.MISSING if value is None else str(value)
 
 
+def _best(row: dict) -> str:
+    """" (best)" for the best of the row's own method; " (best of scale, intruders)" for a state shown under one
+    method of a run and chosen by others (an as-trained checkpoint that no scale factor beats)."""
+    best_of = row["best_of"]
+    if not best_of:
+        return ""
+    return " (best)" if best_of == [row["method"]] else f" (best of {', '.join(best_of)})"
+
+
 # --- the document --------------------------------------------------------------------------------------------
 
 def document(data: dict, images: list[Path]) -> str:
@@ -71,8 +80,16 @@ def document(data: dict, images: list[Path]) -> str:
         "per-sample test: its difference has a paired bootstrap interval and is distinguishable only when that "
         f"interval excludes 0. \"not distinguishable at {level * 100:g}%\": the test (or the interval) cannot tell "
         "the two apart."),
-        Heading("Runs"), Table(["method", "recipe", "seed", "run"],
-                               [[r["method"], r["recipe"], _seed(r["seed"]), r["run"]] for r in data["runs"]], 4)]
+        Heading("Runs"), Table(["method", "recipe", "seed", "states", "run"],
+                               [[r["method"], r["recipe"], _seed(r["seed"]), r["states"] or "all", r["run"]]
+                                for r in data["runs"]], 4)]
+    if any(r["states"] for r in data["runs"]):
+        blocks.append(Text(
+            "A run of post-training methods only (scale, intruders) trains as plain LoRA does: it is read as the "
+            "methods it holds, each with its own states and its best recomputed over them by the gate's rule: plain "
+            "LoRA its checkpoints as trained, scale those and its factors, intruders those and its lambdas."))
+    if data["notes"]:
+        blocks.append(Items(data["notes"]))
     blocks += curve_blocks(data, scalars)
     blocks += matched_blocks(data)
     blocks += pooled_blocks(data)
@@ -95,12 +112,14 @@ def curve_blocks(data: dict, scalars: list[tuple[str, str, bool]]) -> list:
         accuracy = fmt.with_interval(row["accuracy"], new["units"],
                                      {"low": row["accuracy_low"], "high": row["accuracy_high"]}
                                      if row["accuracy_low"] is not None else None)
-        gate = ("PASS" if row["passes_gate"] else "FAIL") + (" (best)" if row["best"] else "")
+        gate = ("PASS" if row["passes_gate"] else "FAIL") + _best(row)
         rows.append([row["method"], row["recipe"], _seed(row["seed"]), str(row["step"]), row["variant"] or "-",
                      accuracy, gate, *(_kept(row["held_out"][task][scalar]) for task, scalar, _ in scalars)])
     return [Heading("Learning-forgetting curve"), Text(
-        "Every evaluated state. kept: tuned / base on the held-out samples (base / tuned for a scalar better lower), "
-        "so above 100% is better for every scalar, with the paired bootstrap interval the run recorded (at its "
+        "Every evaluated state, each once: a run of post-training methods lists its checkpoints as trained under "
+        "plain, its scale factors under scale and its intruder lambdas under intruders (a state is the best of each "
+        "method the gate column names). kept: tuned / base on the held-out samples (base / tuned for a scalar better "
+        "lower), so above 100% is better for every scalar, with the paired bootstrap interval the run recorded (at its "
         f"held-out tasks' confidence: {confidences}) where it recorded one."), Table(headers, rows, 5)]
 
 
@@ -168,8 +187,8 @@ def frontier(data: dict, task: str, scalar: str, lower: bool) -> Figure | None:
     recipes = sorted({r["recipe"] for r in data["curve"]})
     figure, (ax,) = _figure(f"{task} {scalar}{' (lower is better)' if lower else ''} against "
                             f"{data['new_task']['task']} accuracy")
-    for run in dict.fromkeys(r["run"] for r in drawn):
-        rows = [r for r in drawn if r["run"] == run]
+    for run in dict.fromkeys((r["run"], r["method"]) for r in drawn):  # a run's parts: a colour each
+        rows = [r for r in drawn if (r["run"], r["method"]) == run]
         colour = f"C{methods.index(rows[0]['method']) % 10}"
         marker = MARKERS[seeds.index(_seed(rows[0]["seed"])) % len(MARKERS)]
         line = LINES[recipes.index(rows[0]["recipe"]) % len(LINES)]
