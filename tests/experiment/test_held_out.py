@@ -77,3 +77,35 @@ def test_a_held_out_task_is_measured_at_every_checkpoint_and_decides_nothing(tmp
         assert (run / "checkpoints" / f"step-{entry['step']:06d}" / "arc-held" / "predictions.jsonl").is_file()
     assert results["tracking"] and all("arc-held" not in t["tasks"] for t in results["tracking"])
     assert "arc-held" in (run / "report.md").read_text(encoding="utf-8")
+
+
+def test_the_forgetting_benchmark_plans_on_the_shared_data_and_its_held_out_sets_are_apart(tmp_path, monkeypatch):
+    """configs/forgetting/experiment.yaml on the real files (skipped without ../shared): the gate reads the seed's
+    54 Super Bowl 50 paragraphs and 100 ARC-Easy dev questions, the held-out tasks other paragraphs, the ARC-Easy
+    test set and 3 WikiText-2 articles; moved to the start of the 43-article file (whose first article is Super
+    Bowl 50), the held-out SQuAD is refused for sharing the gate's 54 paragraphs."""
+    from keeptune.core.config import load_config
+    from keeptune.core.errors import ConfigError
+    from keeptune.experiment.config import ExperimentConfig
+    from keeptune.experiment.plan import plan_experiment
+    from tests.conftest import REPO, shared_file
+
+    for name in ("squad/dev-v1.1-43-articles.json", "arc-easy/ARC-Easy-Dev.jsonl", "arc-easy/ARC-Easy-Test.jsonl",
+                 "wikitext-2/wiki.test.raw"):
+        shared_file(name)
+    monkeypatch.chdir(REPO)
+    config = REPO / "configs" / "forgetting" / "experiment.yaml"
+    plan = plan_experiment(load_config(config, [], ExperimentConfig))
+    held = {g.task: g.held_out for _, g in plan.retention}
+    assert held == {"squad-seed": False, "arc-easy-dev": False, "squad-held-out": True, "arc-easy-held-out": True,
+                    "wikitext-held-out": True}
+    sizes = {t.name: len(s) if s is not None else len(t.documents) for (t, _), s in zip(plan.retention, plan.samples)}
+    assert sizes == {"squad-seed": 54, "arc-easy-dev": 100, "squad-held-out": 200, "arc-easy-held-out": 400,
+                     "wikitext-held-out": 3}
+    squad = plan.samples[[t.name for t, _ in plan.retention].index("squad-held-out")]
+    assert squad[0].where.endswith("dev-v1.1-43-articles.json: paragraph 54")
+    text = config.read_text(encoding="utf-8")
+    assert text.count("start: 54") == 1
+    (tmp_path / "overlapping.yaml").write_text(text.replace("start: 54", "start: 0"), encoding="utf-8")
+    with pytest.raises(ConfigError, match="task squad-held-out shares 54 samples with gated task squad-seed"):
+        plan_experiment(load_config(tmp_path / "overlapping.yaml", [], ExperimentConfig))
