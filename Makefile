@@ -10,7 +10,7 @@ NEWEST_TORCH ?= torch==2.13.0+cpu
 PIP_COMPILE_FLAGS := --allow-unsafe --extra=test --generate-hashes --no-emit-find-links \
 	--no-emit-index-url --strip-extras
 
-.PHONY: run test test-slow test-mindspore bench clean lock test-newest test-lower
+.PHONY: run test test-slow test-mindspore bench forgetting clean lock test-newest test-lower
 $(STAMP): pyproject.toml scripts/setup.sh requirements/lock.txt requirements/model.txt
 	bash scripts/setup.sh
 	touch $@
@@ -31,6 +31,17 @@ test-mindspore:
 
 bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/eval_squad.py $(ARGS)
+
+# The forgetting benchmark (issue 29; docs/experiments.md, "The forgetting benchmark"): plain LoRA's curve over
+# four learning rates, every retention method x 3 seeds, MiCA x 3 seeds, then the comparisons. Needs ../shared/data
+# (run from the repository root). Resumable: run it again and finished trials are read, not redone.
+FORGETTING ?= runs/forgetting
+forgetting: $(STAMP)
+	$(VENV)/bin/keeptune sweep configs/forgetting/curve.yaml out=$(FORGETTING)/curve $(ARGS)
+	$(VENV)/bin/keeptune sweep configs/forgetting/methods.yaml out=$(FORGETTING)/methods $(ARGS)
+	$(VENV)/bin/keeptune sweep configs/forgetting/mica.yaml out=$(FORGETTING)/mica $(ARGS)
+	$(VENV)/bin/keeptune benchmark $(FORGETTING)/curve --out $(FORGETTING)/report-curve --overwrite
+	$(VENV)/bin/keeptune benchmark $(FORGETTING)/methods $(FORGETTING)/mica --out $(FORGETTING)/report-methods --overwrite
 
 # Re-resolve the lock to the newest releases pyproject allows (torch: the CPU build
 # pinned in requirements/lock.in) with pip-tools, and re-pin the model package.

@@ -139,3 +139,21 @@ def test_a_grid_sweep_draws_every_combination_once_whoever_draws(setup, tmp_path
         study.optimize(lambda trial: drawn.append(suggest(trial, sweep.params)) or 0.0, n_trials=1)
     combos = [(tuple(v["retention.methods"]), v["train.seed"]) for v in drawn]
     assert sorted(combos) == sorted(itertools.product([(), ("kl",), ("scale",)], [0, 1]))
+
+
+def test_the_forgetting_benchmark_sweeps_load_on_the_shared_data_as_whole_grids(monkeypatch):
+    """configs/forgetting's sweeps (skipped without ../shared): each is checked as `keeptune sweep` checks it (every
+    value built, the lowest trial planned on the real files) and runs every combination of its grid."""
+    import math
+
+    from tests.conftest import REPO, shared_file
+
+    for name in ("squad/dev-v1.1-43-articles.json", "arc-easy/ARC-Easy-Test.jsonl", "wikitext-2/wiki.test.raw"):
+        shared_file(name)
+    monkeypatch.chdir(REPO)
+    grids = {}
+    for name in ("curve", "methods", "mica"):
+        sweep = load_sweep(REPO / "configs" / "forgetting" / f"{name}.yaml")
+        assert sweep.config.sampler.name == "grid"
+        grids[name] = (sweep.config.trials, math.prod(len(p.choices) for p in sweep.params))
+    assert grids == {"curve": (4, 4), "methods": (12, 12), "mica": (3, 3)}
