@@ -15,6 +15,15 @@ def line_of(text: str, needle: str) -> int:
     return next(i for i, line in enumerate(text.splitlines(), 1) if needle in line)
 
 
+def assert_refused(tmp_path, text: str, needle: str, message: str) -> None:
+    """The sweep file `text` is refused with `message`, at the line holding `needle`."""
+    path = tmp_path / "s.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_sweep(path)
+    assert f"{path}:{line_of(text, needle)}:" in str(err.value) and message in str(err.value), str(err.value)
+
+
 @pytest.mark.parametrize("space, needle, message", [
     ("  train.lrr: {type: log_uniform, low: 1.0e-4, high: 1.0e-3}\n", "train.lrr", "unknown field 'train.lrr'"),
     ("  train.lr: {type: log_uniform, low: 0, high: 1.0e-3}\n", "train.lr", "log_uniform needs low > 0"),
@@ -31,11 +40,7 @@ def line_of(text: str, needle: str) -> int:
 def test_space_errors_name_the_file_line_and_field(setup, tmp_path, space, needle, message):
     model = setup[1]["model.source"]
     text = f"overrides:\n  model.source: {model}\n  new_task.n: 16\nspace:\n{space}trials: 2\n"
-    path = tmp_path / "s.yaml"
-    path.write_text(text, encoding="utf-8")
-    with pytest.raises(ConfigError) as err:
-        load_sweep(path)
-    assert f"{path}:{line_of(text, needle)}:" in str(err.value) and message in str(err.value), str(err.value)
+    assert_refused(tmp_path, text, needle, message)
 
 
 def test_unknown_override_and_a_word_are_named(setup, tmp_path):
@@ -112,11 +117,7 @@ def test_a_grid_is_categorical_and_no_longer_than_its_combinations(setup, tmp_pa
     model = setup[1]["model.source"]
     text = (f"overrides:\n  model.source: {model}\n  new_task.n: 16\nspace:\n{space}sampler: {{name: grid}}\n"
             f"trials: {trials}\n")
-    path = tmp_path / "s.yaml"
-    path.write_text(text, encoding="utf-8")
-    with pytest.raises(ConfigError) as err:
-        load_sweep(path)
-    assert f"{path}:{line_of(text, needle)}:" in str(err.value) and message in str(err.value), str(err.value)
+    assert_refused(tmp_path, text, needle, message)
 
 
 def test_a_grid_sweep_draws_every_combination_once_whoever_draws(setup, tmp_path):
