@@ -123,3 +123,18 @@ def test_a_second_run_into_the_same_folder_is_refused(tmp_path):
                 pass
     with exclusive(out, False, ()):  # released when the first one ends
         pass
+
+
+def test_train_data_without_the_tasks_own_data_names_eval_data(tmp_path, capsys, monkeypatch):
+    """With new_task.train_data and no eval_data the new task is evaluated on its spec's data; where that is the
+    shared sample and ../shared is absent (a user's clone), the error names the experiment field to set."""
+    import keeptune.data.shared as shared
+
+    monkeypatch.setattr(shared, "SHARED_ROOTS", (tmp_path,))
+    train = tmp_path / "train.jsonl"
+    train.write_text('{"problem": "1 + 1 = ?", "solution": "2"}\n', encoding="utf-8")
+    assert main(["run", f"out={tmp_path / 'run'}", f"new_task.train_data={train}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "field 'new_task.eval_data': null, so the new task math-worked is evaluated on its spec's data" in err
+    assert "shared/data/math/train-sample-996.jsonl is not here" in err and err.endswith("give new_task.eval_data")
+    assert not (tmp_path / "run").exists()

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from keeptune.core import gate as rules
-from keeptune.core.errors import ConfigError
+from keeptune.core.errors import ConfigError, DataError
 from keeptune.data.prompts import PROMPTS
 from keeptune.evaluate import lmeval
 from keeptune.evaluate.lmeval import LmEvalTask
@@ -214,8 +214,12 @@ def check_new_task_files(config: ExperimentConfig, new: Compiled) -> None:
         path = Path(given_path(given))
         if not path.is_file():
             invalid(f"new_task.{name}", f"{path} {'is a directory' if path.is_dir() else 'does not exist'}")
-    if task.train_data is not None:
-        resolve_data_path(new.spec)
+    if task.train_data is not None:  # the task's own evaluation data: new_task.eval_data is where to give another
+        try:
+            resolve_data_path(new.spec)
+        except (ConfigError, DataError) as err:
+            invalid("new_task.eval_data", f"null, so the new task {new.spec.name} is evaluated on its spec's data, "
+                                          f"and {err}; give new_task.eval_data")
 
 def check_generation_fits(model_config, tasks: list[Compiled]) -> None:
     """Each task generates fewer tokens than the model's context holds (a prompt needs room too), found out
