@@ -59,8 +59,8 @@ def plan_experiment(config: ExperimentConfig) -> Plan:
     if tracking.every < 0 or tracking.retention < 1 or tracking.new_task < 1:
         invalid("tracking", "every must be >= 0 (0: off), retention and new_task >= 1")
     if rank_and_world()[1] > 1 and tracking.every and config.distributed.strategy == "fsdp":
-        invalid("tracking.every", "tracking evaluates on every rank, each its share, which a sharded (fsdp) model cannot; "
-                                     "set tracking.every=0 or distributed.strategy=ddp")
+        invalid("tracking.every", "tracking evaluates on every rank, each its share, which a sharded (fsdp) model "
+                                  "cannot; set tracking.every=0 or distributed.strategy=ddp")
     retention, samples, names = [], [], []
     for i, item in enumerate(config.original):
         where = f"original[{i}]"
