@@ -184,6 +184,8 @@ def check_held_out_apart(retention: list, samples: list) -> None:
             return {json.dumps(d.doc, sort_keys=True, default=str): d.where for d in task.documents}
         return {json.dumps({k: v for k, v in s.fields.items() if k != "id"}, sort_keys=True, default=str): s.where
                 for s in task_samples}
+    if not any(g.held_out for _, g in retention):  # nothing to keep apart: no sample is serialised
+        return
     gated = [(g.task, contents(t, s)) for (t, g), s in zip(retention, samples) if not g.held_out]
     for i, ((task, gate), task_samples) in enumerate(zip(retention, samples)):
         if not gate.held_out:

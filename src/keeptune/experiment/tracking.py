@@ -46,7 +46,8 @@ class Tracker:
         # The point rule on every gated task (a confident bound on a subset of a few samples would fail nearly any
         # state); a held-out task decides nothing and is not tracked.
         self.gates = [g.as_point() for g in plan.gates if not g.held_out]
-        tasks = [t for t in tasks[:-1] if t.name in {g.task for g in self.gates}] + tasks[-1:]
+        gated = {g.task for g in self.gates}
+        tasks = [t for t in tasks[:-1] if t.name in gated] + tasks[-1:]
         sizes = {t.name: config.tracking.retention for t in tasks[:-1]} | {tasks[-1].name: config.tracking.new_task}
         self.tasks = [t.subset(sizes[t.name]) for t in tasks]
         self.baseline = {t.name: self._baseline_subset(t) for t in self.tasks}
