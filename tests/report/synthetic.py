@@ -249,6 +249,7 @@ HELD_OUT = "arc-heldout"
 HELD_OUT_METRICS = ("lmeval.acc", "lmeval.acc_norm")
 HELD_OUT_BASE = 0.5
 HELD_OUT_KEPT = (0.96, 0.5, 0.8)
+NOTE_ZERO_HELD_OUT = "baseline 0: the ratio is undefined; this scalar cannot show a loss"  # nothing gates it
 NOTE_ZERO = ("baseline 0: the ratio is undefined and the gate 0.2 >= 0.9 x 0 passes trivially; this scalar cannot "
              "show a loss")  # keeptune.core.stats' note, which speaks of a gate even for a held-out task
 
@@ -281,7 +282,7 @@ def with_held_out(content: dict, zero_baseline: bool = False) -> dict:
             numbers = ({"ratio": r, "low": r - 0.1, "high": r + 0.1, "method": "BCa", "lower": r - 0.05,
                         "p_at_least": r - 0.5, "base_zero": False, "note": None} if base else
                        {"ratio": None, "low": None, "high": None, "method": None, "lower": None, "p_at_least": None,
-                        "base_zero": True, "note": NOTE_ZERO})
+                        "base_zero": True, "note": NOTE_ZERO_HELD_OUT})
             entry["held_out_uncertainty"] = {HELD_OUT: {"confidence": 0.95, "fraction": GATE, "scalars": {
                 measured: {**numbers, "base": base, "tuned": base * r}}}}
     if content.get("best") is not None:

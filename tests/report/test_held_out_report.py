@@ -21,6 +21,7 @@ from tests.report.synthetic import (
     HELD_OUT_KEPT,
     HELD_OUT_METRICS,
     LOG,
+    NOTE_ZERO_HELD_OUT,
     RESULTS,
     STEPS,
     markdown_headers,
@@ -172,7 +173,7 @@ def test_a_held_out_baseline_of_0_is_no_retention_and_no_gate_note():
     held = section(md, "Held-out tasks (never gated)")
     assert f"- {HELD_OUT} {MEASURED}: the baseline is 0, so its retention is undefined at every state" in held
     line = next(line for line in section(md, "Summary").splitlines() if line.startswith("- Held-out task"))
-    assert line.endswith(f"{MEASURED} {percent(0.2)} {bounds(0.15, 0.25)} (baseline 0).")  # not the note's gate
+    assert line.endswith(f"{MEASURED} {percent(0.2)} {bounds(0.15, 0.25)} ({NOTE_ZERO_HELD_OUT}).")
 
 
 def test_the_plots_draw_the_held_out_task_and_keep_the_frontier_gated(tmp_path):

@@ -152,7 +152,7 @@ def kept(entry: dict, task: Task) -> str:
         share, numbers = retention(entry, task, metric), paired(entry, task, metric)
         of = "baseline 0" if share is None else f"{fmt.percent(share)} of baseline"
         if numbers is not None and numbers["base_zero"]:
-            of = of if task.role == HELD_OUT else numbers.get("note") or of  # the note speaks of the gate
+            of = numbers.get("note") or of  # why the ratio is undefined, in the words of its role (gated or held out)
         elif numbers is not None and numbers["ratio"] is not None:
             of += (f", paired {task.confidence * 100:g}% interval "
                    f"{fmt.bounds(numbers['low'], numbers['high'], fmt.FRACTION)}, "
