@@ -144,6 +144,27 @@ def test_a_new_trial_reuses_the_baseline_only_where_its_samples_are_the_same(set
     assert read(second / new_task / "metrics.json")["generated"] == 3  # other samples: evaluated again
 
 
+
+def test_a_new_trial_reuses_the_base_models_preservation_data_and_replay_answers(setup, tmp_path):
+    """Two replay trials: the second's copies of the first's self-written preservation data (passages, then
+    questions) and of replay's base-model answers to it pass the resume check, so nothing of them is generated
+    again and its replay records are the first's."""
+    tmp, overrides = setup
+    out = tmp_path / "sweep"
+    fixed = {**overrides, "retention.methods": ["replay"], "retention.preservation_samples": 3}
+    path = write_sweep(tmp_path / "replay.yaml", fixed, {"train.lr": {"type": "categorical", "choices": [LOW, HIGH]}},
+                       trials=2, out=str(out), sampler={"name": "grid", "seed": 0},
+                       pruning={"gate": False, "median": False})
+    assert main(["sweep", str(path)]) == 0
+    first, second = (Path(t.user_attrs["run_dir"]) for t in study_of(out, "replay").get_trials())
+    shared = ["preservation/passages", "preservation/questions", "replay/answers/qa"]
+    assert [read(first / part / "metrics.json")["generated"] for part in shared] == [3, 3, 3]
+    assert [read(second / part / "metrics.json")["generated"] for part in shared] == [0, 0, 0]
+    for part in shared:
+        assert (second / part / "predictions.jsonl").read_bytes() == (first / part / "predictions.jsonl").read_bytes()
+    chosen = Path("preservation") / "chosen.jsonl"
+    assert (second / chosen).read_bytes() == (first / chosen).read_bytes()
+
 STALL = """
 import sys, time
 from pathlib import Path

@@ -1,8 +1,9 @@
 """A sweep worker: runs trials of the shared study until the budget is spent.
 
 Every trial is an ordinary `keeptune run` directory, SWEEP/trials/trial-HASH, so its cache, report and resume
-work as for `keeptune run`. A new trial's directory starts with a copy of the baseline evaluations an earlier
-trial finished (share_baseline); the engine's resume check uses each only where its samples and settings match.
+work as for `keeptune run`. A new trial's directory starts with a copy of the base model's generations (baseline
+evaluations, preservation data) an earlier trial finished (share_base_model_work); the engine's resume check
+uses each only where its samples and settings match.
 
 Re-running the same command resumes: a trial whose worker died is failed, marked `killed`, and its parameters
 are queued again (recover); the retry finds its run directory and resumes training from its last checkpoint.
@@ -142,33 +143,43 @@ def _budget_spent(trials, budget: int) -> bool:
     return not waiting and counted >= budget
 
 
-# --- the baseline a trial can reuse ------------------------------------------------------------------
+# --- the base model's work a trial can reuse ---------------------------------------------------------
 
-def share_baseline(run: Path, sweep: Sweep) -> list[str]:
-    """Start a new trial's run directory with the base model's evaluations of an earlier trial; returns the tasks.
+# A run's folders of the base model's generations, the same for every trial of a sweep that searches no `model.`
+# field: the baseline evaluations, the self-written preservation data (retention.preservation: null: passages,
+# then questions, about 20 minutes of the embedded model's generation for 256 samples on 2 CPU cores) and replay's
+# base-model answers to it. Each holds one folder per generation, finished when its metrics.json is written.
+BASE_MODEL_WORK = ("baseline", "preservation", "replay/answers")
+
+
+def share_base_model_work(run: Path, sweep: Sweep) -> list[str]:
+    """Start a new trial's run directory with the base model's generations of earlier trials; returns them
+    (``baseline/squad-seed``, ``preservation/passages``, ...).
 
     Every trial evaluates the same base model on the same tasks before it trains (a minute of a demo trial's
-    six), so a trial whose directory does not exist yet gets a copy of each finished baseline folder
-    (RUN/baseline/TASK with its metrics.json) of a sibling trial. The evaluation engine's resume check decides
-    whether the copy is used: one made for other samples (their sha256), another model name or other generation
-    settings is evaluated again, as after any change of settings. Nothing is shared when the space searches a
-    `model.` field: the engine knows the model by its name, not its dtype or device."""
+    six), and every trial of corda or replay has the base model write the same preservation data, so a trial whose
+    directory does not exist yet gets a copy of each finished folder of BASE_MODEL_WORK (its eval.json and
+    predictions.jsonl) from a sibling trial. The evaluation engine's resume check decides whether a copy is used:
+    one made for other samples or prompts (their sha256), another model name or other generation settings is
+    generated again, as after any change of settings. Nothing is shared when the space searches a `model.` field:
+    the engine knows the model by its name, not its dtype or device."""
     if run.exists() or any(p.key.startswith("model.") for p in sweep.params):
         return []
     found: dict[str, Path] = {}
-    for metrics in sorted(run.parent.glob("*/baseline/*/metrics.json")):
-        found.setdefault(metrics.parent.name, metrics.parent)
+    for part in BASE_MODEL_WORK:
+        for metrics in sorted(run.parent.glob(f"*/{part}/*/metrics.json")):
+            found.setdefault(f"{part}/{metrics.parent.name}", metrics.parent)
     if not found:
         return []
     staging = run.parent / f".{run.name}.tmp"  # built aside, renamed into place: a kill leaves no half copy
     shutil.rmtree(staging, ignore_errors=True)
-    for task, folder in found.items():
-        (staging / "baseline" / task).mkdir(parents=True)
+    for shared, folder in found.items():
+        (staging / shared).mkdir(parents=True)
         for name in ("eval.json", "predictions.jsonl"):
-            shutil.copyfile(folder / name, staging / "baseline" / task / name)
+            shutil.copyfile(folder / name, staging / shared / name)
     os.replace(staging, run)
-    print(f"baseline of {', '.join(found)}: the base model's predictions of "
-          f"{', '.join(sorted({f.parent.parent.name for f in found.values()}))}, checked as on resume")
+    print(f"the base model's generations of {', '.join(found)} from "
+          f"{', '.join(sorted({f.parents[s.count('/')].name for s, f in found.items()}))}, checked as on resume")
     return list(found)
 
 
@@ -212,7 +223,7 @@ class Objective:
                               *trial_words(sweep, values), f"name={config.name}", f"out={config.out}"])
         try:
             with _run_lock(sweep, config.name):  # a trial of the same parameters elsewhere: wait, then reuse it
-                share_baseline(run_dir(config), sweep)
+                share_base_model_work(run_dir(config), sweep)
                 results = run_experiment(config, command, on_track=hook)
                 if self.on_run is not None:
                     self.on_run(run_dir(config))
