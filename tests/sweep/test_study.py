@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from keeptune.core.errors import ConfigError
 from keeptune.sweep.config import PruningConfig, Sweep, SweepConfig
 from keeptune.sweep.study import Pruning, trial_outcome
 
@@ -82,3 +83,60 @@ def test_median_rule_prunes_with_the_step_and_reason():
     assert hook(6, failing) == "tracked retention of qa below the gate (0.500 of the baseline)"
     unmeasured = {**failing, "retention": {"qa": {"m": None}}}
     assert hook(8, unmeasured) == "tracked retention of qa below the gate"
+
+
+def test_a_study_refuses_other_settings_and_names_the_part_that_changed(tmp_path):
+    """The same folder opened with an edited base file (one comment), then with other overrides: each refusal names
+    what changed and only that; restoring the settings opens the study again."""
+    from keeptune.sweep.config import Param
+    from keeptune.sweep.study import open_study
+
+    base = tmp_path / "base.yaml"
+    base.write_text("train:\n  lr: 0.001\n", encoding="utf-8")
+    params = [Param("lora.rank", "categorical", choices=(4, 8), when={}, where="s.yaml:6")]
+    sweep = Sweep(SweepConfig(), tmp_path / "s.yaml", "s", base, ["train.max_steps=10"], params, tmp_path / "out")
+    open_study(sweep)
+    base.write_text("# a comment\ntrain:\n  lr: 0.001\n", encoding="utf-8")
+    edited = (r"made with other settings \(changed: the base experiment .*base\.yaml \(its bytes: an edited comment "
+              r"counts\)\)")
+    with pytest.raises(ConfigError, match=edited + "; give this sweep another out=") as err:
+        open_study(sweep)
+    assert "overrides" not in str(err.value)
+    base.write_text("train:\n  lr: 0.001\n", encoding="utf-8")
+    other = Sweep(SweepConfig(), sweep.path, "s", base, ["train.max_steps=20"], params, sweep.out)
+    with pytest.raises(ConfigError, match=r"made with other settings \(changed: the overrides \(the sweep file's and "
+                                          r"the command line's\)\); give") as err:
+        open_study(other)
+    assert "base experiment" not in str(err.value)
+    assert open_study(sweep).user_attrs["fingerprint"] == sweep.fingerprint()
+
+
+def test_a_study_made_before_its_parts_were_stored_is_refused_in_general_words(tmp_path):
+    import optuna
+
+    from keeptune.sweep.study import open_storage, open_study
+
+    sweep = Sweep(SweepConfig(), tmp_path / "s.yaml", "s", None, ["train.max_steps=10"], [], tmp_path / "out")
+    old = optuna.create_study(study_name="s", storage=open_storage(sweep, None))
+    old.set_user_attr("fingerprint", "0123456789abcdef")  # as keeptune stored it before: no fingerprint_parts
+    with pytest.raises(ConfigError, match=r"made with another base, overrides, space or objective \(a base file's "
+                                          r"bytes count, comments included\)"):
+        open_study(sweep)
+
+
+def test_a_sweep_folder_of_another_sweep_is_refused_before_its_study_is_made(tmp_path):
+    """Another sweep file (another study name) pointed at a sweep's folder would interleave trials of both in one
+    trials/ folder: refused, and its study is not created."""
+    import optuna
+
+    from keeptune.sweep.study import open_storage, open_study
+
+    first = Sweep(SweepConfig(), tmp_path / "methods.yaml", "methods", None, [], [], tmp_path / "out")
+    open_study(first)
+    second = Sweep(SweepConfig(), tmp_path / "curve.yaml", "curve", None, [], [], first.out)
+    with pytest.raises(ConfigError, match=r"out: this folder holds the study 'methods' of another sweep \(this "
+                                          r"one is 'curve', named after its file or `name:`\); give this sweep "
+                                          r"another out="):
+        open_study(second)
+    assert optuna.get_all_study_names(open_storage(first, None)) == ["methods"]
+    assert open_study(first).study_name == "methods"

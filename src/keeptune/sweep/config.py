@@ -131,11 +131,23 @@ class Sweep:
     def fingerprint(self) -> str:
         """What a study is of: the same directory refuses another base, overrides, space or objective.
         (The formula is the one studies were created with; changing it would refuse every existing study.)"""
-        text = json.dumps({"base": file_digest(self.base), "overrides": self.overrides,
-                           "objective": self.config.objective,
-                           "space": [dataclasses.asdict(p) | {"where": None} for p in self.params]},
-                          sort_keys=True, default=str)
-        return sha256_bytes(text.encode())[:16]
+        return sha256_bytes(json.dumps(self._identity(), sort_keys=True, default=str).encode())[:16]
+
+    def fingerprint_parts(self) -> dict[str, str]:
+        """Each part of the fingerprint apart, so that a refusal can name the part that changed."""
+        return {part: sha256_bytes(json.dumps(value, sort_keys=True, default=str).encode())[:16]
+                for part, value in self._identity().items()}
+
+    def _identity(self) -> dict:
+        return {"base": file_digest(self.base), "overrides": self.overrides, "objective": self.config.objective,
+                "space": [dataclasses.asdict(p) | {"where": None} for p in self.params]}
+
+    def changed(self, parts: dict[str, str]) -> list[str]:
+        """The parts of this sweep that differ from a study's stored `fingerprint_parts`, in words."""
+        words = {"base": f"the base experiment {self.base} (its bytes: an edited comment counts)",
+                 "overrides": "the overrides (the sweep file's and the command line's)", "objective": "the objective",
+                 "space": "the space"}
+        return [words[part] for part, digest in self.fingerprint_parts().items() if parts.get(part) != digest]
 
 
 # --- reading and validating -------------------------------------------------------------

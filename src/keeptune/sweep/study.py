@@ -196,17 +196,27 @@ def open_study(sweep: Sweep, url: Optional[str] = None):
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     directions = ["maximize"] if sweep.config.objective == "score" else ["maximize", "maximize"]
-    study = optuna.create_study(study_name=sweep.name, storage=open_storage(sweep, url), sampler=make_sampler(sweep),
+    storage = open_storage(sweep, url)
+    if not (url or sweep.config.storage):  # the sweep folder's own journal: one study, or trials of two interleave
+        others = sorted(set(optuna.get_all_study_names(storage)) - {sweep.name})
+        if others:
+            raise ConfigError(f"{sweep.out}: this folder holds the study {others[0]!r} of another sweep (this one is "
+                              f"{sweep.name!r}, named after its file or `name:`); give this sweep another out=")
+    study = optuna.create_study(study_name=sweep.name, storage=storage, sampler=make_sampler(sweep),
                                 pruner=_pruner(sweep), directions=directions, load_if_exists=True)
     made_of = study.user_attrs.get("fingerprint")
     if made_of is None:
         for values in sweep.config.start:
             study.enqueue_trial(encoded_params(sweep, values), skip_if_exists=True)
         study.set_user_attr("fingerprint", sweep.fingerprint())
+        study.set_user_attr("fingerprint_parts", sweep.fingerprint_parts())
         study.set_user_attr("objective", sweep.config.objective)
     elif made_of != sweep.fingerprint():
-        raise ConfigError(f"{sweep.out}: the study {sweep.name!r} there was made with another base, overrides, "
-                          "space or objective; give this sweep another out= (or name=), or restore its settings")
+        parts = study.user_attrs.get("fingerprint_parts")  # absent in a study made before keeptune stored them
+        what = ("another base, overrides, space or objective (a base file's bytes count, comments included)"
+                if parts is None else f"other settings (changed: {'; '.join(sweep.changed(parts))})")
+        raise ConfigError(f"{sweep.out}: the study {sweep.name!r} there was made with {what}; give this sweep "
+                          "another out= (or name=), or restore its settings")
     return study
 
 
