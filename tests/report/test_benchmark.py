@@ -249,6 +249,13 @@ def test_a_recipe_is_the_settings_that_differ_besides_method_and_seed():
     settings = [{"name": "a", "train.lr": 0.001, "train.seed": 1, "lora.rank": 8, "retention.methods": []},
                 {"name": "b", "train.lr": 0.002, "train.seed": 2, "lora.rank": 8, "retention.methods": ["kl"]}]
     assert [bench.recipe_text(r) for r in bench.recipes(settings)] == ["lr 0.001", "lr 0.002"]
+    # a retention setting is part of a recipe only where the run's methods read it
+    settings = [{"train.lr": 0.004, "retention.methods": [], "retention.scales": [0.5, 0.75]},
+                {"train.lr": 0.004, "retention.methods": ["corda"], "retention.scales": [0.5]},
+                {"train.lr": 0.004, "retention.methods": ["scale"], "retention.scales": [0.5]},
+                {"train.lr": 0.002, "retention.methods": ["scale"], "retention.scales": [0.25]}]
+    assert [bench.recipe_text(r) for r in bench.recipes(settings)] == ["lr 0.004", "lr 0.004", "scales 0.5, lr 0.004",
+                                                                       "scales 0.25, lr 0.002"]
     assert bench.method_of({"lora.init": "mica", "retention.methods": ["kl"]}) == "mica+kl"
     assert bench.method_of({"retention.methods": []}) == "plain"
 

@@ -50,6 +50,7 @@ from keeptune.experiment import uncertainty
 from keeptune.report.benchmark_split import PLAIN, keep_one_plain, shown, split
 from keeptune.report.compare import State, common_tasks
 from keeptune.report.results import RESULTS, entry_scale, load_results, new_task, variant
+from keeptune.retention.config import fields_read
 
 MICA, HELD_OUT = "mica", "held_out"
 # Config fields that name a run, not its recipe; the method's and the seed's are labelled apart.
@@ -138,10 +139,20 @@ def _value(value: Any) -> str:
 
 
 def recipes(settings: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each run's settings that differ among the runs (method and seed fields and run names aside)."""
-    keys = sorted({k for s in settings for k in s if k not in NOT_RECIPE})
-    differ = [k for k in keys if len({json.dumps(s.get(k), sort_keys=True) for s in settings}) > 1]
-    return [{k: s.get(k) for k in differ} for s in settings]
+    """Each run's settings that differ among the runs (method and seed fields and run names aside); a retention
+    setting is one of a run's only where its methods read it, and differs only among the runs that do (plain
+    LoRA's `retention.scales` is no part of its recipe, and kl's kl_weight 0.1 none of kl's beside plain's)."""
+    settings = [{k: v for k, v in s.items() if k not in NOT_RECIPE and _read(k, s)} for s in settings]
+    keys = sorted({k for s in settings for k in s})
+    differ = [k for k in keys if len({json.dumps(s[k], sort_keys=True) for s in settings if k in s}) > 1
+              or any(k not in s for s in settings if not k.startswith("retention."))]
+    return [{k: s[k] for k in differ if k in s} for s in settings]
+
+
+def _read(key: str, settings: dict[str, Any]) -> bool:
+    """Whether a run of these settings reads `key`: a retention setting only where one of its methods does."""
+    return not key.startswith("retention.") or (
+        key.removeprefix("retention.") in fields_read(settings.get("retention.methods") or ()))
 
 
 def recipe_text(recipe: dict[str, Any]) -> str:

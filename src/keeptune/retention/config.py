@@ -16,6 +16,16 @@ from keeptune.train.config import RetentionConfig
 TRAINING_METHODS = ("kl", "corda")
 # Applied after training to each checkpoint's adapter, each factor or lambda one more state the gate judges.
 POST_TRAINING_METHODS = ("scale", "intruders")
+# The RetentionConfig fields each method reads (their docstrings say the same); a field no method of a run reads
+# changes nothing in it.
+PRESERVATION_FIELDS = ("preservation", "preservation_samples", "allow_overlap")
+FIELDS_OF = {"kl": ("kl_weight",), "corda": PRESERVATION_FIELDS, "replay": ("replay_share", *PRESERVATION_FIELDS),
+             "scale": ("scales",), "intruders": ("intruder_lambdas", "intruder_top_k", "intruder_epsilon")}
+
+
+def fields_read(methods) -> set[str]:
+    """The RetentionConfig fields that `methods` read (`methods` itself aside)."""
+    return {name for m in methods for name in FIELDS_OF[m]}
 
 
 def check_training(retention: RetentionConfig, origin: str = "") -> None:
@@ -34,11 +44,5 @@ def training_retention(retention: RetentionConfig) -> RetentionConfig:
     their defaults (they change nothing in training, so a run resumes, and an experiment with `scale` or
     `replay` shares the checkpoints of the same training, whatever they are)."""
     methods = tuple(m for m in retention.methods if m in TRAINING_METHODS)
-    default = RetentionConfig()
-    kept = {"methods": methods}
-    if "kl" in methods:
-        kept["kl_weight"] = retention.kl_weight
-    if "corda" in methods:
-        kept.update(preservation=retention.preservation, preservation_samples=retention.preservation_samples,
-                    allow_overlap=retention.allow_overlap)
-    return dataclasses.replace(default, **kept)
+    kept = {name: getattr(retention, name) for name in fields_read(methods)}
+    return dataclasses.replace(RetentionConfig(), methods=methods, **kept)
