@@ -142,17 +142,22 @@ def recipes(settings: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each run's settings that differ among the runs (method and seed fields and run names aside); a retention
     setting is one of a run's only where its methods read it, and differs only among the runs that do (plain
     LoRA's `retention.scales` is no part of its recipe, and kl's kl_weight 0.1 none of kl's beside plain's)."""
-    settings = [{k: v for k, v in s.items() if k not in NOT_RECIPE and _read(k, s)} for s in settings]
+    settings = [_read(s) for s in settings]
     keys = sorted({k for s in settings for k in s})
-    differ = [k for k in keys if len({json.dumps(s[k], sort_keys=True) for s in settings if k in s}) > 1
-              or any(k not in s for s in settings if not k.startswith("retention."))]
+
+    def differs(key: str) -> bool:  # two values among the runs that have it, or (not a retention key) one lacks it
+        values = {json.dumps(s[key], sort_keys=True) for s in settings if key in s}
+        return len(values) > 1 or (not key.startswith("retention.") and any(key not in s for s in settings))
+
+    differ = [k for k in keys if differs(k)]
     return [{k: s[k] for k in differ if k in s} for s in settings]
 
 
-def _read(key: str, settings: dict[str, Any]) -> bool:
-    """Whether a run of these settings reads `key`: a retention setting only where one of its methods does."""
-    return not key.startswith("retention.") or (
-        key.removeprefix("retention.") in fields_read(settings.get("retention.methods") or ()))
+def _read(settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings a run reads, NOT_RECIPE aside: a retention setting only where one of its methods reads it."""
+    read = {f"retention.{name}" for name in fields_read(settings.get("retention.methods") or ())}
+    return {k: v for k, v in settings.items()
+            if k not in NOT_RECIPE and (not k.startswith("retention.") or k in read)}
 
 
 def recipe_text(recipe: dict[str, Any]) -> str:
