@@ -142,6 +142,38 @@ def test_a_grid_sweep_draws_every_combination_once_whoever_draws(setup, tmp_path
     assert sorted(combos) == sorted(itertools.product([(), ("kl",), ("scale",)], [0, 1]))
 
 
+def test_a_grid_runs_its_start_first_and_then_every_other_combination_once(setup, tmp_path):
+    """`start` on a grid: its combinations in the order written, then each of the others once. (Optuna's
+    GridSampler alone does not count a queued trial as visited and ran the first start combination twice.)"""
+    import itertools
+
+    from keeptune.sweep.study import make_sampler, open_study, suggest
+
+    model = setup[1]["model.source"]
+    start = [{"retention.methods": ["scale"], "train.seed": 1}, {"retention.methods": ["kl"], "train.seed": 0}]
+    path = write_sweep(tmp_path / "grid.yaml", {"model.source": model, "new_task.n": 16},
+                       {"retention.methods": {"type": "categorical", "choices": [[], ["kl"], ["scale"]]},
+                        "train.seed": {"type": "categorical", "choices": [0, 1]}},
+                       sampler={"name": "grid", "seed": 3}, trials=6, start=start, out=str(tmp_path / "out"))
+    sweep = load_sweep(path)
+    study = open_study(sweep)
+    drawn = []
+    for _ in range(6):
+        study.sampler = make_sampler(sweep, len(study.get_trials(deepcopy=False)))
+        study.optimize(lambda trial: drawn.append(suggest(trial, sweep.params)) or 0.0, n_trials=1)
+    assert drawn[:2] == start
+    combos = [(tuple(v["retention.methods"]), v["train.seed"]) for v in drawn]
+    assert sorted(combos) == sorted(itertools.product([(), ("kl",), ("scale",)], [0, 1]))
+
+
+def test_a_grid_start_gives_every_field(setup, tmp_path):
+    model = setup[1]["model.source"]
+    text = (f"overrides:\n  model.source: {model}\n  new_task.n: 16\nspace:\n"
+            "  lora.rank: {type: categorical, choices: [2, 4]}\n  train.seed: {type: categorical, choices: [0, 1]}\n"
+            "sampler: {name: grid}\ntrials: 4\nstart:\n  - {lora.rank: 4}\n")
+    assert_refused(tmp_path, text, "- {lora.rank: 4}", "start[0] leaves out train.seed: a grid's trial is a whole")
+
+
 def test_the_forgetting_benchmark_sweeps_load_on_the_shared_data_as_whole_grids(monkeypatch):
     """configs/forgetting's sweeps (skipped without ../shared): each is checked as `keeptune sweep` checks it (every
     value built, the lowest trial planned on the real files) and runs every combination of its grid."""

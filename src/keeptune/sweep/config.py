@@ -36,8 +36,8 @@ class SamplerConfig:
 
     name: Literal["tpe", "random", "nsga2", "gp", "grid"] = "tpe"
     """tpe (TPESampler, constraint-aware), random, nsga2 (NSGAIISampler), gp (GPSampler, needs scipy) or grid
-    (GridSampler: every combination of the space's categorical choices once, in an order the seed shuffles; a
-    benchmark rather than a search, `trials` at most the number of combinations)."""
+    (GridSampler: every combination of the space's categorical choices once, `start`'s first and the others in an
+    order the seed shuffles; a benchmark rather than a search, `trials` at most the number of combinations)."""
     seed: Optional[int] = 0
     """The sampler's seed; null: unseeded."""
     options: dict = field(default_factory=dict)
@@ -206,6 +206,11 @@ def _check_grid(sweep: Sweep, where: dict) -> None:
         if p.kind != "categorical" or p.when:
             raise ConfigError(f"{p.where}: space field {p.key!r}: sampler grid crosses categorical fields without "
                               "`when`; list the values as {type: categorical, choices: [...]}")
+    for i, values in enumerate(sweep.config.start):
+        missing = [p.key for p in sweep.params if p.key not in values]
+        if missing:
+            raise ConfigError(f"{where.get(f'start[{i}]', where.get('start', str(sweep.path)))}: start[{i}] leaves out "
+                              f"{', '.join(missing)}: a grid's trial is a whole combination, every field given")
     size = math.prod(len(p.choices) for p in sweep.params)
     if sweep.config.trials > size:
         raise ConfigError(f"{where.get('trials', sweep.path)}: field 'trials' is {sweep.config.trials}, but the grid "

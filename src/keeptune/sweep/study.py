@@ -20,8 +20,10 @@ Optuna is imported inside the functions that use it: it is heavy, and the rest o
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
+import random
 import time
 import warnings
 from pathlib import Path
@@ -206,7 +208,7 @@ def open_study(sweep: Sweep, url: Optional[str] = None):
                                 pruner=_pruner(sweep), directions=directions, load_if_exists=True)
     made_of = study.user_attrs.get("fingerprint")
     if made_of is None:
-        for values in sweep.config.start:
+        for values in queued_first(sweep):
             study.enqueue_trial(encoded_params(sweep, values), skip_if_exists=True)
         study.set_user_attr("fingerprint", sweep.fingerprint())
         study.set_user_attr("fingerprint_parts", sweep.fingerprint_parts())
@@ -218,6 +220,20 @@ def open_study(sweep: Sweep, url: Optional[str] = None):
         raise ConfigError(f"{sweep.out}: the study {sweep.name!r} there was made with {what}; give this sweep "
                           "another out= (or name=), or restore its settings")
     return study
+
+
+def queued_first(sweep: Sweep) -> list[dict]:
+    """The trials queued when the study is created: `start`; for a grid with a start, every other combination
+    after it, in an order the sampler's seed shuffles. Optuna's GridSampler gives a queued trial no grid id, so it
+    would visit a started combination again; a grid whose every trial is queued runs each once, `start` first."""
+    start = [dict(values) for values in sweep.config.start]
+    if sweep.config.sampler.name != "grid" or not start:
+        return start
+    keys = [p.key for p in sweep.params]
+    rest = [dict(zip(keys, values)) for values in itertools.product(*(p.choices for p in sweep.params))]
+    rest = [values for values in rest if values not in start]
+    random.Random(sweep.config.sampler.seed).shuffle(rest)
+    return start + rest
 
 
 def retried_as(trials) -> dict[int, int]:
