@@ -68,8 +68,10 @@ def write_state(folder: Path, state: State) -> dict:
 
 
 def write_run(run: Path, base: State, states: list[State], methods: list[str], seed: int, lr: float = 1e-3,
-              init: str = "default", measured: tuple[str, ...] = (ACC, PERPLEXITY)) -> Path:
-    """RUN/results.json, RUN/baseline and RUN/checkpoints/step-N[/VARIANT] of a run with these states."""
+              init: str = "default", measured: tuple[str, ...] = (ACC, PERPLEXITY), wall: float | None = None,
+              cpu: float | None = None) -> Path:
+    """RUN/results.json, RUN/baseline and RUN/checkpoints/step-N[/VARIANT] of a run with these states; `cpu`
+    None: a run written before results.json held cpu_seconds."""
     gate = rules.TaskGate(HELD, measured, 0.9, lower_is_better=tuple(m for m in measured if m == PERPLEXITY),
                           held_out=True)
     base_tasks = write_state(run / "baseline", base)
@@ -88,7 +90,8 @@ def write_run(run: Path, base: State, states: list[State], methods: list[str], s
         entries.append(entry)
     best = rules.best(entries)
     content = {
-        "name": run.name, "command": f"keeptune run out={run}", "wall_seconds": None, "settings": {},
+        "name": run.name, "command": f"keeptune run out={run}", "wall_seconds": wall, "settings": {},
+        **({} if cpu is None else {"cpu_seconds": cpu}),
         "config": {"name": run.name, "out": str(run), "lora": {"init": init, "rank": 8},
                    "train": {"lr": lr, "seed": seed}, "retention": {"methods": methods, "kl_weight": 0.1}},
         "params": {"trainable": 1, "total": 1000, "ratio": 0.001}, "score_rule": "score", "gate_rule": "gate",

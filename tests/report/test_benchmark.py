@@ -75,9 +75,9 @@ def runs(tmp_path_factory):
     mica and a kl run of lr 0.002 (seed 1: no plain run of its recipe)."""
     root = tmp_path_factory.mktemp("benchmark")
     trials = root / "sweep" / "trials"
-    for seed in (1, 2):
-        write_run(trials / f"trial-plain{seed}", BASE, PLAIN[seed], [], seed)
-        write_run(trials / f"trial-kl{seed}", BASE, KL[seed], ["kl"], seed)
+    for seed in (1, 2):  # wall and CPU seconds: plain 1000 + seed, 1900 + seed; kl 500 + seed, none recorded
+        write_run(trials / f"trial-plain{seed}", BASE, PLAIN[seed], [], seed, wall=1000 + seed, cpu=1900 + seed)
+        write_run(trials / f"trial-kl{seed}", BASE, KL[seed], ["kl"], seed, wall=500 + seed)
     (trials / "trial-killed").mkdir()  # a trial that never finished: no results.json
     others = [write_run(root / "split", BASE, SPLIT_STATES, ["scale", "intruders"], 3),
               write_run(root / "mica", BASE, MICA, [], 1, init="mica"),
@@ -219,6 +219,15 @@ def test_the_document_and_the_frontier_plots(result):
     for scalar in (ACC, PERPLEXITY):
         png = out / f"frontier-{HELD}-{scalar}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_time_the_runs_took_is_summed_once_per_run_folder(result):
+    """The [scale, intruders] run is three methods but one run; the runs that record no time count as none."""
+    out, data = result
+    assert data["cost"] == {"runs": 7, "wall_seconds": 1001 + 1002 + 501 + 502, "cpu_seconds": 1901 + 1902,
+                            "cpu_runs": 2}
+    assert "7 runs: wall time 3006.0 s (0 h 50 min) in all, CPU time 3803.0 s (1 h 03 min) (2 of the 7 runs record it)" in \
+        (out / "benchmark.md").read_text(encoding="utf-8")
 
 
 def test_runs_that_do_not_share_their_held_out_tasks_are_refused_naming_the_run(runs, tmp_path):

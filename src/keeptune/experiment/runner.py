@@ -84,6 +84,7 @@ class Experiment:
     started: float  # time.perf_counter() at the start: results.json's wall_seconds
     main: bool  # rank 0 (or a single process): it writes; every rank trains and evaluates its share
     on_track: Optional[Callable] = None
+    cpu_started: float = 0.0  # time.process_time() at the start: results.json's cpu_seconds
     timing: Timing = field(default_factory=Timing)
     train_path: Optional[Path] = None  # the new task's training records
     train_for: Optional[Path] = None  # what training reads: those records, and replay's mixed in
@@ -106,7 +107,7 @@ def run_experiment(config: ExperimentConfig, command: str, on_track=None) -> dic
 
     `on_track(step, tracked)`, optional (keeptune sweep's pruning), sees each tracked record during training and
     returns a reason to stop training, or None."""
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     plan = plan_experiment(config)
     run = run_dir(config)
     inputs = (config.model.source, config.new_task.train_data, config.new_task.source, config.new_task.eval_data,
@@ -116,7 +117,8 @@ def run_experiment(config: ExperimentConfig, command: str, on_track=None) -> dic
     d = distributed.setup(config.model.device, config.distributed.backend)
     try:
         with exclusive(run, config.overwrite, inputs) if d.main else contextlib.nullcontext():
-            return _run_experiment(Experiment(config, plan, run, command, started, d.main, on_track))
+            return _run_experiment(Experiment(config, plan, run, command, started, d.main, on_track,
+                                               cpu_started=cpu_started))
     finally:
         distributed.cleanup(d)
 
@@ -283,6 +285,7 @@ def write_results(e: Experiment, entries: list[dict], best: dict | None) -> dict
     plan = e.plan
     results = {
         "name": e.config.name, "command": e.command, "wall_seconds": time.perf_counter() - e.started,
+        "cpu_seconds": time.process_time() - e.cpu_started,
         "settings": settings_summary(e.config, plan, checkpoint.step_of(checkpoints[-1]) if checkpoints else None),
         "config": to_dict(e.config), "params": plan.params.__dict__,
         "gate_rule": rules.gate_rule(plan.gates), "score_rule": f"{rules.SCORE_RULE}; accuracy = {plan.new.spec.name} "

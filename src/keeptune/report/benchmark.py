@@ -397,6 +397,17 @@ def pooled_means(seeds: list[tuple[list[str], np.ndarray, np.ndarray]], row: dic
 
 # --- the command -----------------------------------------------------------------------------------------------
 
+def cost(runs: list[Run]) -> dict:
+    """The time the runs took, each run folder once (a run of post-training methods is several methods): results.json's
+    wall and CPU seconds summed, those of a run's last invocation (a resumed run's earlier ones are not recorded);
+    CPU time over the runs that record it (`cpu_runs`)."""
+    once = {r.path: r.results for r in runs}
+    walls = [res["wall_seconds"] for res in once.values() if res.get("wall_seconds") is not None]
+    cpus = [res["cpu_seconds"] for res in once.values() if res.get("cpu_seconds") is not None]
+    return {"runs": len(once), "wall_seconds": sum(walls), "cpu_seconds": sum(cpus) if cpus else None,
+            "cpu_runs": len(cpus)}
+
+
 def compute(sources: Iterable[Path], level: float = stats.LEVEL) -> dict:
     """benchmark.json's content: the level, the runs, the curve, the matched comparisons and the pooled ones."""
     runs, notes = load_runs(sources)
@@ -413,6 +424,7 @@ def compute(sources: Iterable[Path], level: float = stats.LEVEL) -> dict:
                          for t in held_out_specs(runs[0].results)],
             "runs": [{"run": str(r.path), "method": r.method, "recipe": r.recipe, "seed": r.seed,
                       "states": r.part or None, "left_out": r.left_out or None} for r in runs], "notes": notes,
+            "cost": cost(runs),
             "curve": [row for path in dict.fromkeys(r.path for r in runs if not r.left_out)
                       for row in curve([r for r in runs if r.path == path])], "comparisons": records,
             "pooled": pool(records, columns, level)}

@@ -88,6 +88,10 @@ def document(data: dict, images: list[Path]) -> str:
             "A run of post-training methods only (scale, intruders) trains as plain LoRA does: it is read as the "
             "methods it holds, each with its own states and its best recomputed over them by the gate's rule: plain "
             "LoRA its checkpoints as trained, scale those and its factors, intruders those and its lambdas."))
+    spent = data["cost"]
+    blocks.append(Text(f"{spent['runs']} runs: wall time {fmt.duration(spent['wall_seconds'])} in all, CPU time "
+                       f"{fmt.duration(spent['cpu_seconds'])} ({spent['cpu_runs']} of the {spent['runs']} runs record "
+                       "it), each run's last invocation (a resumed run's earlier ones are not recorded)."))
     if data["notes"]:
         blocks.append(Items(data["notes"]))
     blocks += curve_blocks(data, scalars)

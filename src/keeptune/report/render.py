@@ -138,7 +138,8 @@ def summary(results: dict) -> list[str]:
         f"Gate: {results['gate_rule'].rstrip('.')}.",
         *(f"Gate of {task.name}: {rule_text(task)}." for task in retention_tasks(results)),
         f"Score: {results['score_rule'].rstrip('.')}.",
-        f"Wall time: {fmt.duration(results.get('wall_seconds'))}.",
+        f"Wall time: {fmt.duration(results.get('wall_seconds'))}"
+        + (f"; CPU time {fmt.duration(results['cpu_seconds'])}." if "cpu_seconds" in results else "."),
     ]
 
 

@@ -10,6 +10,7 @@ file, so a new task or a new metric needs no change here. The schema::
 
     {
       "name": str, "command": str, "wall_seconds": float | null,
+      "cpu_seconds": float,            # this process's CPU time, all its threads (absent before 2026-12-08)
       "settings": {str: any},          # flat key -> value, shown as a two-column table
       "config": {...},                 # the full resolved config (shown folded)
       "params": {"trainable": int, "total": int, "ratio": float},   # "score_term" optional
