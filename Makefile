@@ -33,20 +33,20 @@ bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/eval_squad.py $(ARGS)
 
 # The forgetting benchmark (issue 29; docs/experiments.md, "The forgetting benchmark"): plain LoRA's curve over
-# four learning rates and corda at the curve's lr 1e-3, then every other retention method and MiCA one training
-# seed at a time (SEEDS, in order), then the comparisons. Needs ../shared/data (run from the repository root). Resumable: run it again and finished trials are
+# four learning rates, scale and corda at the curve's lr 1e-3, then every retention method and MiCA at lr 4e-3 one
+# training seed at a time (SEEDS, in order), then the comparisons. Needs ../shared/data (run from the repository root). Resumable: run it again and finished trials are
 # read, not redone; `make forgetting SEEDS=0` gives every method one seed.
 FORGETTING ?= runs/forgetting
 SEEDS ?= 0 1 2
 forgetting: $(STAMP)
 	$(VENV)/bin/keeptune sweep configs/forgetting/curve.yaml out=$(FORGETTING)/curve $(ARGS)
-	$(VENV)/bin/keeptune sweep configs/forgetting/corda.yaml train.seed=0 out=$(FORGETTING)/corda-seed0 $(ARGS)
+	$(VENV)/bin/keeptune sweep configs/forgetting/methods-lr1e-3.yaml train.seed=0 out=$(FORGETTING)/methods-lr1e-3-seed0 $(ARGS)
 	set -e; for seed in $(SEEDS); do \
 	  $(VENV)/bin/keeptune sweep configs/forgetting/methods.yaml train.seed=$$seed out=$(FORGETTING)/methods-seed$$seed $(ARGS); \
 	  $(VENV)/bin/keeptune sweep configs/forgetting/mica.yaml train.seed=$$seed out=$(FORGETTING)/mica-seed$$seed $(ARGS); \
 	done
 	$(VENV)/bin/keeptune benchmark $(FORGETTING)/curve --out $(FORGETTING)/report-curve --overwrite
-	$(VENV)/bin/keeptune benchmark $(FORGETTING)/curve $(FORGETTING)/corda-seed0 \
+	$(VENV)/bin/keeptune benchmark $(FORGETTING)/curve $(FORGETTING)/methods-lr1e-3-seed0 \
 	  $(foreach s,$(SEEDS),$(FORGETTING)/methods-seed$(s) $(FORGETTING)/mica-seed$(s)) --out $(FORGETTING)/report-methods --overwrite
 
 # Re-resolve the lock to the newest releases pyproject allows (torch: the CPU build
