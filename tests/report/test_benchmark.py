@@ -230,6 +230,22 @@ def test_the_time_the_runs_took_is_summed_once_per_run_folder(result):
         (out / "benchmark.md").read_text(encoding="utf-8")
 
 
+def test_the_frontier_draws_plain_lora_in_black_and_each_method_in_its_own_colour(result):
+    from matplotlib.colors import to_rgba
+
+    from keeptune.report.benchmark_doc import frontier
+
+    _, data = result
+    axes = frontier(data, HELD, ACC, False).axes[0]
+    colours = {h.get_label(): to_rgba(h.get_color()) for h in axes.get_legend().legend_handles
+               if not h.get_label().startswith(("seed", "lr", "base"))}
+    assert set(colours) == {r["method"] for r in data["curve"]}
+    assert colours.pop("plain") == to_rgba("black") and len(set(colours.values())) == len(colours)
+    assert to_rgba("black") not in colours.values()
+    drawn = {to_rgba(line.get_color()) for line in axes.lines if len(line.get_xdata())}
+    assert to_rgba("black") in drawn and set(colours.values()) <= drawn
+
+
 def test_runs_that_do_not_share_their_held_out_tasks_are_refused_naming_the_run(runs, tmp_path):
     root, _ = runs
     odd = write_run(tmp_path / "odd", BASE, PLAIN[1], [], 3, measured=(ACC,))

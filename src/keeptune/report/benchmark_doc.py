@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from keeptune.report import fmt
+from keeptune.report.benchmark_split import PLAIN
 from keeptune.report.compare import _difference
 from keeptune.report.document import Heading, Image, Items, Table, Text, to_markdown
 from keeptune.report.plots import _figure, _number
@@ -178,6 +179,12 @@ def _bars(values: list[float], lows: list[float | None], highs: list[float | Non
             [max(hi - v, 0) if hi is not None else 0 for v, hi in zip(values, highs)]]
 
 
+def _colour(methods: list[str], method: str) -> str:
+    """Plain LoRA, every method's reference, in black; the methods in matplotlib's cycle."""
+    others = [m for m in methods if m != PLAIN]
+    return "black" if method == PLAIN else f"C{others.index(method) % 10}"
+
+
 def frontier(data: dict, task: str, scalar: str, lower: bool) -> Figure | None:
     """New-task accuracy (x) against one held-out scalar kept (y), every run's states: colour by method, marker by
     seed, line by recipe, as-trained checkpoints joined in step order, variants hollow, the best ringed; None with
@@ -186,14 +193,14 @@ def frontier(data: dict, task: str, scalar: str, lower: bool) -> Figure | None:
     drawn = [r for r in data["curve"] if _number(r["held_out"][task][scalar]["ratio"])]
     if not drawn:
         return None
-    methods = sorted({r["method"] for r in data["curve"]})
+    methods = sorted({r["method"] for r in data["curve"]}, key=lambda m: (m != PLAIN, m))  # plain first: black
     seeds = sorted({_seed(r["seed"]) for r in data["curve"]})
     recipes = sorted({r["recipe"] for r in data["curve"]})
     figure, (ax,) = _figure(f"{task} {scalar}{' (lower is better)' if lower else ''} against "
                             f"{data['new_task']['task']} accuracy")
     for run in dict.fromkeys((r["run"], r["method"]) for r in drawn):  # a run's parts: a colour each
         rows = [r for r in drawn if (r["run"], r["method"]) == run]
-        colour = f"C{methods.index(rows[0]['method']) % 10}"
+        colour = _colour(methods, rows[0]["method"])
         marker = MARKERS[seeds.index(_seed(rows[0]["seed"])) % len(MARKERS)]
         line = LINES[recipes.index(rows[0]["recipe"]) % len(LINES)]
         for variants in (False, True):
@@ -212,7 +219,7 @@ def frontier(data: dict, task: str, scalar: str, lower: bool) -> Figure | None:
             ax.plot(fmt.shown(r["accuracy"], unit), r["held_out"][task][scalar]["ratio"], marker="o", markersize=14,
                     markerfacecolor="none", markeredgecolor="black", linestyle="none")
     ax.axhline(1.0, color="grey", linestyle=(0, (1, 4)), linewidth=1)
-    handles = [Line2D([], [], color=f"C{i % 10}", label=m) for i, m in enumerate(methods)]
+    handles = [Line2D([], [], color=_colour(methods, m), label=m) for m in methods]
     handles += [Line2D([], [], color="grey", marker=MARKERS[i % len(MARKERS)], linestyle="none", label=f"seed {s}")
                 for i, s in enumerate(seeds)]
     if len(recipes) > 1:
