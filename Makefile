@@ -34,8 +34,9 @@ bench: $(STAMP)
 
 # The forgetting benchmark (issue 29; docs/experiments.md, "The forgetting benchmark"): plain LoRA's curve over
 # four learning rates, scale and corda at the curve's lr 1e-3, then every retention method and MiCA at lr 4e-3 one
-# training seed at a time (SEEDS, in order), then the comparisons. Needs ../shared/data (run from the repository root). Resumable: run it again and finished trials are
-# read, not redone; `make forgetting SEEDS=0` gives every method one seed.
+# training seed at a time (SEEDS, in order), then the comparisons. Needs ../shared/data (run from the repository
+# root). Resumable: run it again and finished trials are read, not redone; `make forgetting SEEDS=0` gives every
+# method one seed.
 FORGETTING ?= runs/forgetting
 SEEDS ?= 0 1 2
 forgetting: $(STAMP)

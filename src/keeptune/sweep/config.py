@@ -209,8 +209,8 @@ def _check_grid(sweep: Sweep, where: dict) -> None:
     for i, values in enumerate(sweep.config.start):
         missing = [p.key for p in sweep.params if p.key not in values]
         if missing:
-            raise ConfigError(f"{where.get(f'start[{i}]', where.get('start', str(sweep.path)))}: start[{i}] leaves out "
-                              f"{', '.join(missing)}: a grid's trial is a whole combination, every field given")
+            raise ConfigError(f"{_start_at(sweep, where, i)}: start[{i}] leaves out {', '.join(missing)}: a grid's "
+                              "trial is a whole combination, every field given")
     size = math.prod(len(p.choices) for p in sweep.params)
     if sweep.config.trials > size:
         raise ConfigError(f"{where.get('trials', sweep.path)}: field 'trials' is {sweep.config.trials}, but the grid "
@@ -236,10 +236,15 @@ def _base_path(config: SweepConfig, where: dict, path: Path) -> Optional[Path]:
     return base
 
 
+def _start_at(sweep: Sweep, where: dict, i: int) -> str:
+    """FILE:LINE of start[i] (or of `start`, or the file)."""
+    return where.get(f"start[{i}]", where.get("start", str(sweep.path)))
+
+
 def _check_start(sweep: Sweep, where: dict) -> None:
     by_key = {p.key: p for p in sweep.params}
     for i, values in enumerate(sweep.config.start):
-        at = where.get(f"start[{i}]", where.get("start", str(sweep.path)))
+        at = _start_at(sweep, where, i)
         if not isinstance(values, dict):
             raise ConfigError(f"{at}: start[{i}] is a mapping {{field: value}}, not {values!r}")
         for key, value in values.items():
