@@ -246,6 +246,43 @@ def test_the_frontier_draws_plain_lora_in_black_and_each_method_in_its_own_colou
     assert to_rgba("black") in drawn and set(colours.values()) <= drawn
 
 
+def test_off_axis_is_beyond_three_interquartile_ranges():
+    from keeptune.report.benchmark_doc import off_axis
+
+    kept = [0.70, 0.83, 0.96, 1.10, 0.62, 0.75, 0.90, 0.85]
+    assert off_axis(kept) == set()
+    assert off_axis([*kept, 1e-9]) == {8}  # quartiles 0.70 and 0.90: fences 0.10 and 1.50
+    assert off_axis([*kept, 0.2]) == set()  # the same fences
+    assert off_axis([*kept, 1e-9, 2.5]) == {8, 9}  # quartiles 0.7125 and 0.945: fences 0.015 and 1.6425
+    assert off_axis([*kept, 1.7]) == {8} and off_axis([*kept, 1.55]) == set()  # fences 0.12 and 1.59
+    assert off_axis([1.0, 1e-9, 1.0]) == set() and off_axis([1.0] * 5 + [0.0]) == set()  # too few; no spread
+
+
+def test_a_state_far_off_the_others_is_an_arrow_on_the_frontiers_edge_and_listed(result):
+    """A state far off the others (kept 4000%, as from a base model that scores almost nothing) would squash them
+    into a line: the y-axis spans the others, the state is an arrow on the upper edge, named under the plot; with
+    the states as they are, nothing is listed."""
+    import copy
+
+    from keeptune.report.benchmark_doc import frontier
+
+    _, data = result
+    plain = frontier(data, HELD, ACC, False)
+    assert not [t for t in plain.texts if "off the axis" in t.get_text()]
+    assert not [line for line in plain.axes[0].lines if line.get_marker() in ("^", "v") and line.get_clip_on() is False]
+    broken = copy.deepcopy(data)
+    row = next(r for r in broken["curve"] if r["method"] == "kl" and not r["variant"])
+    row["held_out"][HELD][ACC].update(ratio=40.0, low=30.0, high=50.0)
+    figure = frontier(broken, HELD, ACC, False)
+    (note,) = [t.get_text() for t in figure.texts if "off the axis" in t.get_text()]
+    assert note == f"off the axis: kl seed {row['seed']} step {row['step']}: 4000.00%"
+    _, y1 = figure.axes[0].get_ylim()
+    others = [r["held_out"][HELD][ACC] for r in broken["curve"] if r is not row]
+    assert max(o["high"] for o in others) <= y1 < 30.0
+    (arrow,) = [line for line in figure.axes[0].lines if line.get_marker() == "^" and line.get_clip_on() is False]
+    assert arrow.get_ydata()[0] == y1
+
+
 def test_runs_that_do_not_share_their_held_out_tasks_are_refused_naming_the_run(runs, tmp_path):
     root, _ = runs
     odd = write_run(tmp_path / "odd", BASE, PLAIN[1], [], 3, measured=(ACC,))

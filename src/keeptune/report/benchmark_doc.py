@@ -9,9 +9,11 @@ for a scalar better lower a negative difference favours the method.
 from __future__ import annotations
 
 import re
+import textwrap
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
@@ -185,14 +187,30 @@ def _colour(methods: list[str], method: str) -> str:
     return "black" if method == PLAIN else f"C{others.index(method) % 10}"
 
 
+def off_axis(values: list[float], fence: float = 3.0) -> set[int]:
+    """The indices of values beyond Tukey's far-out fences, Q1 - 3 IQR and Q3 + 3 IQR: a broken model's states
+    (kept 0%, a perplexity in the billions), which would squash every other state into a line. None with fewer
+    than 4 values or no spread."""
+    if len(values) < 4:
+        return set()
+    q1, q3 = np.percentile(values, [25, 75])
+    spread = fence * (q3 - q1)
+    if spread <= 0:
+        return set()
+    return {i for i, v in enumerate(values) if v < q1 - spread or v > q3 + spread}
+
+
 def frontier(data: dict, task: str, scalar: str, lower: bool) -> Figure | None:
     """New-task accuracy (x) against one held-out scalar kept (y), every run's states: colour by method, marker by
     seed, line by recipe, as-trained checkpoints joined in step order, variants hollow, the best ringed; None with
-    nothing to draw."""
+    nothing to draw. A state far off the others (`off_axis`) is drawn as an arrow on the axis's edge and listed
+    under the plot with its value."""
     unit = data["new_task"]["units"]
     drawn = [r for r in data["curve"] if _number(r["held_out"][task][scalar]["ratio"])]
     if not drawn:
         return None
+    far = off_axis([r["held_out"][task][scalar]["ratio"] for r in drawn])
+    outside, drawn = [r for i, r in enumerate(drawn) if i in far], [r for i, r in enumerate(drawn) if i not in far]
     methods = sorted({r["method"] for r in data["curve"]}, key=lambda m: (m != PLAIN, m))  # plain first: black
     seeds = sorted({_seed(r["seed"]) for r in data["curve"]})
     recipes = sorted({r["recipe"] for r in data["curve"]})
@@ -219,6 +237,8 @@ def frontier(data: dict, task: str, scalar: str, lower: bool) -> Figure | None:
             ax.plot(fmt.shown(r["accuracy"], unit), r["held_out"][task][scalar]["ratio"], marker="o", markersize=14,
                     markerfacecolor="none", markeredgecolor="black", linestyle="none")
     ax.axhline(1.0, color="grey", linestyle=(0, (1, 4)), linewidth=1)
+    if outside:
+        _off_axis_arrows(ax, figure, outside, methods, task, scalar, unit)
     handles = [Line2D([], [], color=_colour(methods, m), label=m) for m in methods]
     handles += [Line2D([], [], color="grey", marker=MARKERS[i % len(MARKERS)], linestyle="none", label=f"seed {s}")
                 for i, s in enumerate(seeds)]
@@ -230,6 +250,23 @@ def frontier(data: dict, task: str, scalar: str, lower: bool) -> Figure | None:
     ax.set_xlabel(f"{data['new_task']['task']} {data['new_task']['scalar']}" + (" (%)" if unit == fmt.FRACTION else ""))
     ax.set_ylabel("kept against the base model" + (" (base / tuned)" if lower else " (tuned / base)"))
     return figure
+
+
+def _off_axis_arrows(ax: Any, figure: Figure, rows: list[dict], methods: list[str], task: str, scalar: str,
+                     unit: str | None) -> None:
+    """Each state off the axis as an arrow on the edge it lies beyond, in its method's colour, and a line per
+    state under the plot: method, seed, state, its value kept."""
+    y0, y1 = ax.get_ylim()
+    notes = []
+    for r in rows:
+        ratio = r["held_out"][task][scalar]["ratio"]
+        ax.plot(fmt.shown(r["accuracy"], unit), y0 if ratio < y0 else y1, marker="v" if ratio < y0 else "^",
+                markersize=9, color=_colour(methods, r["method"]), linestyle="none", clip_on=False)
+        state = f"step {r['step']}" + (f" {r['variant']}" if r["variant"] else "")
+        notes.append(f"{r['method']} seed {_seed(r['seed'])} {state}: {fmt.percent(ratio)}")
+    ax.set_ylim(y0, y1)
+    figure.supxlabel(textwrap.fill("off the axis: " + "; ".join(notes), 130), fontsize="x-small", x=0.01,
+                     ha="left")  # the constrained layout makes room for it
 
 
 def file_name(task: str, scalar: str) -> str:
