@@ -77,6 +77,41 @@ def test_perplexity_matches_lm_eval(tmp_path, model):
     assert task.lower_is_better() == ["lmeval.word_perplexity", "lmeval.byte_perplexity", "lmeval.bits_per_byte"]
 
 
+def test_squad_passages_score_a_files_paragraphs_as_wikitext_pages(tmp_path, model):
+    """squad_passages: each paragraph of a SQuAD file once, in file order, scored as lm-eval scores wikitext
+    (its evaluator gives the same totals; the word perplexity recomputed here from the records' log-likelihoods
+    and the words counted on each paragraph); no data: the Super Bowl 50 article keeptune ships."""
+    import re
+
+    from keeptune.data.shared import PACKAGED_SQUAD
+
+    contexts = ["The cat sat on the mat.", "It was 1,000 cats, or more.", "Another article; with words."]
+    qas = [{"id": "q", "question": "Who?", "answers": [{"text": "cat", "answer_start": 4}]}]
+    squad = {"data": [{"title": "A", "paragraphs": [{"context": c, "qas": qas} for c in contexts[:2]]},
+                      {"title": "B", "paragraphs": [{"context": contexts[2], "qas": qas}]}]}
+    path = tmp_path / "squad.json"
+    path.write_text(json.dumps(squad), encoding="utf-8")
+    net, tokenizer = model
+    task = lmeval.load("squad_passages", data=str(path))
+    assert [d.doc["page"] for d in task.documents] == contexts
+    metrics = lmeval.evaluate(task, net, tokenizer, tmp_path / "out", {"model": "tiny"})
+    totals, _ = lm_eval_reference(task, net, tokenizer)
+    for name in ("word_perplexity", "byte_perplexity", "bits_per_byte"):
+        assert metrics["scores"][f"lmeval.{name}"] == pytest.approx(totals[name], rel=1e-12)
+    ll = [json.loads(line)["responses"][0][0] for line in (tmp_path / "out" / "predictions.jsonl").open()]
+    words = sum(len(re.split(r"\s+", c)) for c in contexts)
+    assert metrics["scores"]["lmeval.word_perplexity"] == pytest.approx(math.exp(-sum(ll) / words), rel=1e-9)
+    assert task.lower_is_better() == ["lmeval.word_perplexity", "lmeval.byte_perplexity", "lmeval.bits_per_byte"]
+
+    shipped = [p["context"] for a in json.loads(PACKAGED_SQUAD.read_text(encoding="utf-8"))["data"]
+               for p in a["paragraphs"]]
+    assert [d.doc["page"] for d in lmeval.load("squad_passages").documents] == shipped and len(shipped) == 54
+    squad["data"][1]["paragraphs"][0].pop("context")
+    path.write_text(json.dumps(squad), encoding="utf-8")
+    with pytest.raises(DataError, match=re.escape(f"{path}: data[1].paragraphs[0]")):
+        lmeval.load("squad_passages", data=str(path), where="original[2]")
+
+
 def test_resumes_after_a_kill_and_refuses_other_settings(tmp_path, model):
     net, tokenizer = model
     data = str(write_arc(tmp_path / "arc.jsonl", n=10))

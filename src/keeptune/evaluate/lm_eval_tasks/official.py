@@ -1,6 +1,7 @@
 """Readers of the official layouts of ARC, BoolQ, MMLU and WikiText-2 raw, each returning the documents
 lm-eval's own task for that benchmark reads from the Hugging Face Hub, field for field, so that its prompt
-templates apply unchanged. lm-eval calls them as `custom_dataset` with the task's metadata as keyword
+templates apply unchanged; and of SQuAD v1.1, whose paragraphs become pages that lm-eval's wikitext scoring
+reads (squad_passages, keeptune's own task). lm-eval calls them as `custom_dataset` with the task's metadata as keyword
 arguments (`path`: the local file or folder; `version`, and others, are ignored); each returns
 {split: datasets.Dataset}.
 
@@ -153,6 +154,15 @@ def wikitext(path=None, split: str = "test", **_) -> dict:
         line = path.read_bytes()[: err.start].count(b"\n") + 1
         raise ValueError(f"{path}:{line}: not UTF-8 text") from None
     return _dataset([{"page": page} for page in wikitext_pages(text)], split)
+
+
+def squad_passages(path=None, split: str = "test", **_) -> dict:
+    """The paragraphs of a SQuAD v1.1 JSON file, each once, in file order -> {page} documents, the field
+    lm-eval's wikitext scoring reads (words and bytes counted on it). No path: the Super Bowl 50 article
+    keeptune ships (54 paragraphs). A file not in SQuAD's layout is a ValueError naming it and the place."""
+    from keeptune.data.squad import load_samples, resolve_data
+
+    return _dataset([{"page": sample.passage} for sample in load_samples(resolve_data(path))], split)
 
 
 def wikitext_detokenizer(doc: dict) -> str:
