@@ -66,8 +66,8 @@ def settings_summary(config: ExperimentConfig, plan: Plan, steps: int | None) ->
             "alpha": config.lora.alpha, "dropout": config.lora.dropout, "lr": config.train.lr,
             "epochs": config.train.epochs, "steps": steps,
             "global_batch": config.train.global_batch, "seq_len": task.seq_len,
-            "retention_tasks": [f"{c.name} ({Path(c.data_path or '').name}){', held out' if g.held_out else ''}"
-                                for c, g in plan.retention],
+            "retention_tasks": [f"{c.name} ({Path(c.data_path).name if c.data_path else 'its default data'})"
+                                f"{', held out' if g.held_out else ''}" for c, g in plan.retention],
             "new_task": f"{new.name} ({evaluated})",
             "max_new_tokens": new.generation.max_new_tokens,
             "postprocess": json.dumps(list(new.postprocess)), **preservation_settings(plan)}
