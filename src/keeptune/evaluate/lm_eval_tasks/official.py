@@ -1,9 +1,9 @@
 """Readers of the official layouts of ARC, BoolQ, MMLU and WikiText-2 raw, each returning the documents
 lm-eval's own task for that benchmark reads from the Hugging Face Hub, field for field, so that its prompt
-templates apply unchanged; and of SQuAD v1.1, whose paragraphs become pages that lm-eval's wikitext scoring
-reads (squad_passages, keeptune's own task). lm-eval calls them as `custom_dataset` with the task's metadata as keyword
-arguments (`path`: the local file or folder; `version`, and others, are ignored); each returns
-{split: datasets.Dataset}.
+templates apply unchanged; and of SQuAD v1.1, whose paragraphs become pages that lm-eval's wikitext
+scoring reads (squad_passages, keeptune's own task). lm-eval calls them as `custom_dataset` with the task's
+metadata as keyword arguments (`path`: the local file or folder; `version`, and others, are ignored); each
+returns {split: datasets.Dataset}.
 
 A malformed record is a ValueError naming the file, the line and the field, before any model runs.
 """
@@ -13,6 +13,8 @@ import csv
 import json
 import re
 from pathlib import Path
+
+from keeptune.data.squad import load_samples, resolve_data
 
 
 def _path(path, what: str, official: str) -> Path:
@@ -160,8 +162,6 @@ def squad_passages(path=None, split: str = "test", **_) -> dict:
     """The paragraphs of a SQuAD v1.1 JSON file, each once, in file order -> {page} documents, the field
     lm-eval's wikitext scoring reads (words and bytes counted on it). No path: the Super Bowl 50 article
     keeptune ships (54 paragraphs). A file not in SQuAD's layout is a ValueError naming it and the place."""
-    from keeptune.data.squad import load_samples, resolve_data
-
     return _dataset([{"page": sample.passage} for sample in load_samples(resolve_data(path))], split)
 
 
