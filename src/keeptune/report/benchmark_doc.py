@@ -44,8 +44,13 @@ def _scalar(task: str, scalar: str, lower: bool) -> str:
     return f"{task} {scalar}" + (" (lower is better)" if lower else "")
 
 
+def _where(state: dict) -> str:
+    """`step 150` or `step 150 scale 0.5`: a state's checkpoint and variant."""
+    return f"step {state['step']}" + (f" {state['variant']}" if state["variant"] else "")
+
+
 def _state(state: dict, units: str | None) -> str:
-    where = f"step {state['step']}" + (f" {state['variant']}" if state["variant"] else "")
+    where = _where(state)
     flag = "" if state.get("passes_gate", True) else ", none passes: most accurate"
     return f"{where} ({fmt.metric(state['accuracy'], units)}{flag})"
 
@@ -262,8 +267,7 @@ def _off_axis_arrows(ax: Any, figure: Figure, rows: list[dict], methods: list[st
         ratio = r["held_out"][task][scalar]["ratio"]
         ax.plot(fmt.shown(r["accuracy"], unit), y0 if ratio < y0 else y1, marker="v" if ratio < y0 else "^",
                 markersize=9, color=_colour(methods, r["method"]), linestyle="none", clip_on=False)
-        state = f"step {r['step']}" + (f" {r['variant']}" if r["variant"] else "")
-        notes.append(f"{r['method']} seed {_seed(r['seed'])} {state}: {fmt.percent(ratio)}")
+        notes.append(f"{r['method']} seed {_seed(r['seed'])} {_where(r)}: {fmt.percent(ratio)}")
     ax.set_ylim(y0, y1)
     figure.supxlabel(textwrap.fill("off the axis: " + "; ".join(notes), 130), fontsize="x-small", x=0.01,
                      ha="left")  # the constrained layout makes room for it
